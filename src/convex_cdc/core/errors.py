@@ -1,0 +1,133 @@
+"""Errors, split by what the caller can do next.
+
+::
+
+    ConvexCdcError                      every error this package raises on purpose
+    ├── ConfigError                     bad flags, config file or selection
+    ├── SourceError                     talking to Convex failed
+    │   ├── SourceUnavailable           network, 408, 429, 5xx outlasted the retry budget
+    │   ├── MalformedResponse           the server answered something that breaks the contract
+    │   └── ConvexApiError              Convex answered 4xx with {code, message}: do not retry
+    │       ├── AuthenticationError     401/403: wrong, missing or under-privileged deploy key
+    │       └── RetentionExpired        cursor or snapshot outside retention: re-snapshot
+    ├── CheckpointError                 stored checkpoint corrupt, foreign or too new
+    ├── SinkError                       a target could not make a batch durable
+    └── StepFailed                      wraps any of the above with the step and batch that failed
+
+Every message is one line that names the problem and the fix. No error ever carries
+the deploy key: ``ConvexClient`` never formats it, and ``redact`` is applied to any
+server-provided text before it reaches a message.
+"""
+
+from __future__ import annotations
+
+
+class ConvexCdcError(Exception):
+    """Base class of every error raised on purpose by convex-cdc."""
+
+    #: Process exit code the CLI uses for this class of error.
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        """The problem and, when known, the fix, on one line."""
+        text = " ".join(self.message.split())
+        if self.hint:
+            text = f"{text} — {' '.join(self.hint.split())}"
+        return text
+
+
+class ConfigError(ConvexCdcError):
+    """The invocation is wrong: flags, config file, environment or selection."""
+
+    exit_code = 2
+
+
+class SourceError(ConvexCdcError):
+    """Talking to the Convex deployment failed."""
+
+    exit_code = 3
+
+
+class SourceUnavailable(SourceError):
+    """Transient failures (network, 408, 429, 5xx) outlasted the retry budget."""
+
+
+class MalformedResponse(SourceError):
+    """The server's answer does not follow the streaming-export contract."""
+
+    def __init__(self, message: str, *, endpoint: str, hint: str | None = None) -> None:
+        self.endpoint = endpoint
+        super().__init__(
+            f"{endpoint}: malformed response: {message}",
+            hint=hint
+            or "nothing was written and the checkpoint did not move; report this with the "
+            "deployment's Convex version",
+        )
+
+
+class ConvexApiError(SourceError):
+    """Convex answered with a 4xx ``{code, message}`` body. Never retried."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        status: int,
+        code: str,
+        server_message: str,
+        hint: str | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        self.code = code
+        self.server_message = server_message
+        super().__init__(f"{endpoint}: HTTP {status} {code}: {server_message}", hint=hint)
+
+
+class AuthenticationError(ConvexApiError):
+    """401/403: the deploy key is wrong, missing, for another deployment or lacks permission."""
+
+    exit_code = 4
+
+
+class RetentionExpired(ConvexApiError):
+    """The delta cursor or snapshot is older than the deployment keeps history."""
+
+    exit_code = 5
+
+
+class CheckpointError(ConvexCdcError):
+    """The stored checkpoint cannot be used: corrupt, foreign, or from a newer version."""
+
+    exit_code = 6
+
+
+class SinkError(ConvexCdcError):
+    """A target could not make a batch durable (disk full, permissions, bad name...)."""
+
+    exit_code = 7
+
+
+class StepFailed(ConvexCdcError):
+    """Names the pipeline step (and batch) that failed; the cause is ``__cause__``."""
+
+    def __init__(self, *, step: str, cause: ConvexCdcError, batch_seq: int | None = None) -> None:
+        self.step = step
+        self.batch_seq = batch_seq
+        self.cause = cause
+        self.exit_code = cause.exit_code
+        where = f"{step} (batch {batch_seq})" if batch_seq is not None else step
+        super().__init__(f"{where} failed: {cause.message}", hint=cause.hint)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Replace every occurrence of each non-empty secret in ``text`` with ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,285 @@
+"""Change events and batches: the one shape every target receives.
+
+A page from Convex becomes one :class:`ChangeBatch`: an Arrow table of change events in
+the raw_change_log layout (design.md section 3) plus the checkpoint that becomes true
+once the batch is durable. Documents travel as lossless ``export_json`` text, so no
+target has to know the Convex wire format to store them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final, Literal
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from convex_cdc.core.checkpoint import Checkpoint, TableKey
+from convex_cdc.core.errors import MalformedResponse
+
+
+class Op(StrEnum):
+    """Why a row is in the change log."""
+
+    SNAPSHOT = "snapshot"
+    """A document as of the snapshot timestamp, from the initial walk."""
+    UPSERT = "upsert"
+    """A new full version of a document, from document_deltas."""
+    DELETE = "delete"
+    """A tombstone from document_deltas; ``document`` is null."""
+
+
+RAW_CHANGE_LOG_SCHEMA: Final = pa.schema(
+    [
+        pa.field("_component", pa.string(), nullable=False),
+        pa.field("_table", pa.string(), nullable=False),
+        pa.field("_id", pa.string(), nullable=False),
+        pa.field("_ts", pa.int64(), nullable=False),
+        pa.field("_deleted", pa.bool_(), nullable=False),
+        pa.field("_op", pa.string(), nullable=False),
+        pa.field("_batch", pa.int64(), nullable=False),
+        pa.field("_snapshot_ts", pa.int64(), nullable=True),
+        pa.field("_extracted_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("document", pa.string(), nullable=True),
+    ]
+)
+"""Column layout of a change-event batch, of raw_change_log files and of bronze envelopes."""
+
+DEFAULT_MAX_DOCUMENT_BYTES: Final = 8 * 1024 * 1024
+"""Convex caps documents at 1 MiB; export_json text of one can be ~1.4x that (base64).
+Anything far beyond is not a Convex document and is refused rather than buffered."""
+
+# Convex identifiers: letters, digits and underscores, at most 64 characters. User tables
+# cannot start with "_" (those are system tables, which are never exported).
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_METADATA_KEYS: Final = ("_component", "_table", "_ts", "_deleted")
+_KEPT_UNDERSCORE_FIELDS: Final = frozenset({"_id", "_creationTime"})
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One row of a batch, for code that wants objects instead of columns (tests, tools)."""
+
+    component: str
+    table: str
+    id: str
+    ts: int
+    deleted: bool
+    op: Op
+    document: str | None
+
+    @property
+    def key(self) -> TableKey:
+        """The table this event belongs to."""
+        return TableKey(self.component, self.table)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """One page of change events and the checkpoint that is true once it is durable."""
+
+    seq: int
+    """``batch_seq`` of this batch; replays of the same page carry the same number."""
+    kind: Literal["snapshot", "delta"]
+    events: pa.Table
+    """Rows in :data:`RAW_CHANGE_LOG_SCHEMA`, in server order."""
+    checkpoint: Checkpoint
+    snapshot_ts: int | None
+    """The walk's timestamp for snapshot batches, ``None`` for delta batches. A target that
+    sees a snapshot batch of a walk it has not seen before truncates every table first
+    (``--resnapshot`` is a truncate-and-reload)."""
+    wire_format: str
+    response_bytes: int
+    """Bytes of the HTTP response body this batch came from (for throughput figures)."""
+
+    @property
+    def num_events(self) -> int:
+        """Number of change events in the batch."""
+        return int(self.events.num_rows)
+
+    def tables(self) -> list[TableKey]:
+        """The distinct tables in this batch, sorted."""
+        return tables_in(self.events)
+
+    def events_for(self, table: TableKey) -> pa.Table:
+        """The rows of one table, in server order."""
+        mask = pc.and_(
+            pc.equal(self.events.column("_component"), table.component),
+            pc.equal(self.events.column("_table"), table.table),
+        )
+        return self.events.filter(mask)
+
+    def iter_events(self) -> Iterator[ChangeEvent]:
+        """Rows as :class:`ChangeEvent` objects (slow; not for the hot path)."""
+        for row in self.events.to_pylist():
+            yield ChangeEvent(
+                component=row["_component"],
+                table=row["_table"],
+                id=row["_id"],
+                ts=row["_ts"],
+                deleted=row["_deleted"],
+                op=Op(row["_op"]),
+                document=row["document"],
+            )
+
+
+def tables_in(events: pa.Table) -> list[TableKey]:
+    """The distinct ``(_component, _table)`` pairs of change-event rows, sorted."""
+    if events.num_rows == 0:
+        return []
+    pairs = events.select(["_component", "_table"]).group_by(["_component", "_table"]).aggregate([])
+    return sorted(
+        TableKey(c, t)
+        for c, t in zip(
+            pairs.column("_component").to_pylist(),
+            pairs.column("_table").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def is_valid_table_name(name: str) -> bool:
+    """A Convex user table name: an identifier that does not start with ``_``."""
+    return not name.startswith("_") and _IDENTIFIER.fullmatch(name) is not None
+
+
+def is_valid_component_path(path: str) -> bool:
+    """``""`` for the app, else ``/``-joined identifiers such as ``waitlist/ratelimiter``."""
+    return path == "" or all(_IDENTIFIER.fullmatch(part) for part in path.split("/"))
+
+
+def events_from_values(
+    values: Sequence[Any],
+    *,
+    kind: Literal["snapshot", "delta"],
+    batch_seq: int,
+    snapshot_ts: int | None,
+    extracted_at: datetime | None = None,
+    endpoint: str,
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+) -> pa.Table:
+    """Normalise the ``values`` of one page into change-event rows.
+
+    Validates what targets rely on: every value is an object with string ``_component``,
+    ``_table`` and ``_id`` and an integer ``_ts``; delta values carry a boolean
+    ``_deleted``; snapshot values are never tombstones; table and component names are
+    Convex identifiers (so they are safe to turn into paths downstream); no document is
+    larger than ``max_document_bytes``. Values of system tables are dropped.
+
+    Raises:
+        MalformedResponse: naming the first offending value, before anything is written.
+    """
+    n = len(values)
+    components: list[str] = [""] * n
+    tables: list[str] = [""] * n
+    ids: list[str] = [""] * n
+    tss: list[int] = [0] * n
+    deleted: list[bool] = [False] * n
+    ops: list[str] = [""] * n
+    documents: list[str | None] = [None] * n
+    keep = 0
+    dumps = orjson.dumps
+    sort_keys = orjson.OPT_SORT_KEYS
+    for position, value in enumerate(values):
+        if not isinstance(value, dict):
+            raise MalformedResponse(f"value #{position} is not an object", endpoint=endpoint)
+        component = value.get("_component")
+        table = value.get("_table")
+        doc_id = value.get("_id")
+        ts = value.get("_ts")
+        if not isinstance(doc_id, str) or not doc_id:
+            raise MalformedResponse(
+                f"value #{position} (table {table!r}) has no string _id", endpoint=endpoint
+            )
+        if not isinstance(table, str):
+            raise MalformedResponse(f"value {doc_id} has no string _table", endpoint=endpoint)
+        if not isinstance(component, str):
+            raise MalformedResponse(f"value {doc_id} has no string _component", endpoint=endpoint)
+        if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+            raise MalformedResponse(f"value {doc_id} has no integer _ts", endpoint=endpoint)
+        if table.startswith("_") and _IDENTIFIER.fullmatch(table):
+            continue  # a system table: never exported, never landed
+        if not is_valid_table_name(table):
+            raise MalformedResponse(
+                f"value {doc_id} names table {_shorten(table)!r}, which is not a Convex table name",
+                endpoint=endpoint,
+            )
+        if not is_valid_component_path(component):
+            raise MalformedResponse(
+                f"value {doc_id} names component {_shorten(component)!r}, which is not a "
+                "Convex component path",
+                endpoint=endpoint,
+            )
+        flag = value.get("_deleted")
+        if kind == "delta":
+            if not isinstance(flag, bool):
+                raise MalformedResponse(
+                    f"value {doc_id} has no boolean _deleted", endpoint=endpoint
+                )
+        elif flag:
+            raise MalformedResponse(
+                f"list_snapshot returned a tombstone for {doc_id}", endpoint=endpoint
+            )
+        is_delete = bool(flag)
+        document: str | None = None
+        if not is_delete:
+            fields = {
+                k: v for k, v in value.items() if k[:1] != "_" or k in _KEPT_UNDERSCORE_FIELDS
+            }
+            try:
+                encoded = dumps(fields, option=sort_keys)
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                raise MalformedResponse(
+                    f"value {doc_id} cannot be re-encoded losslessly: {exc}", endpoint=endpoint
+                ) from None
+            if len(encoded) > max_document_bytes:
+                raise MalformedResponse(
+                    f"document {doc_id} in table {table!r} is {len(encoded)} bytes, over the "
+                    f"{max_document_bytes}-byte limit",
+                    endpoint=endpoint,
+                    hint="raise --max-document-bytes if this deployment really stores such "
+                    "documents",
+                )
+            document = encoded.decode()
+        components[keep] = component
+        tables[keep] = table
+        ids[keep] = doc_id
+        tss[keep] = ts
+        deleted[keep] = is_delete
+        ops[keep] = (
+            Op.SNAPSHOT.value
+            if kind == "snapshot"
+            else Op.DELETE.value
+            if is_delete
+            else Op.UPSERT.value
+        )
+        documents[keep] = document
+        keep += 1
+    if keep < n:
+        del components[keep:], tables[keep:], ids[keep:], tss[keep:]
+        del deleted[keep:], ops[keep:], documents[keep:]
+    when = extracted_at or datetime.now(UTC)
+    return pa.Table.from_arrays(
+        [
+            pa.array(components, pa.string()),
+            pa.array(tables, pa.string()),
+            pa.array(ids, pa.string()),
+            pa.array(tss, pa.int64()),
+            pa.array(deleted, pa.bool_()),
+            pa.array(ops, pa.string()),
+            pa.array([batch_seq] * keep, pa.int64()),
+            pa.array([snapshot_ts] * keep, pa.int64()),
+            pa.array([when] * keep, pa.timestamp("us", tz="UTC")),
+            pa.array(documents, pa.string()),
+        ],
+        schema=RAW_CHANGE_LOG_SCHEMA,
+    )
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,77 @@
+"""The seam between extraction logic and the Convex wire protocol.
+
+``ConvexClient`` implements :class:`Source` over HTTP; tests may implement it in memory.
+A second protocol (Convex Data Sync) can be added behind the same seam without touching
+the targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+WIRE_FORMAT: Final = "export_json"
+"""The value format convex-cdc requests: lossless, and what Data Sync uses too.
+
+Int64 values are JSON integers, floats always carry a ``.`` or an exponent,
+NaN/±inf are ``{"$float": base64}`` and bytes are ``{"$bytes": base64}``.
+"""
+
+Selection = Mapping[str, Any]
+"""A validated Convex selection object (see :mod:`convex_cdc.core.selection`)."""
+
+ConvexValue = dict[str, Any]
+"""One exported document value as parsed from the wire (metadata keys included)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPage:
+    """One ``list_snapshot`` response."""
+
+    values: list[ConvexValue]
+    snapshot: int
+    cursor: str | None
+    has_more: bool
+    response_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaPage:
+    """One ``document_deltas`` response."""
+
+    values: list[ConvexValue]
+    cursor: int
+    has_more: bool
+    response_bytes: int
+
+
+class Source(Protocol):
+    """What the orchestrator needs from a Convex deployment."""
+
+    @property
+    def deployment_url(self) -> str:
+        """The deployment's base URL (never includes the key)."""
+        ...
+
+    def test_connection(self) -> None:
+        """Check credentials and that streaming export is enabled; raise on failure."""
+        ...
+
+    def json_schemas(self) -> dict[str, dict[str, Any]]:
+        """``{component: {table: json_schema}}`` (``deltaSchema=true&byComponent=true``)."""
+        ...
+
+    def list_snapshot(
+        self,
+        *,
+        snapshot: int | None,
+        cursor: str | None,
+        selection: Selection | None,
+    ) -> SnapshotPage:
+        """One page of the consistent snapshot walk."""
+        ...
+
+    def document_deltas(self, *, cursor: int, selection: Selection | None) -> DeltaPage:
+        """One page of the change log after ``cursor`` (exclusive)."""
+        ...

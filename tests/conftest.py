@@ -1,0 +1,5 @@
+"""Shared fixtures live in tests/fixtures/*; each file is a pytest plugin."""
+
+pytest_plugins = [
+    "tests.fixtures.moto_s3",
+]
