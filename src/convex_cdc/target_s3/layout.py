@@ -10,6 +10,7 @@
       staging/
         <table-dir>/part-<bucket>-<hash>.parquet   current state, content-named
         _state.json                          staging state (StagingState)
+      last_publish.json                      what the last `publish` did (for `status`)
       .locks/                                one lock file per role (sync, staging, publish)
 
 ``<table-dir>`` is the table name for the root component and ``<component>.<table>``
@@ -57,6 +58,11 @@ class DestinationLayout:
     def staging_state(self) -> Path:
         """The staging state file."""
         return self.staging / "_state.json"
+
+    @property
+    def last_publish(self) -> Path:
+        """Record of the last publish, read by ``status``."""
+        return self.root / "last_publish.json"
 
     @property
     def locks(self) -> Path:

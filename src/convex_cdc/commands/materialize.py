@@ -1,0 +1,64 @@
+"""``convex-cdc materialize``: apply committed raw batches to the staging tables."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from convex_cdc.commands.options import dest_option
+from convex_cdc.commands.sync import format_ts
+from convex_cdc.target_s3.layout import DestinationLayout
+from convex_cdc.target_s3.staging import MaterializeProgress, MaterializeReport, StagingMaterializer
+
+log = logging.getLogger(__name__)
+
+
+def materialize_step(*, dest: str | Path) -> MaterializeReport:
+    """Run the materializer on ``dest`` and print what happened (shared with ``run``)."""
+    layout = DestinationLayout.at(dest)
+
+    def progress(event: MaterializeProgress) -> None:
+        log.info(
+            "materialize: %s (%d/%d batches)",
+            event.table,
+            event.batches_applied,
+            event.batches_total,
+        )
+
+    report = StagingMaterializer(layout.root, progress=progress).materialize()
+    if report.batches_applied == 0:
+        click.echo(f"materialize: staging already up to date → {layout.staging}")
+    else:
+        kind = "full rebuild" if report.full_rebuild else "incremental"
+        click.echo(
+            f"materialize ({kind}): {report.batches_applied} batches, "
+            f"{report.rows_upserted:,} rows upserted, {report.rows_deleted:,} deleted, "
+            f"{len(report.tables_changed)} tables changed, {report.files_written} files "
+            f"written, {report.files_removed} removed in {report.elapsed_seconds:.1f}s "
+            f"→ {layout.staging}"
+        )
+    for table, widening in report.widenings:
+        click.echo(
+            f"materialize: {table}.{widening.column} widened from {widening.from_type} to "
+            f"{widening.to_type} (batch {widening.batch})"
+        )
+    if report.consistent_as_of_ts is not None:
+        click.echo(
+            f"materialize: staging is consistent as of {format_ts(report.consistent_as_of_ts)}"
+        )
+    else:
+        click.echo("materialize: the initial snapshot is still incomplete; run sync to finish it")
+    return report
+
+
+@click.command()
+@dest_option
+def materialize(dest: str) -> None:
+    """Apply committed raw batches in DIR to the current-state staging tables.
+
+    Incremental: only batches not yet applied are read, and only the staging files
+    their rows fall into are rewritten. Deletes are applied; the highest _ts wins.
+    """
+    materialize_step(dest=dest)

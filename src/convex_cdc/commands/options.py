@@ -1,0 +1,62 @@
+"""Click options shared by the S3/export commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def dest_option(command: F) -> F:
+    """``--dest DIR``: the local destination holding checkpoint, raw log and staging."""
+    return click.option(
+        "--dest",
+        required=True,
+        type=click.Path(file_okay=False, dir_okay=True),
+        metavar="DIR",
+        help="Destination directory (checkpoint, raw_change_log/, staging/).",
+    )(command)
+
+
+def selection_options(command: F) -> F:
+    """``--include`` / ``--exclude`` selection patterns (repeatable)."""
+    command = click.option(
+        "--exclude",
+        multiple=True,
+        metavar="PATTERN",
+        help="Leave out tables or columns, e.g. 'users.ssn' or 'waitlist/*' (repeatable).",
+    )(command)
+    command = click.option(
+        "--include",
+        multiple=True,
+        metavar="PATTERN",
+        help="Replicate only these: 'messages', 'waitlist/*', 'users.email'... (repeatable; "
+        "default: everything).",
+    )(command)
+    return command
+
+
+def publish_options(command: F) -> F:
+    """Options of ``publish`` (and of ``run``, where ``--to`` is optional)."""
+    command = click.option(
+        "--include-raw/--no-include-raw",
+        default=False,
+        show_default=True,
+        help="Also publish the raw change log files (for Auto Loader consumers).",
+    )(command)
+    command = click.option(
+        "--keep",
+        type=click.IntRange(min=1),
+        default=10,
+        show_default=True,
+        help="Manifests to keep; files only older manifests use are deleted.",
+    )(command)
+    command = click.option(
+        "--endpoint-url",
+        metavar="URL",
+        help="S3-compatible endpoint (MinIO, R2, moto...); default: AWS_ENDPOINT_URL or AWS.",
+    )(command)
+    return command

@@ -1,0 +1,77 @@
+"""``convex-cdc publish``: copy staging to an object store and write the manifest last."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from convex_cdc.commands.options import dest_option, publish_options
+from convex_cdc.target_s3.atomic_file import atomic_write_bytes
+from convex_cdc.target_s3.layout import DestinationLayout
+from convex_cdc.target_s3.publish import PublishEvent, PublishReport
+from convex_cdc.target_s3.publish import publish as publish_staging
+
+log = logging.getLogger(__name__)
+
+
+def publish_step(
+    *,
+    dest: str | Path,
+    to: str,
+    endpoint_url: str | None = None,
+    keep: int = 10,
+    include_raw: bool = False,
+) -> PublishReport:
+    """Publish ``dest``'s staging to ``to`` and print what happened (shared with ``run``)."""
+    layout = DestinationLayout.at(dest)
+
+    def progress(event: PublishEvent) -> None:
+        if event.stage in ("upload", "delete"):
+            log.info("publish: %s %s (%d/%d)", event.stage, event.path, event.done, event.total)
+
+    report = publish_staging(
+        layout.root,
+        to,
+        endpoint_url=endpoint_url,
+        keep=keep,
+        include_raw=include_raw,
+        progress=progress,
+    )
+    click.echo(f"publish: {report.summary()}")
+    if report.manifest_url is not None:
+        click.echo(f"publish: manifest → {report.manifest_url}")
+    record = {
+        "to": report.target,
+        "sequence": report.current_sequence,
+        "published": report.sequence is not None,
+        "files_uploaded": report.files_uploaded,
+        "bytes_uploaded": report.bytes_uploaded,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    atomic_write_bytes(layout.last_publish, (json.dumps(record, indent=2) + "\n").encode())
+    return report
+
+
+@click.command()
+@dest_option
+@click.option(
+    "--to",
+    required=True,
+    metavar="URL",
+    help="s3://bucket/prefix, file:///abs/dir or a local directory.",
+)
+@publish_options
+def publish(dest: str, to: str, endpoint_url: str | None, keep: int, include_raw: bool) -> None:
+    """Publish DIR's staging tables to an object store, manifest last.
+
+    Files are immutable and content-named, so only changed files are uploaded; the
+    numbered manifest is written create-only, then manifest.json points at it. A reader
+    that follows manifest.json always sees a complete, consistent set of files. Refused
+    while the initial snapshot is incomplete. S3 credentials come from the standard AWS
+    environment variables.
+    """
+    publish_step(dest=dest, to=to, endpoint_url=endpoint_url, keep=keep, include_raw=include_raw)

@@ -1,0 +1,48 @@
+"""``convex-cdc run``: sync, materialize and publish — what a scheduler calls."""
+
+from __future__ import annotations
+
+import click
+
+from convex_cdc.commands.connection import source_options
+from convex_cdc.commands.materialize import materialize_step
+from convex_cdc.commands.options import dest_option, publish_options, selection_options
+from convex_cdc.commands.publish import publish_step
+from convex_cdc.commands.sync import sync_step
+
+
+@click.command()
+@dest_option
+@source_options
+@selection_options
+@click.option(
+    "--to",
+    metavar="URL",
+    help="Publish target (s3://bucket/prefix or a directory); without it, publish is skipped.",
+)
+@publish_options
+def run(
+    *,
+    dest: str,
+    url: str | None,
+    deploy_key_env: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    to: str | None,
+    endpoint_url: str | None,
+    keep: int,
+    include_raw: bool,
+) -> None:
+    """Sync until caught up, materialize staging, then publish (if --to is given).
+
+    Each step is safe to interrupt and re-run; a failed step stops the run with a
+    non-zero exit code and the next run picks up where it stopped.
+    """
+    sync_step(dest=dest, url=url, deploy_key_env=deploy_key_env, include=include, exclude=exclude)
+    materialize_step(dest=dest)
+    if to:
+        publish_step(
+            dest=dest, to=to, endpoint_url=endpoint_url, keep=keep, include_raw=include_raw
+        )
+    else:
+        click.echo("run: no --to given; skipped publish")

@@ -1,0 +1,159 @@
+"""``convex-cdc status``: where a destination stands, for humans and for monitoring."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from convex_cdc.commands.connection import connect, source_options
+from convex_cdc.commands.options import dest_option
+from convex_cdc.commands.sync import describe_position, format_ts
+from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, InitialSnapshot, checkpoint_to_json
+from convex_cdc.core.errors import ConvexCdcError
+from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.layout import DestinationLayout
+from convex_cdc.target_s3.staging_state import StagingState, load_staging_state
+
+_NOTHING_SELECTED = {"_other": "excluded"}
+
+
+def collect_status(
+    dest: str | Path, *, url: str | None, deploy_key_env: str, ask_server: bool
+) -> dict[str, Any]:
+    """Everything ``status`` shows, as a JSON-ready dict."""
+    layout = DestinationLayout.at(dest)
+    checkpoint = FileCheckpointStore(layout.root).load()
+    staging = load_staging_state(layout.staging_state)
+    status: dict[str, Any] = {
+        "dest": str(layout.root),
+        "phase": "not started" if checkpoint is None else checkpoint.phase,
+        "checkpoint": None if checkpoint is None else checkpoint_to_json(checkpoint),
+        "position": None if checkpoint is None else describe_position(checkpoint),
+        "lag_seconds": None,
+        "lag_source": None,
+        "staging": _staging_status(staging, checkpoint),
+        "last_publish": _last_publish(layout.last_publish),
+    }
+    if checkpoint is not None and isinstance(checkpoint.position, DeltaTail):
+        cursor = int(checkpoint.position.cursor)
+        now, source = _server_now(checkpoint, url, deploy_key_env) if ask_server else (None, None)
+        if now is None:
+            now, source = time.time_ns(), "local clock (no server reached)"
+        status["lag_seconds"] = round(max(now - cursor, 0) / 1e9, 3)
+        status["lag_source"] = source
+    return status
+
+
+def _server_now(
+    checkpoint: Checkpoint, url: str | None, key_env: str
+) -> tuple[int | None, str | None]:
+    # list_snapshot with nothing selected is the cheapest call that returns the server's
+    # current timestamp.
+    if not (url or checkpoint.source.deployment_url) or not os.environ.get(key_env):
+        return None, None
+    try:
+        with connect(url or checkpoint.source.deployment_url, key_env) as client:
+            page = client.list_snapshot(snapshot=None, cursor=None, selection=_NOTHING_SELECTED)
+    except ConvexCdcError as exc:
+        return None, f"server unreachable: {exc.message}"
+    return page.snapshot, "server"
+
+
+def _staging_status(staging: StagingState | None, checkpoint: Checkpoint | None) -> dict[str, Any]:
+    if staging is None:
+        return {"built": False, "tables": []}
+    committed = checkpoint.batch_seq if checkpoint is not None else 0
+    return {
+        "built": True,
+        "last_applied_batch": staging.last_applied_batch,
+        "batches_behind": max(committed - staging.last_applied_batch, 0),
+        "consistent_as_of_ts": staging.consistent_as_of_ts,
+        "tables": [
+            {
+                "table": t.key.qualified,
+                "rows": t.row_count,
+                "files": len(t.files),
+                "columns": len(t.columns),
+                "widenings": [w.column for w in t.widenings],
+            }
+            for t in sorted(staging.tables, key=lambda t: t.key)
+        ],
+    }
+
+
+def _last_publish(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _render(status: dict[str, Any]) -> None:
+    console = Console()
+    console.print(f"[bold]destination[/bold] {status['dest']}")
+    console.print(f"[bold]phase[/bold]       {status['phase']}")
+    if status["position"]:
+        console.print(f"[bold]position[/bold]    {status['position']}")
+    if status["lag_seconds"] is not None:
+        console.print(
+            f"[bold]lag[/bold]         {status['lag_seconds']:.1f}s ({status['lag_source']})"
+        )
+    staging = status["staging"]
+    if not staging["built"]:
+        console.print("[bold]staging[/bold]     not built yet (run `convex-cdc materialize`)")
+    else:
+        consistent = staging["consistent_as_of_ts"]
+        as_of = format_ts(consistent) if consistent is not None else "snapshot incomplete"
+        console.print(
+            f"[bold]staging[/bold]     batch {staging['last_applied_batch']}, "
+            f"{staging['batches_behind']} committed batches not yet applied, "
+            f"consistent as of {as_of}"
+        )
+        table = Table("table", "rows", "files", "columns", "widened")
+        for row in staging["tables"]:
+            table.add_row(
+                row["table"],
+                f"{row['rows']:,}",
+                str(row["files"]),
+                str(row["columns"]),
+                ", ".join(row["widenings"]) or "-",
+            )
+        console.print(table)
+    published = status["last_publish"]
+    if published:
+        state = "published" if published.get("published") else "nothing new"
+        console.print(
+            f"[bold]last publish[/bold] {published.get('at')} → {published.get('to')} "
+            f"(manifest {published.get('sequence')}, {state})"
+        )
+    else:
+        console.print("[bold]last publish[/bold] never")
+
+
+@click.command()
+@dest_option
+@source_options
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--offline", is_flag=True, help="Do not contact the server (lag from local clock).")
+def status(dest: str, url: str | None, deploy_key_env: str, as_json: bool, offline: bool) -> None:
+    """Show DIR's phase, cursors, lag behind the server, rows per table and last publish.
+
+    Lag is measured against the server's current timestamp when the deploy key is
+    available, otherwise estimated from the local clock.
+    """
+    result = collect_status(dest, url=url, deploy_key_env=deploy_key_env, ask_server=not offline)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        _render(result)
+
+
+__all__ = ["InitialSnapshot", "collect_status", "status"]

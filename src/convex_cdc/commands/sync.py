@@ -1,0 +1,161 @@
+"""``convex-cdc sync``: extract changes from Convex into the raw change log."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from convex_cdc.commands.connection import connect, source_options
+from convex_cdc.commands.options import dest_option, selection_options
+from convex_cdc.commands.progress import SyncProgress
+from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, InitialSnapshot
+from convex_cdc.core.events import DEFAULT_MAX_DOCUMENT_BYTES
+from convex_cdc.core.orchestrator import SyncOptions, SyncReport, run_sync
+from convex_cdc.core.selection import Selection
+from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.layout import DestinationLayout
+from convex_cdc.target_s3.locks import DestinationLock
+from convex_cdc.target_s3.raw_change_log import RawChangeLogSink
+
+
+def sync_step(
+    *,
+    dest: str | Path,
+    url: str | None,
+    deploy_key_env: str,
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    follow: bool = False,
+    resnapshot: bool = False,
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+) -> SyncReport:
+    """Run the extraction into ``dest`` and print what happened (shared with ``run``)."""
+    layout = DestinationLayout.at(dest)
+    selection = Selection.from_patterns(include=include, exclude=exclude)
+    options = SyncOptions(
+        selection=None if selection.is_everything else selection.to_wire(),
+        resnapshot=resnapshot,
+        follow=follow,
+        max_document_bytes=max_document_bytes,
+    )
+    stop = threading.Event()
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with (
+        _stop_on_sigterm(stop),
+        DestinationLock(layout.root, "sync"),
+        connect(url, deploy_key_env) as client,
+        SyncProgress("sync") as progress,
+    ):
+        report = run_sync(
+            client,
+            RawChangeLogSink(layout.root),
+            FileCheckpointStore(layout.root),
+            options,
+            observer=progress,
+            should_stop=stop.is_set,
+            sleep=lambda seconds: _wait(stop, seconds),
+        )
+    click.echo(
+        f"sync: {report.events:,} change events ({report.deletes:,} deletes) in "
+        f"{report.batches:,} batches from {report.snapshot_pages + report.delta_pages:,} pages, "
+        f"{report.response_bytes / 1e6:,.1f} MB in {report.elapsed_seconds:.1f}s "
+        f"→ {layout.raw_change_log}"
+    )
+    if report.checkpoint is not None:
+        click.echo(f"sync: checkpoint {describe_position(report.checkpoint)} → {layout.checkpoint}")
+    return report
+
+
+def _wait(stop: threading.Event, seconds: float) -> None:
+    stop.wait(seconds)
+
+
+def describe_position(checkpoint: Checkpoint) -> str:
+    """Human description of where a checkpoint stands."""
+    match checkpoint.position:
+        case InitialSnapshot(snapshot=snapshot, cursor=cursor):
+            state = "not started" if cursor is None else "in progress"
+            return f"snapshot walk at {format_ts(snapshot)} {state} (batch {checkpoint.batch_seq})"
+        case DeltaTail(cursor=cursor):
+            return f"caught up to {format_ts(cursor)} (batch {checkpoint.batch_seq})"
+    return "unknown"
+
+
+def format_ts(ts: int) -> str:
+    """A Convex timestamp (ns) as ISO-8601 UTC, with the raw value."""
+    when = datetime.fromtimestamp(ts / 1e9, tz=UTC).isoformat(timespec="seconds")
+    return f"{when} (ts {ts})"
+
+
+class _stop_on_sigterm:
+    """Turn SIGTERM into a graceful stop after the current page (for --follow)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.previous: object = None
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+
+
+@click.command()
+@dest_option
+@source_options
+@selection_options
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Keep polling after catching up (backs off while idle; SIGTERM stops cleanly).",
+)
+@click.option(
+    "--resnapshot",
+    is_flag=True,
+    help="Start a new snapshot walk (after an expired cursor); staging is reloaded from it.",
+)
+@click.option(
+    "--max-document-bytes",
+    type=click.IntRange(min=1024),
+    default=DEFAULT_MAX_DOCUMENT_BYTES,
+    show_default=True,
+    help="Refuse documents larger than this (Convex caps documents at 1 MiB).",
+)
+def sync(
+    *,
+    dest: str,
+    url: str | None,
+    deploy_key_env: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    follow: bool,
+    resnapshot: bool,
+    max_document_bytes: int,
+) -> None:
+    """Extract changes from Convex into DIR/raw_change_log until caught up.
+
+    The first run walks a consistent snapshot; later runs read the change log from
+    the saved checkpoint. The checkpoint advances only after each batch is durable,
+    so an interrupted sync resumes without losing or duplicating anything.
+    """
+    sync_step(
+        dest=dest,
+        url=url,
+        deploy_key_env=deploy_key_env,
+        include=include,
+        exclude=exclude,
+        follow=follow,
+        resnapshot=resnapshot,
+        max_document_bytes=max_document_bytes,
+    )
