@@ -126,6 +126,7 @@ def run_sync(
     )
 
     first_page: SnapshotPage | None = None
+    saved = checkpoint
     if checkpoint is None or options.resnapshot:
         first_page = source.list_snapshot(snapshot=None, cursor=None, selection=options.selection)
         checkpoint = begin_snapshot(checkpoint, source=identity, snapshot=first_page.snapshot)
@@ -133,10 +134,11 @@ def run_sync(
         log.info("starting a snapshot walk at ts=%d", first_page.snapshot)
     if fingerprints is not None:
         checkpoint = with_schema_fingerprints(checkpoint, fingerprints)
-    store.save(checkpoint)
+    if first_page is None and checkpoint != saved:
+        store.save(checkpoint)  # fresh fingerprints only; a new walk is pinned with its page
 
     while isinstance(checkpoint.position, InitialSnapshot):
-        checkpoint = run.snapshot_page(checkpoint, first_page)
+        checkpoint = run.snapshot_page(checkpoint, first_page, pin=first_page is not None)
         first_page = None
 
     idle = options.idle_initial_seconds
@@ -178,7 +180,10 @@ class _Run:
         self.observer = observer
         self.report = report
 
-    def snapshot_page(self, checkpoint: Checkpoint, prefetched: SnapshotPage | None) -> Checkpoint:
+    def snapshot_page(
+        self, checkpoint: Checkpoint, prefetched: SnapshotPage | None, *, pin: bool = False
+    ) -> Checkpoint:
+        """One page of the pinned walk; ``pin``: the walk's checkpoint is not saved yet."""
         position = checkpoint.position
         assert isinstance(position, InitialSnapshot)
         page = prefetched or self.source.list_snapshot(
@@ -197,6 +202,10 @@ class _Run:
         following = after_snapshot_page(
             checkpoint, cursor=page.cursor, has_more=page.has_more, tables=tables
         )
+        if pin and events.num_rows:
+            # Saved only now that the first page is known to be well-formed, and before it
+            # is written: a replay after a crash must walk the same snapshot.
+            self.store.save(checkpoint)
         self.report.snapshot_pages += 1
         self._commit(checkpoint, following, events, "snapshot", page.response_bytes)
         return following

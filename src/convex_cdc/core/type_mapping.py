@@ -25,8 +25,9 @@ column's type only moves up this lattice: ``null`` → scalar → ``json``.
 from __future__ import annotations
 
 import base64
+import math
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, Final
 
@@ -236,3 +237,53 @@ def system_columns(
         "_creationTime": pa.array(creation, pa.float64()),
         "_ts": pa.array(tss, pa.int64()),
     }
+
+
+def json_text_column(array: pa.Array | pa.ChunkedArray, column: ColumnType) -> pa.Array:
+    """Turn a typed column back into lossless JSON text, for widening it to ``json``.
+
+    The text is exactly what :func:`json_text` gives for the original ``export_json``
+    value, so old (converted) and new (parsed) rows of a widened column agree: int64
+    ``5`` → ``5``, float ``-0.0`` → ``-0.0``, NaN/±inf → ``{"$float":"<base64 LE8>"}``
+    (bit-exact), bytes → ``{"$bytes":"<base64>"}``, string → a JSON string, bool →
+    ``true``/``false``. Nulls stay null.
+
+    Raises:
+        TypeError: ``array`` does not hold a ``column`` column.
+    """
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not array.type.equals(column.arrow):
+        raise TypeError(f"a {array.type} array is not a {column.value} column")
+    if column is ColumnType.JSON:
+        return array
+    if column is ColumnType.NULL:
+        return pa.nulls(len(array), pa.string())
+    if column in (ColumnType.INT64, ColumnType.BOOL):
+        # Arrow prints these exactly as JSON does ("-7", "true").
+        return array.cast(pa.string())
+    encode = _JSON_ENCODERS[column]
+    return pa.array(
+        [None if value is None else encode(value) for value in array.to_pylist()], pa.string()
+    )
+
+
+def _float_json(value: float) -> str:
+    if math.isfinite(value):
+        return orjson.dumps(value).decode()
+    return json_text({"$float": base64.b64encode(struct.pack("<d", value)).decode()})
+
+
+def _bytes_json(value: bytes) -> str:
+    return json_text({"$bytes": base64.b64encode(value).decode()})
+
+
+def _string_json(value: str) -> str:
+    return orjson.dumps(value).decode()
+
+
+_JSON_ENCODERS: Final[Mapping[ColumnType, Callable[[Any], str]]] = {
+    ColumnType.FLOAT64: _float_json,
+    ColumnType.BINARY: _bytes_json,
+    ColumnType.STRING: _string_json,
+}

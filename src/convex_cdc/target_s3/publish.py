@@ -1,0 +1,385 @@
+"""``convex-cdc publish``: copy staging (and optionally the raw change log) to an object store.
+
+Steps, in an order that keeps every reader safe (design.md section 5):
+
+1. Refuse while the initial snapshot is incomplete: a half-walked snapshot is not a state
+   the source ever had.
+2. Read the target's manifests (the remote is the source of truth; publish may run from
+   another machine) and build the new manifest from the staging state. If it describes
+   the same state as the newest published one, stop: nothing is uploaded or written.
+3. Upload every file no kept manifest refers to, create-only (files are named by
+   content, so an existing object of the right size is the same file).
+4. Write ``manifests/<sequence>.json`` create-only (if it exists, another publisher won:
+   fail, never overwrite), then the ``manifest.json`` pointer. A crash before this point
+   leaves readers on the previous manifest, whose files are all still there.
+5. Garbage-collect beyond the last ``keep`` manifests (:mod:`.publish_gc`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final, Literal
+
+from convex_cdc.core.checkpoint import Checkpoint
+from convex_cdc.core.errors import ConfigError, SinkError
+from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.layout import DestinationLayout
+from convex_cdc.target_s3.locks import DestinationLock
+from convex_cdc.target_s3.manifest import (
+    POINTER_PATH,
+    Manifest,
+    ManifestFile,
+    ManifestTable,
+    content_identity,
+    dumps_manifest,
+    numbered_path,
+)
+from convex_cdc.target_s3.object_store import PublishTarget, open_publish_target
+from convex_cdc.target_s3.publish_gc import collect_garbage
+from convex_cdc.target_s3.raw_change_log_files import batch_of, committed_raw_files
+from convex_cdc.target_s3.remote_manifests import RemoteManifests
+from convex_cdc.target_s3.staging_state import StagingState, load_staging_state
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEEP: Final = 10
+DEFAULT_ORPHAN_GRACE: Final = timedelta(hours=1)
+_UPLOAD_WORKERS: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class PublishEvent:
+    """Progress of one publish, for a progress display."""
+
+    stage: Literal["upload", "skip", "manifest", "delete"]
+    """``upload``/``skip``: a data file was uploaded or already there; ``manifest``: the
+    data is in place and the manifest is about to be written; ``delete``: GC removed a file."""
+    path: str
+    bytes: int = 0
+    done: int = 0
+    """Data files handled so far (``upload``/``skip`` only)."""
+    total: int = 0
+    """Data files in the new manifest (``upload``/``skip`` only)."""
+
+
+PublishProgress = Callable[[PublishEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishReport:
+    """What one publish did."""
+
+    target: str
+    sequence: int | None
+    """The new manifest's sequence; ``None`` when there was nothing new to publish."""
+    manifest_url: str | None
+    """Where the new numbered manifest is (``manifest.json`` holds the same content)."""
+    files_uploaded: int
+    files_skipped: int
+    bytes_uploaded: int
+    files_deleted: int
+    manifests_deleted: int
+    elapsed_seconds: float
+    current_sequence: int | None = None
+    """The newest published sequence after this run (the existing one if nothing new)."""
+    repaired_pointer: bool = False
+    """``manifest.json`` lagged behind the newest numbered manifest and was brought up."""
+
+    @property
+    def nothing_new(self) -> bool:
+        """The staging state was already published; no file or manifest was written."""
+        return self.sequence is None
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        if self.sequence is None:
+            return (
+                f"nothing new to publish to {self.target}: manifest "
+                f"{self.current_sequence} already describes this staging state"
+            )
+        return (
+            f"published manifest {self.sequence} to {self.target}: "
+            f"{self.files_uploaded} files uploaded ({self.bytes_uploaded} bytes), "
+            f"{self.files_skipped} unchanged; removed {self.files_deleted} old files and "
+            f"{self.manifests_deleted} old manifests in {self.elapsed_seconds:.1f}s"
+        )
+
+
+def publish(
+    dest: str | Path,
+    to: str,
+    *,
+    endpoint_url: str | None = None,
+    keep: int = DEFAULT_KEEP,
+    include_raw: bool = False,
+    progress: PublishProgress | None = None,
+    orphan_grace: timedelta = DEFAULT_ORPHAN_GRACE,
+) -> PublishReport:
+    """Publish the staging tables under ``dest`` to ``to`` and write the manifest last.
+
+    Args:
+        dest: the destination directory (``--dest``) holding staging.
+        to: ``s3://bucket/prefix``, ``file:///abs/dir`` or a local directory.
+        endpoint_url: S3-compatible endpoint overriding ``AWS_ENDPOINT_URL``.
+        keep: how many manifests (and the files they use) to keep.
+        include_raw: also publish the committed raw change log files.
+        progress: called for each file handled, before the manifest, and per deletion.
+        orphan_grace: age after which files no manifest ever named are removed.
+
+    Raises:
+        ConfigError: staging is missing or mid-snapshot, the target holds another
+            deployment's data, or an option is invalid.
+        SinkError: a file could not be read or uploaded, another publisher wrote the same
+            manifest sequence first, or the target is unreachable. Readers still see the
+            previous manifest.
+    """
+    started = time.monotonic()
+    if keep < 1:
+        raise ConfigError(f"--keep must be at least 1, not {keep}", hint="use --keep 1 or more")
+    layout = DestinationLayout.at(dest)
+    target = open_publish_target(to, endpoint_url=endpoint_url)
+    # The staging lock too: materialize deletes the files an older state listed as soon
+    # as it has saved a new one, and publish must read a state whose files stay put.
+    with DestinationLock(layout.root, "publish"), DestinationLock(layout.root, "staging"):
+        staging = _complete_staging(layout)
+        # Only the raw change log needs it: it says which raw batches are committed.
+        checkpoint = FileCheckpointStore(layout.root).load() if include_raw else None
+        remote = RemoteManifests.load(target)
+        latest = remote.latest()
+        _ensure_same_source(latest, staging, target)
+        candidate, local = _build_manifest(layout, staging, checkpoint, latest, include_raw)
+        if latest is not None and content_identity(candidate) == content_identity(latest):
+            repaired = remote.pointer_is_stale()
+            if repaired:
+                target.put(POINTER_PATH, dumps_manifest(latest))
+            return PublishReport(
+                target=target.describe(),
+                sequence=None,
+                manifest_url=None,
+                files_uploaded=0,
+                files_skipped=sum(1 for _ in candidate.files()),
+                bytes_uploaded=0,
+                files_deleted=0,
+                manifests_deleted=0,
+                elapsed_seconds=time.monotonic() - started,
+                current_sequence=latest.sequence,
+                repaired_pointer=repaired,
+            )
+        if latest is not None and latest.consistent_as_of_ts > candidate.consistent_as_of_ts:
+            log.warning(
+                "the published state (ts %d) is newer than this staging (ts %d); publishing "
+                "moves readers back in time",
+                latest.consistent_as_of_ts,
+                candidate.consistent_as_of_ts,
+            )
+        already = frozenset().union(*(m.paths() for m in remote.kept(keep)))
+        uploaded, skipped, nbytes = _upload(
+            target, list(candidate.files()), local, already, progress
+        )
+        manifest = replace(candidate, sequence=remote.latest_sequence + 1, published_at=_utc_now())
+        _write_manifest(target, manifest, progress)
+        gc = collect_garbage(
+            remote,
+            newest=manifest,
+            keep=keep,
+            prefixes=("staging", "raw_change_log") if include_raw else ("staging",),
+            orphan_grace=orphan_grace,
+            on_delete=(lambda p: progress(PublishEvent("delete", p))) if progress else None,
+        )
+    return PublishReport(
+        target=target.describe(),
+        sequence=manifest.sequence,
+        manifest_url=target.url_of(numbered_path(manifest.sequence)),
+        files_uploaded=uploaded,
+        files_skipped=skipped,
+        bytes_uploaded=nbytes,
+        files_deleted=gc.files,
+        manifests_deleted=gc.manifests,
+        elapsed_seconds=time.monotonic() - started,
+        current_sequence=manifest.sequence,
+    )
+
+
+def _complete_staging(layout: DestinationLayout) -> StagingState:
+    staging = load_staging_state(layout.staging_state)
+    if staging is None or staging.consistent_as_of_ts is None:
+        why = "no staging yet" if staging is None else "the initial snapshot is incomplete"
+        raise ConfigError(
+            f"nothing to publish from {layout.root}: {why}; a half-walked snapshot is not a "
+            "state the source ever had",
+            hint="run `convex-cdc sync` until the snapshot completes, then `materialize`",
+        )
+    return staging
+
+
+def _ensure_same_source(
+    latest: Manifest | None, staging: StagingState, target: PublishTarget
+) -> None:
+    if latest is not None and latest.deployment_url != staging.deployment_url:
+        raise ConfigError(
+            f"{target.describe()} holds data published from {latest.deployment_url}, not "
+            f"{staging.deployment_url}",
+            hint="publish each deployment to its own prefix",
+        )
+
+
+def _build_manifest(
+    layout: DestinationLayout,
+    staging: StagingState,
+    checkpoint: Checkpoint | None,
+    latest: Manifest | None,
+    include_raw: bool,
+) -> tuple[Manifest, dict[str, Path]]:
+    """The manifest for the current staging (sequence 0) and each file's local path."""
+    assert staging.consistent_as_of_ts is not None
+    tables = tuple(
+        ManifestTable(
+            component=t.key.component,
+            table=t.key.table,
+            row_count=t.row_count,
+            schema_fingerprint=t.schema_fingerprint,
+            columns=t.columns,
+            files=tuple(ManifestFile(f.path, f.rows, f.bytes, f.sha256) for f in t.files),
+            widenings=t.widenings,
+        )
+        for t in sorted(staging.tables, key=lambda t: t.key)
+    )
+    raw: tuple[ManifestFile, ...] | None = None
+    if include_raw:
+        if checkpoint is None:
+            raise ConfigError(
+                f"no checkpoint in {layout.root}, so no raw batch is known to be committed",
+                hint="run `convex-cdc sync` first, or publish without the raw change log",
+            )
+        raw = _raw_manifest_files(layout, checkpoint.batch_seq, latest)
+    manifest = Manifest(
+        sequence=0,
+        published_at="",
+        deployment_url=staging.deployment_url,
+        consistent_as_of_ts=staging.consistent_as_of_ts,
+        tables=tables,
+        raw_change_log=raw,
+    )
+    return manifest, {f.path: layout.root / f.path for f in manifest.files()}
+
+
+def _raw_manifest_files(
+    layout: DestinationLayout, up_to_batch: int, latest: Manifest | None
+) -> tuple[ManifestFile, ...]:
+    """The committed raw files, reusing what the newest manifest already knows about them.
+
+    Committed raw files never change, so entries already published are kept as they are
+    (if the local file still has that size) and only batch indexes past the newest
+    published batch are read: the cost follows the new batches, not the log's length.
+    """
+    files: list[ManifestFile] = []
+    newest_published = 0
+    for previous in (latest.raw_change_log or ()) if latest is not None else ():
+        batch = batch_of(previous.path)
+        if batch is None or batch > up_to_batch:
+            continue  # not committed here: this copy of the log is behind the published one
+        newest_published = max(newest_published, batch)
+        local = layout.root / previous.path
+        if not local.is_file():
+            continue
+        if local.stat().st_size == previous.bytes:
+            files.append(previous)
+        else:
+            files.append(_describe_local(local, previous.path, previous.rows))
+    for raw in committed_raw_files(layout, up_to_batch=up_to_batch, after_batch=newest_published):
+        files.append(_describe_local(layout.root / raw.path, raw.path, raw.rows))
+    return tuple(sorted(files, key=lambda f: (batch_of(f.path) or 0, f.path)))
+
+
+def _describe_local(local: Path, path: str, rows: int) -> ManifestFile:
+    data = local.read_bytes()
+    return ManifestFile(path, rows, len(data), hashlib.sha256(data).hexdigest())
+
+
+def _upload(
+    target: PublishTarget,
+    files: list[ManifestFile],
+    local: dict[str, Path],
+    already: frozenset[str],
+    progress: PublishProgress | None,
+) -> tuple[int, int, int]:
+    """Upload what is not already published; returns (uploaded, skipped, bytes uploaded)."""
+    uploaded = skipped = nbytes = done = 0
+    todo = [f for f in files if f.path not in already]
+    for f in files:
+        if f.path in already:
+            skipped += 1
+            done += 1
+            if progress is not None:
+                progress(PublishEvent("skip", f.path, f.bytes, done, len(files)))
+    pool = ThreadPoolExecutor(max_workers=_UPLOAD_WORKERS, thread_name_prefix="publish")
+    try:
+        results = pool.map(lambda f: (f, _upload_one(target, f, local[f.path])), todo)
+        for f, created in results:
+            done += 1
+            if created:
+                uploaded += 1
+                nbytes += f.bytes
+            else:
+                skipped += 1
+            if progress is not None:
+                stage: Literal["upload", "skip"] = "upload" if created else "skip"
+                progress(PublishEvent(stage, f.path, f.bytes, done, len(files)))
+    finally:
+        # On a failure, uploads not yet started are dropped instead of run to completion.
+        pool.shutdown(wait=True, cancel_futures=True)
+    return uploaded, skipped, nbytes
+
+
+def _upload_one(target: PublishTarget, file: ManifestFile, local: Path) -> bool:
+    """Upload one immutable file create-only; ``False`` if the same file was already there."""
+    try:
+        data = local.read_bytes()
+    except FileNotFoundError:
+        raise SinkError(
+            f"{local} is listed in the staging state but does not exist",
+            hint="staging changed while publishing (a materialize ran?); publish again",
+        ) from None
+    if len(data) != file.bytes or hashlib.sha256(data).hexdigest() != file.sha256:
+        raise SinkError(
+            f"{local} does not match the size/sha256 its state records",
+            hint="staging is damaged or changed while publishing; run `convex-cdc materialize`"
+            " and publish again",
+        )
+    if target.put_if_absent(file.path, data):
+        return True
+    existing = target.head(file.path)
+    if existing is not None and existing.size == file.bytes:
+        return False  # content-named: same name and size is the same file
+    raise SinkError(
+        f"{target.url_of(file.path)} already exists with different content "
+        f"({existing.size if existing else 'no'} bytes, expected {file.bytes})",
+        hint="another tool wrote into this prefix; publish to a prefix only convex-cdc uses",
+    )
+
+
+def _write_manifest(
+    target: PublishTarget, manifest: Manifest, progress: PublishProgress | None
+) -> None:
+    path = numbered_path(manifest.sequence)
+    if progress is not None:
+        progress(PublishEvent("manifest", path))
+    body = dumps_manifest(manifest)
+    if not target.put_if_absent(path, body):
+        raise SinkError(
+            f"another publisher already wrote {target.url_of(path)}; this publish stopped "
+            "before changing manifest.json",
+            hint="make sure only one publish runs per prefix, then publish again",
+        )
+    target.put(POINTER_PATH, body)
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,145 @@
+"""The per-batch index of the raw change log: ``raw_change_log/_batches/<seq:012d>.json``.
+
+Written after every table file of the batch is durable, so an index names only complete
+files. Readers (the staging materializer, publish) list a batch's tables through it and
+never scan table directories. Shape::
+
+    {"format": "convex-cdc.raw-batch", "version": 1,
+     "seq": 42, "kind": "delta", "snapshot_ts": null, "wire_format": "export_json",
+     "tables": [{"component": "", "table": "messages", "dir": "messages",
+                 "file": "batch=000000000042.parquet",
+                 "rows": 17, "deletes": 2, "min_ts": 1..., "max_ts": 1...}],
+     "checkpoint": {...the checkpoint this batch advances to...}}
+
+A table's file is ``raw_change_log/<dir>/<file>`` under the destination root.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from convex_cdc.core.checkpoint import (
+    Checkpoint,
+    TableKey,
+    checkpoint_from_json,
+    checkpoint_to_json,
+)
+from convex_cdc.core.errors import CheckpointError
+
+BATCH_INDEX_FORMAT: Final = "convex-cdc.raw-batch"
+BATCH_INDEX_VERSION: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTableEntry:
+    """One table's file in a raw batch."""
+
+    key: TableKey
+    dir: str
+    file: str
+    """The file name inside ``raw_change_log/<dir>/``."""
+    rows: int
+    deletes: int
+    min_ts: int
+    max_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchIndex:
+    """What one durable raw batch holds, and the checkpoint it advances to."""
+
+    seq: int
+    kind: Literal["snapshot", "delta"]
+    snapshot_ts: int | None
+    wire_format: str
+    tables: tuple[BatchTableEntry, ...]
+    checkpoint: Checkpoint
+
+    @property
+    def rows(self) -> int:
+        """Change events in the batch, over all tables."""
+        return sum(t.rows for t in self.tables)
+
+    def entry(self, key: TableKey) -> BatchTableEntry | None:
+        """The entry of one table, if the batch carried events for it."""
+        return next((t for t in self.tables if t.key == key), None)
+
+
+def batch_index_to_json(index: BatchIndex) -> dict[str, Any]:
+    """The index as a JSON-ready dict."""
+    return {
+        "format": BATCH_INDEX_FORMAT,
+        "version": BATCH_INDEX_VERSION,
+        "seq": index.seq,
+        "kind": index.kind,
+        "snapshot_ts": index.snapshot_ts,
+        "wire_format": index.wire_format,
+        "tables": [
+            {
+                "component": t.key.component,
+                "table": t.key.table,
+                "dir": t.dir,
+                "file": t.file,
+                "rows": t.rows,
+                "deletes": t.deletes,
+                "min_ts": t.min_ts,
+                "max_ts": t.max_ts,
+            }
+            for t in index.tables
+        ],
+        "checkpoint": checkpoint_to_json(index.checkpoint),
+    }
+
+
+def dumps_batch_index(index: BatchIndex) -> bytes:
+    """Canonical JSON bytes of an index (the same batch always gives the same bytes)."""
+    return (json.dumps(batch_index_to_json(index), indent=2, sort_keys=True) + "\n").encode()
+
+
+def loads_batch_index(raw: bytes, *, where: str) -> BatchIndex:
+    """Parse an index strictly.
+
+    Raises:
+        CheckpointError: the file is not a batch index this version understands.
+    """
+    try:
+        data = json.loads(raw)
+        if data.get("format") != BATCH_INDEX_FORMAT:
+            raise ValueError(f"format is {data.get('format')!r}")
+        if data["version"] != BATCH_INDEX_VERSION:
+            raise ValueError(f"unsupported version {data['version']!r}")
+        kind = data["kind"]
+        if kind not in ("snapshot", "delta"):
+            raise ValueError(f"unknown kind {kind!r}")
+        snapshot_ts = data["snapshot_ts"]
+        tables = tuple(
+            BatchTableEntry(
+                key=TableKey(str(t["component"]), str(t["table"])),
+                dir=str(t["dir"]),
+                file=str(t["file"]),
+                rows=int(t["rows"]),
+                deletes=int(t["deletes"]),
+                min_ts=int(t["min_ts"]),
+                max_ts=int(t["max_ts"]),
+            )
+            for t in data["tables"]
+        )
+        checkpoint = checkpoint_from_json(data["checkpoint"], where=f"{where} (checkpoint)")
+        return BatchIndex(
+            seq=int(data["seq"]),
+            kind=kind,
+            snapshot_ts=int(snapshot_ts) if snapshot_ts is not None else None,
+            wire_format=str(data["wire_format"]),
+            tables=tables,
+            checkpoint=checkpoint,
+        )
+    except CheckpointError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{where} is not a usable raw batch index: {exc}",
+            hint="restore the raw_change_log directory from a backup, or run "
+            "`sync --resnapshot` to land a fresh snapshot",
+        ) from None

@@ -1,0 +1,340 @@
+"""The staging materializer: raw change log → current-state parquet, incrementally.
+
+A run applies the raw batches with ``state.last_applied_batch < seq <= checkpoint.batch_seq``
+(later batches are not committed yet: their checkpoint was never saved). A snapshot batch
+of a walk staging has not seen (``snapshot_ts`` differs from the state's) means
+truncate-and-reload: every table is emptied before that batch and the ones after it.
+``consistent_as_of_ts`` is the checkpoint's ``consistent_as_of`` once every committed
+batch is applied (``None`` while the snapshot walk is incomplete).
+
+Batches are applied in steps of at most ``max_events_per_step`` events, which bounds
+memory. Each step follows one order, so a crash anywhere leaves a state that names only
+existing files and a re-run converges:
+
+1. write the step's new bucket files (durable, content-named, never in place);
+2. save the new state atomically (it lists only those and the untouched files);
+3. delete the files no longer listed.
+
+Files a crashed run wrote but never listed are removed at the start of the next run.
+One step rewrites each touched bucket once, so a bulk load larger than a step touches
+the same buckets again in later steps; raise ``max_events_per_step`` if memory allows.
+
+A run holds the destination's ``staging`` lock. Old files disappear right after a state
+save, so a reader that copies files listed in a state (publish) should hold that lock too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+from convex_cdc.core.checkpoint import Checkpoint, TableKey
+from convex_cdc.core.errors import CheckpointError
+from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.layout import DestinationLayout
+from convex_cdc.target_s3.locks import DestinationLock
+from convex_cdc.target_s3.raw_batch_index import BatchIndex
+from convex_cdc.target_s3.raw_change_log import RawChangeLog
+from convex_cdc.target_s3.staging_buckets import BUCKET_FILE_PATTERN, ROWS_PER_BUCKET, buckets_for
+from convex_cdc.target_s3.staging_merge import (
+    EVENT_COLUMNS,
+    TableUpdate,
+    apply_table_events,
+    empty_table,
+)
+from convex_cdc.target_s3.staging_state import (
+    StagingState,
+    StagingTable,
+    Widening,
+    load_staging_state,
+    save_staging_state,
+)
+from convex_cdc.target_s3.table_paths import resolve_table_dir
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS_PER_STEP: Final = 500_000
+"""Raw events applied per step (memory: roughly this many documents, parsed)."""
+
+_TEMP_FILE: Final = re.compile(r"\..*\.tmp")
+"""Temporary files (atomic writes) a killed run may leave in a table directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class MaterializeProgress:
+    """Reported after each table of each step."""
+
+    table: TableKey
+    batches_applied: int
+    batches_total: int
+
+
+@dataclass(slots=True)
+class MaterializeReport:
+    """What one materialize run did."""
+
+    batches_applied: int = 0
+    last_applied_batch: int = 0
+    tables_changed: list[str] = field(default_factory=list)
+    rows_upserted: int = 0
+    rows_deleted: int = 0
+    files_written: int = 0
+    files_removed: int = 0
+    full_rebuild: bool = False
+    """A new snapshot walk (or the first one) rebuilt every table."""
+    widenings: list[tuple[str, Widening]] = field(default_factory=list)
+    """``(qualified table, widening)`` recorded by this run."""
+    consistent_as_of_ts: int | None = None
+    elapsed_seconds: float = 0.0
+
+
+class StagingMaterializer:
+    """Builds ``<dest>/staging`` from ``<dest>/raw_change_log`` up to the saved checkpoint."""
+
+    def __init__(
+        self,
+        dest: str | Path,
+        *,
+        rows_per_bucket: int = ROWS_PER_BUCKET,
+        max_events_per_step: int = MAX_EVENTS_PER_STEP,
+        progress: Callable[[MaterializeProgress], None] | None = None,
+    ) -> None:
+        self.layout = DestinationLayout.at(dest)
+        self.rows_per_bucket = rows_per_bucket
+        self.max_events_per_step = max_events_per_step
+        self.progress = progress
+        self.raw = RawChangeLog(self.layout.root)
+
+    def materialize(self) -> MaterializeReport:
+        """Apply every committed raw batch staging does not hold yet.
+
+        Holds the ``staging`` lock of the destination while it runs.
+
+        Raises:
+            ConfigError: another materialize holds the staging lock.
+            CheckpointError: the checkpoint, a batch index, the staging state or a staging
+                file is unusable, or staging belongs to another deployment.
+            SinkError: a raw file is missing or unreadable, or the disk refused a write.
+        """
+        started = time.monotonic()
+        with DestinationLock(self.layout.root, "staging"):
+            report = self._run()
+        report.elapsed_seconds = time.monotonic() - started
+        return report
+
+    def _run(self) -> MaterializeReport:
+        report = MaterializeReport()
+        checkpoint = FileCheckpointStore(self.layout.root).load()
+        state = load_staging_state(self.layout.staging_state)
+        if checkpoint is None:
+            return _finish(report, state)
+        _check_compatible(state, checkpoint, self.layout.staging_state)
+        report.files_removed += self._remove_unlisted_files(state)
+
+        after = state.last_applied_batch if state is not None else 0
+        batches = self.raw.committed_batches(after, checkpoint.batch_seq)
+        tables = {t.key: t for t in state.tables} if state is not None else {}
+        snapshot_ts = state.snapshot_ts if state is not None else None
+        obsolete: list[str] = []
+        reload_from = _reload_point(batches, snapshot_ts)
+        if reload_from is not None:
+            report.full_rebuild = True
+            batches = batches[reload_from:]
+            snapshot_ts = batches[0].snapshot_ts
+            obsolete = [f.path for t in tables.values() for f in t.files]
+            tables = {}
+            log.info("snapshot walk at ts=%s: (re)building every staging table", snapshot_ts)
+
+        expected = _expected_rows(batches)
+        steps = list(_steps(batches, self.max_events_per_step))
+        for number, step in enumerate(steps):
+            for key in sorted({t.key for index in step for t in index.tables}):
+                update = self._apply(key, tables.get(key), step, expected.get(key, 0))
+                tables[key] = update.table
+                obsolete.extend(update.obsolete)
+                report.files_written += len(update.written)
+                report.rows_upserted += update.upserted
+                report.rows_deleted += update.deleted
+                report.widenings.extend((key.qualified, w) for w in update.widenings)
+                if update.changed and key.qualified not in report.tables_changed:
+                    report.tables_changed.append(key.qualified)
+                if self.progress is not None:
+                    self.progress(MaterializeProgress(key, report.batches_applied, len(batches)))
+            report.batches_applied += len(step)
+            done = number == len(steps) - 1
+            state = StagingState(
+                deployment_url=checkpoint.source.deployment_url,
+                # Once every committed batch is applied, numbers skipped below the
+                # checkpoint's count are settled too.
+                last_applied_batch=checkpoint.batch_seq if done else step[-1].seq,
+                snapshot_ts=snapshot_ts,
+                consistent_as_of_ts=(
+                    checkpoint.consistent_as_of if done else step[-1].checkpoint.consistent_as_of
+                ),
+                updated_at=_now(),
+                tables=tuple(tables[k] for k in sorted(tables)),
+            )
+            report.files_removed += self._commit(state, obsolete)
+            obsolete = []
+
+        if not steps:
+            # No new batch, but empty pages may have moved the checkpoint forward (and a
+            # source with no documents at all still has a consistent, empty staging).
+            base = state or StagingState(
+                deployment_url=checkpoint.source.deployment_url,
+                last_applied_batch=0,
+                snapshot_ts=checkpoint.snapshot_started_at,
+                consistent_as_of_ts=None,
+                updated_at="",
+            )
+            settled = replace(
+                base,
+                last_applied_batch=checkpoint.batch_seq,
+                consistent_as_of_ts=checkpoint.consistent_as_of,
+            )
+            if settled != state:
+                state = replace(settled, updated_at=_now())
+                save_staging_state(self.layout.staging_state, state)
+        report.tables_changed.sort()
+        return _finish(report, state)
+
+    def _apply(
+        self, key: TableKey, current: StagingTable | None, step: Sequence[BatchIndex], rows: int
+    ) -> TableUpdate:
+        table_dir = resolve_table_dir(self.layout.staging, key)
+        if current is None:
+            buckets = buckets_for(rows, self.rows_per_bucket)
+            current = empty_table(key, table_dir.name, buckets=buckets)
+        seqs = [index.seq for index in step if index.entry(key) is not None]
+        events = self.raw.read_table_batches(key, seqs, columns=EVENT_COLUMNS)
+        return apply_table_events(
+            self.layout.root,
+            table_dir,
+            current,
+            events,
+            batch=seqs[-1],
+            schema_fingerprint=step[-1].checkpoint.schema_fingerprints.get(key.qualified),
+            rows_per_bucket=self.rows_per_bucket,
+        )
+
+    def _commit(self, state: StagingState, obsolete: Sequence[str]) -> int:
+        """Save ``state``, then delete the files it no longer lists. Returns files deleted."""
+        save_staging_state(self.layout.staging_state, state)
+        listed = {f.path for t in state.tables for f in t.files}
+        removed = 0
+        for relative in obsolete:
+            if relative in listed or not _is_bucket_file_path(relative):
+                continue
+            path = self.layout.root / relative
+            if path.exists():
+                path.unlink()
+                removed += 1
+            _remove_if_empty(path.parent)
+        return removed
+
+    def _remove_unlisted_files(self, state: StagingState | None) -> int:
+        """Delete what a crashed run wrote but never listed (and empty table dirs)."""
+        root = self.layout.staging
+        if not root.is_dir():
+            return 0
+        listed = {f.path for t in state.tables for f in t.files} if state is not None else set()
+        removed = 0
+        for entry in root.iterdir():
+            if entry.name.startswith("._state.json.") and entry.name.endswith(".tmp"):
+                entry.unlink(missing_ok=True)
+            if not entry.is_dir() or entry.is_symlink():
+                continue
+            for path in entry.iterdir():
+                relative = path.relative_to(self.layout.root).as_posix()
+                own = BUCKET_FILE_PATTERN.fullmatch(path.name) or _TEMP_FILE.fullmatch(path.name)
+                if own and relative not in listed and path.is_file():
+                    path.unlink()
+                    removed += 1
+            _remove_if_empty(entry)
+        if removed:
+            log.info("removed %d staging files left by an interrupted materialize", removed)
+        return removed
+
+
+def _check_compatible(state: StagingState | None, checkpoint: Checkpoint, where: Path) -> None:
+    if state is None:
+        return
+    if state.deployment_url != checkpoint.source.deployment_url:
+        raise CheckpointError(
+            f"{where} was built from {state.deployment_url}, but the checkpoint belongs to "
+            f"{checkpoint.source.deployment_url}",
+            hint="delete the staging/ directory and run `convex-cdc materialize` to rebuild it",
+        )
+    if state.last_applied_batch > checkpoint.batch_seq:
+        raise CheckpointError(
+            f"{where} holds raw batches up to {state.last_applied_batch}, beyond the "
+            f"checkpoint's {checkpoint.batch_seq} (was the checkpoint restored from a backup?)",
+            hint="delete the staging/ directory and run `convex-cdc materialize` to rebuild it",
+        )
+
+
+def _reload_point(batches: Sequence[BatchIndex], snapshot_ts: int | None) -> int | None:
+    """Position of the last batch that starts a snapshot walk staging has not seen."""
+    point = None
+    for position, index in enumerate(batches):
+        if index.kind == "snapshot" and index.snapshot_ts != snapshot_ts:
+            point, snapshot_ts = position, index.snapshot_ts
+    return point
+
+
+def _steps(batches: Sequence[BatchIndex], max_events: int) -> Iterator[list[BatchIndex]]:
+    """Consecutive groups of batches with at most ``max_events`` events (at least one)."""
+    step: list[BatchIndex] = []
+    events = 0
+    for index in batches:
+        if step and events + index.rows > max_events:
+            yield step
+            step, events = [], 0
+        step.append(index)
+        events += index.rows
+    if step:
+        yield step
+
+
+def _expected_rows(batches: Sequence[BatchIndex]) -> dict[TableKey, int]:
+    """Upper bound of each table's rows after ``batches`` (sizes a new table's buckets)."""
+    rows: dict[TableKey, int] = {}
+    for index in batches:
+        for entry in index.tables:
+            rows[entry.key] = rows.get(entry.key, 0) + entry.rows - entry.deletes
+    return rows
+
+
+def _is_bucket_file_path(relative: str) -> bool:
+    """``staging/<dir>/part-….parquet`` and nothing else (a damaged state never deletes
+    anything outside staging)."""
+    parts = PurePosixPath(relative).parts
+    return (
+        len(parts) == 3
+        and parts[0] == "staging"
+        and parts[1] not in {"", ".", ".."}
+        and BUCKET_FILE_PATTERN.fullmatch(parts[2]) is not None
+    )
+
+
+def _remove_if_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (or already gone)
+        directory.rmdir()
+
+
+def _finish(report: MaterializeReport, state: StagingState | None) -> MaterializeReport:
+    if state is not None:
+        report.last_applied_batch = state.last_applied_batch
+        report.consistent_as_of_ts = state.consistent_as_of_ts
+    return report
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,45 @@
+"""Read a staging table as one Arrow table, through the staging state only.
+
+Publish and verify use this instead of listing directories: the state names exactly the
+files of the last completed materialize, all with the table's columns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.target_s3.layout import DestinationLayout
+from convex_cdc.target_s3.staging_buckets import read_bucket_file
+from convex_cdc.target_s3.staging_columns import SYSTEM_COLUMN_SPECS, arrow_schema
+from convex_cdc.target_s3.staging_state import StagingState, StagingTable, load_staging_state
+
+
+def staging_table_schema(table: StagingTable | None) -> pa.Schema:
+    """The Arrow schema of a staging table (system columns only if it does not exist)."""
+    return arrow_schema(table.columns if table is not None else SYSTEM_COLUMN_SPECS)
+
+
+def read_staging_table(
+    dest: str | Path, key: TableKey, *, state: StagingState | None = None
+) -> pa.Table:
+    """Every current row of one table (files concatenated in bucket order).
+
+    Pass ``state`` to read a state already loaded (so several tables come from the same
+    materialize); otherwise the state file is read. A table staging does not have (or no
+    staging at all) is an empty table with the system columns.
+
+    Raises:
+        CheckpointError: the state is unusable, or a listed file is missing or damaged.
+    """
+    layout = DestinationLayout.at(dest)
+    if state is None:
+        state = load_staging_state(layout.staging_state)
+    table = state.table(key) if state is not None else None
+    schema = staging_table_schema(table)
+    if table is None or not table.files:
+        return schema.empty_table()
+    parts = [read_bucket_file(layout.root, f, schema=schema) for f in table.files]
+    return pa.concat_tables(parts)

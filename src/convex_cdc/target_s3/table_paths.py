@@ -1,0 +1,94 @@
+"""Turn a Convex table into a directory name that cannot escape the destination.
+
+Table and component names come from the server, so they are untrusted input. The
+directory name is the table name for the root component and
+``<component segments joined by ".">.<table>`` otherwise (``waitlist/ratelimiter`` +
+``limits`` → ``waitlist.ratelimiter.limits``). Convex identifiers never contain ``.``, so
+the mapping is injective, and a root table (no ``.``) never collides with a component
+table (at least one ``.``).
+
+Every name is checked twice: first against the Convex identifier grammar (which already
+excludes NUL, separators, ``..``, and non-ASCII lookalikes), then, as defence in depth,
+the joined path is resolved and must stay inside the root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.errors import SinkError
+from convex_cdc.core.events import is_valid_component_path, is_valid_table_name
+
+MAX_DIR_NAME_BYTES: Final = 255
+"""The usual file-name limit (ext4, APFS, NTFS)."""
+
+RESERVED_DIR_NAMES: Final = frozenset({"_batches", "_state.json"})
+"""Names the destination uses for itself next to table directories (see :mod:`.layout`)."""
+
+_HINT: Final = (
+    "this name did not come from a Convex deployment; check --url, and report it if it did"
+)
+
+
+def table_dir_name(key: TableKey) -> str:
+    """The directory name of ``key``'s table, validated.
+
+    Raises:
+        SinkError: the table or component name is not a Convex identifier, the result is
+            too long for a file name, or it is a name the destination reserves.
+    """
+    if not is_valid_table_name(key.table):
+        raise SinkError(
+            f"refusing table name {_show(key.table)}: not a Convex table name", hint=_HINT
+        )
+    if not is_valid_component_path(key.component):
+        raise SinkError(
+            f"refusing component path {_show(key.component)} (table {_show(key.table)}): "
+            "not a Convex component path",
+            hint=_HINT,
+        )
+    name = ".".join([*key.component.split("/"), key.table]) if key.component else key.table
+    if len(name.encode()) > MAX_DIR_NAME_BYTES:
+        raise SinkError(
+            f"refusing table {_show(key.qualified)}: its directory name would be "
+            f"{len(name.encode())} bytes, over the {MAX_DIR_NAME_BYTES}-byte file-name limit",
+            hint="deselect this table, or shorten the component name",
+        )
+    if name in RESERVED_DIR_NAMES:
+        raise SinkError(
+            f"refusing table {_show(key.qualified)}: its directory name {name!r} is reserved "
+            "by convex-cdc",
+            hint="deselect this table, or rename the component",
+        )
+    return name
+
+
+def resolve_table_dir(root: Path, key: TableKey) -> Path:
+    """The directory of ``key``'s table under ``root``; creates nothing.
+
+    Raises:
+        SinkError: the name is not safe (see :func:`table_dir_name`) or the resolved path
+            would leave ``root`` (for example through a symlink planted inside it).
+    """
+    name = table_dir_name(key)
+    # Defence in depth: the grammar above already rules these out.
+    if "\x00" in name or os.sep in name or (os.altsep and os.altsep in name) or name in {".", ".."}:
+        raise SinkError(f"refusing table {_show(key.qualified)}: unsafe path", hint=_HINT)
+    candidate = root / name
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(candidate))
+    if real.parent != real_root:
+        raise SinkError(
+            f"refusing table {_show(key.qualified)}: {candidate} resolves to {real}, outside "
+            f"{real_root}",
+            hint="remove the symlink or stray entry from the destination directory",
+        )
+    return candidate
+
+
+def _show(name: str, limit: int = 80) -> str:
+    text = name if len(name) <= limit else name[:limit] + "…"
+    return repr(text)

@@ -1,0 +1,114 @@
+"""Build a staging directory by hand (typed parquet files + ``_state.json``) for tests.
+
+Documents are given as parsed ``export_json`` values, the way Convex sends them, typed
+with ``core.type_mapping`` and laid out like the materializer's (system columns, then
+user columns sorted; ``crc32(_id)`` buckets; content-named files), but without going
+through the raw change log. An unchanged bucket produces the same file name again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from convex_cdc.core.checkpoint import (
+    Checkpoint,
+    DeltaCursor,
+    DeltaTail,
+    SourceIdentity,
+    TableKey,
+    dumps_checkpoint,
+)
+from convex_cdc.core.type_mapping import infer_column_types, system_columns, typed_columns
+from convex_cdc.target_s3.layout import DestinationLayout
+from convex_cdc.target_s3.staging_buckets import positions_by_bucket, write_bucket_file
+from convex_cdc.target_s3.staging_columns import arrow_schema, column_specs
+from convex_cdc.target_s3.staging_state import (
+    StagingState,
+    StagingTable,
+    save_staging_state,
+)
+from convex_cdc.target_s3.table_paths import table_dir_name
+
+DEPLOYMENT = "https://happy-animal-123.convex.cloud"
+
+Documents = Sequence[Mapping[str, Any]]
+
+
+def write_staging(
+    dest: Path,
+    tables: Mapping[str, Documents],
+    *,
+    consistent_as_of_ts: int | None = 1_000,
+    deployment_url: str = DEPLOYMENT,
+    buckets: int = 2,
+    last_batch: int = 1,
+) -> StagingState:
+    """Write staging files for ``tables`` and the state naming them; return the state.
+
+    ``tables`` maps qualified table names to documents (each with ``_id``, optionally
+    ``_creationTime`` and ``_ts``). Files the new state no longer names are removed, as
+    the materializer does.
+    """
+    layout = DestinationLayout.at(dest)
+    staged = tuple(
+        _write_table(layout, TableKey.parse(name), docs, buckets, last_batch)
+        for name, docs in sorted(tables.items())
+    )
+    state = StagingState(
+        deployment_url=deployment_url,
+        last_applied_batch=last_batch,
+        snapshot_ts=500,
+        consistent_as_of_ts=consistent_as_of_ts,
+        updated_at="2026-11-26T10:00:00Z",
+        tables=staged,
+    )
+    named = {layout.root / f.path for t in staged for f in t.files}
+    for old in layout.staging.glob("*/*.parquet"):
+        if old not in named:
+            old.unlink()
+    save_staging_state(layout.staging_state, state)
+    return state
+
+
+def write_checkpoint(dest: Path, *, batch_seq: int, cursor: int = 1_000) -> Checkpoint:
+    """A delta-phase checkpoint, stored as the file checkpoint store stores it."""
+    checkpoint = Checkpoint(
+        source=SourceIdentity(DEPLOYMENT),
+        position=DeltaTail(DeltaCursor(cursor)),
+        batch_seq=batch_seq,
+        schema_fingerprints={"messages": "sha256:" + "ab" * 32},
+    )
+    layout = DestinationLayout.at(dest)
+    layout.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    layout.checkpoint.write_bytes(dumps_checkpoint(checkpoint))
+    return checkpoint
+
+
+def _write_table(
+    layout: DestinationLayout, key: TableKey, docs: Documents, buckets: int, last_batch: int
+) -> StagingTable:
+    directory = table_dir_name(key)
+    specs = column_specs(infer_column_types(docs))
+    arrays = system_columns(
+        [d["_id"] for d in docs], list(docs), [int(d.get("_ts", 1)) for d in docs]
+    )
+    arrays.update(typed_columns(list(docs), {s.name: s.type for s in specs[3:]}))
+    rows = pa.Table.from_pydict(arrays, schema=arrow_schema(specs))
+    files = []
+    by_bucket = positions_by_bucket(rows.column("_id").to_pylist(), buckets)
+    for bucket, positions in sorted(by_bucket.items()):
+        part = rows.take(pa.array(positions, pa.int64())).sort_by("_id")
+        files.append(write_bucket_file(layout.root, layout.staging / directory, bucket, part))
+    return StagingTable(
+        key=key,
+        dir=directory,
+        row_count=rows.num_rows,
+        last_batch=last_batch,
+        columns=specs,
+        buckets=buckets,
+        files=tuple(files),
+    )
