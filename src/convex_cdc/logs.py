@@ -21,9 +21,7 @@ class SecretRedactingFilter(logging.Filter):
         if not _secrets:
             return True
         message = record.getMessage()
-        redacted = message
-        for secret in _secrets:
-            redacted = redacted.replace(secret, "***")
+        redacted = redact_secrets(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
@@ -36,8 +34,11 @@ def register_secret(secret: str | None) -> None:
 
 
 def redact_secrets(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``."""
-    for secret in _secrets:
+    """``text`` with every registered secret replaced by ``***``.
+
+    Longest first, so a key and a secret part of it are both hidden completely.
+    """
+    for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
 

@@ -155,10 +155,11 @@ def begin_snapshot(
     """
     batch_seq = 0
     if previous is not None:
-        # A batch number always names one content: skip past a pending batch that may be
-        # half-written, so the new walk never reuses its number.
+        # A batch number always names one content. The batch after the last saved one may
+        # be (half-)written already: a crash between a sink write and its checkpoint save
+        # leaves it durable, pending or not. The new walk skips its number.
         pending = previous.pending.batch_seq if previous.pending is not None else 0
-        batch_seq = max(previous.batch_seq, pending)
+        batch_seq = max(previous.batch_seq + 1, pending)
     return Checkpoint(
         source=source,
         position=InitialSnapshot(SnapshotTs(snapshot), None),
@@ -362,7 +363,7 @@ def loads_checkpoint(raw: bytes, *, where: str = "checkpoint") -> Checkpoint:
     """Parse checkpoint bytes; corrupt JSON is a :class:`CheckpointError`, never a reset."""
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(
             f"{where} is corrupt (not JSON: {exc.__class__.__name__})",
             hint="restore it from a backup, or move it aside and run `sync --resnapshot`",

@@ -200,7 +200,7 @@ def events_from_values(
             raise MalformedResponse(f"value {doc_id} has no string _table", endpoint=endpoint)
         if not isinstance(component, str):
             raise MalformedResponse(f"value {doc_id} has no string _component", endpoint=endpoint)
-        if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+        if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts < 2**63:
             raise MalformedResponse(f"value {doc_id} has no integer _ts", endpoint=endpoint)
         if table.startswith("_") and _IDENTIFIER.fullmatch(table):
             continue  # a system table: never exported, never landed

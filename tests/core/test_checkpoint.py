@@ -1,0 +1,310 @@
+"""Checkpoint transitions, serialisation and strict loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convex_cdc.core.checkpoint import (
+    Checkpoint,
+    DeltaCursor,
+    DeltaTail,
+    InitialSnapshot,
+    PendingDelta,
+    SnapshotCursor,
+    SnapshotTs,
+    SourceIdentity,
+    TableKey,
+    after_delta_page,
+    after_snapshot_page,
+    begin_snapshot,
+    checkpoint_to_json,
+    dumps_checkpoint,
+    ensure_same_source,
+    loads_checkpoint,
+    with_pending_delta,
+    with_schema_fingerprints,
+)
+from convex_cdc.core.errors import CheckpointError
+
+SOURCE = SourceIdentity.from_url("https://happy-animal-123.convex.cloud/")
+S = 1_755_820_800_123_456_789  # above 2**53, as real timestamps are
+MESSAGES = TableKey("", "messages")
+ENTRIES = TableKey("waitlist", "entries")
+
+
+def pinned() -> Checkpoint:
+    return begin_snapshot(None, source=SOURCE, snapshot=S)
+
+
+def in_delta(batch_seq: int = 4, cursor: int = S) -> Checkpoint:
+    return dataclasses.replace(
+        pinned(), position=DeltaTail(DeltaCursor(cursor)), batch_seq=batch_seq
+    )
+
+
+# --- transitions --------------------------------------------------------------------------
+
+
+def test_pinning_a_walk_starts_at_its_timestamp_with_no_cursor_and_no_batches() -> None:
+    checkpoint = pinned()
+    assert checkpoint.position == InitialSnapshot(SnapshotTs(S), None)
+    assert checkpoint.batch_seq == 0 and checkpoint.snapshot_started_at == S
+    assert checkpoint.phase == "snapshot" and checkpoint.consistent_as_of is None
+    assert checkpoint.source.deployment_url == "https://happy-animal-123.convex.cloud"
+
+
+def test_a_snapshot_page_with_more_to_come_keeps_the_walk_and_moves_the_cursor() -> None:
+    following = after_snapshot_page(pinned(), cursor='{"id":"a"}', has_more=True, tables=[MESSAGES])
+    assert following.position == InitialSnapshot(SnapshotTs(S), SnapshotCursor('{"id":"a"}'))
+    assert following.batch_seq == 1 and following.tables_seen == {"messages"}
+    assert following.consistent_as_of is None
+
+
+def test_an_empty_snapshot_page_moves_the_cursor_but_not_the_batch_number() -> None:
+    following = after_snapshot_page(pinned(), cursor="next-table", has_more=True, tables=[])
+    assert following.batch_seq == 0
+    assert following.position == InitialSnapshot(SnapshotTs(S), SnapshotCursor("next-table"))
+
+
+def test_the_last_snapshot_page_hands_off_to_deltas_at_the_snapshot_timestamp() -> None:
+    walking = after_snapshot_page(pinned(), cursor="c", has_more=True, tables=[MESSAGES])
+    done = after_snapshot_page(walking, cursor=None, has_more=False, tables=[ENTRIES])
+    assert done.position == DeltaTail(DeltaCursor(S))
+    assert done.consistent_as_of == S and done.phase == "delta"
+    assert done.batch_seq == 2 and done.tables_seen == {"messages", "waitlist/entries"}
+
+
+def test_snapshot_pages_only_follow_a_pinned_walk_and_carry_a_cursor_when_more_follow() -> None:
+    with pytest.raises(ValueError, match="pinned"):
+        after_snapshot_page(in_delta(), cursor=None, has_more=False)
+    with pytest.raises(ValueError, match="cursor"):
+        after_snapshot_page(pinned(), cursor=None, has_more=True)
+
+
+def test_a_delta_page_stores_the_server_cursor_even_when_it_moves_backwards() -> None:
+    forward = after_delta_page(in_delta(cursor=S), cursor=S + 10, tables=[MESSAGES])
+    assert forward.position == DeltaTail(DeltaCursor(S + 10)) and forward.batch_seq == 5
+    backwards = after_delta_page(forward, cursor=S + 3, tables=[])
+    assert backwards.position == DeltaTail(DeltaCursor(S + 3)) and backwards.batch_seq == 5
+
+
+def test_delta_pages_only_follow_a_completed_snapshot() -> None:
+    with pytest.raises(ValueError, match="completed snapshot"):
+        after_delta_page(pinned(), cursor=S + 1)
+
+
+def test_a_pending_delta_records_the_batch_end_without_moving_the_position() -> None:
+    before = in_delta(batch_seq=4)
+    pending = with_pending_delta(before, batch_seq=5, end_cursor=S + 99)
+    assert pending.position == before.position and pending.batch_seq == 4
+    assert pending.pending == PendingDelta(5, DeltaCursor(S + 99))
+    done = after_delta_page(pending, cursor=S + 99, tables=[MESSAGES])
+    assert done.pending is None and done.batch_seq == 5
+    with pytest.raises(ValueError, match="delta"):
+        with_pending_delta(pinned(), batch_seq=1, end_cursor=S)
+
+
+def test_a_resnapshot_keeps_counting_and_never_reuses_a_batch_that_may_be_in_flight() -> None:
+    previous = with_schema_fingerprints(
+        dataclasses.replace(in_delta(batch_seq=7), tables_seen=frozenset({"messages"})),
+        {"messages": "sha256:ab"},
+    )
+    # Batch 8 may be durable already (written, then a crash before its save), pending or not:
+    # the new walk's first batch is 9.
+    for before in (previous, with_pending_delta(previous, batch_seq=8, end_cursor=S + 5)):
+        restarted = begin_snapshot(before, source=SOURCE, snapshot=S + 1000)
+        assert restarted.batch_seq == 8
+        assert restarted.pending is None
+        assert restarted.position == InitialSnapshot(SnapshotTs(S + 1000), None)
+        assert restarted.snapshot_started_at == S + 1000
+        assert restarted.tables_seen == {"messages"}
+        assert restarted.schema_fingerprints == {"messages": "sha256:ab"}
+    walking = begin_snapshot(None, source=SOURCE, snapshot=S)
+    assert begin_snapshot(walking, source=SOURCE, snapshot=S + 1).batch_seq == 1
+
+
+def test_fingerprints_can_be_recorded_without_moving_the_position() -> None:
+    checkpoint = with_schema_fingerprints(in_delta(), {"messages": "sha256:01"})
+    assert checkpoint.schema_fingerprints == {"messages": "sha256:01"}
+    assert checkpoint.position == in_delta().position
+
+
+def test_table_keys_round_trip_through_their_qualified_name() -> None:
+    for key in (MESSAGES, ENTRIES, TableKey("a/b", "t")):
+        assert TableKey.parse(key.qualified) == key
+    assert str(ENTRIES) == "waitlist/entries"
+
+
+def test_a_checkpoint_of_another_deployment_is_refused() -> None:
+    ensure_same_source(pinned(), SourceIdentity.from_url(SOURCE.deployment_url + "/"), where="x")
+    with pytest.raises(CheckpointError, match="belongs to https://happy-animal-123"):
+        ensure_same_source(pinned(), SourceIdentity("https://other.convex.cloud"), where="x")
+
+
+# --- serialisation ------------------------------------------------------------------------
+
+names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+qualified = st.builds(
+    lambda c, t: TableKey(c, t).qualified, st.sampled_from(["", "wl", "a/b"]), names
+)
+timestamps = st.integers(0, 2**63 - 1)
+positions = st.one_of(
+    st.builds(
+        InitialSnapshot,
+        timestamps.map(SnapshotTs),
+        st.one_of(st.none(), st.text(max_size=40).map(SnapshotCursor)),
+    ),
+    st.builds(DeltaTail, timestamps.map(DeltaCursor)),
+)
+checkpoints = st.builds(
+    Checkpoint,
+    source=st.builds(
+        SourceIdentity, st.sampled_from(["https://a.convex.cloud", "http://127.0.0.1:3210"])
+    ),
+    position=positions,
+    batch_seq=st.integers(0, 2**40),
+    schema_fingerprints=st.dictionaries(qualified, st.text(max_size=20), max_size=4),
+    tables_seen=st.frozensets(qualified, max_size=5),
+    snapshot_started_at=st.one_of(st.none(), timestamps),
+    pending=st.one_of(
+        st.none(), st.builds(PendingDelta, st.integers(0, 2**40), timestamps.map(DeltaCursor))
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(checkpoints)
+def test_every_checkpoint_survives_a_json_round_trip_exactly(checkpoint: Checkpoint) -> None:
+    raw = dumps_checkpoint(checkpoint)
+    assert loads_checkpoint(raw) == checkpoint
+    assert dumps_checkpoint(loads_checkpoint(raw)) == raw  # canonical bytes
+
+
+def test_the_serialised_form_is_the_documented_json() -> None:
+    checkpoint = after_snapshot_page(pinned(), cursor="c1", has_more=True, tables=[ENTRIES])
+    assert checkpoint_to_json(checkpoint) == {
+        "format": "convex-cdc.checkpoint",
+        "version": 1,
+        "source": {"deployment_url": "https://happy-animal-123.convex.cloud"},
+        "position": {"InitialSnapshot": {"snapshot": S, "cursor": "c1"}},
+        "batch_seq": 1,
+        "schema_fingerprints": {},
+        "tables_seen": ["waitlist/entries"],
+        "snapshot_started_at": S,
+        "pending": None,
+    }
+    assert json.loads(dumps_checkpoint(checkpoint))["position"]["InitialSnapshot"]["snapshot"] == S
+
+
+def _valid() -> dict[str, object]:
+    return checkpoint_to_json(with_pending_delta(in_delta(), batch_seq=5, end_cursor=S + 1))
+
+
+def _mutated(**changes: object) -> bytes:
+    data = _valid()
+    for key, value in changes.items():
+        if value is KeyError:
+            del data[key]
+        else:
+            data[key] = value
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (_mutated(extra=1), "unknown fields"),
+        (_mutated(deploy_key="prod:x|abc"), "unknown fields"),
+        (_mutated(source={"deployment_url": "https://a", "deploy_key": "k"}), "source must be"),
+        (_mutated(source={"deployment_url": ""}), "deployment_url"),
+        (_mutated(format="something-else"), "format is"),
+        (_mutated(version="1"), "integer version"),
+        (_mutated(version=True), "integer version"),
+        (_mutated(version=0), "unknown version"),
+        (_mutated(batch_seq="3"), "batch_seq"),
+        (_mutated(batch_seq=-1), "batch_seq"),
+        (_mutated(batch_seq=False), "batch_seq"),
+        (_mutated(batch_seq=KeyError), "missing field"),
+        (_mutated(position=KeyError), "missing field"),
+        (_mutated(position={"DeltaTail": {"cursor": "17"}}), "DeltaTail"),
+        (_mutated(position={"DeltaTail": {"cursor": 1.5}}), "DeltaTail"),
+        (_mutated(position={"DeltaTail": {"cursor": 1, "x": 2}}), "DeltaTail"),
+        (_mutated(position={"InitialSnapshot": {"snapshot": 1}}), "InitialSnapshot"),
+        (_mutated(position={"InitialSnapshot": {"snapshot": 1, "cursor": 5}}), "InitialSnapshot"),
+        (_mutated(position={"DeltaTail": {"cursor": 1}, "InitialSnapshot": {}}), "position must"),
+        (_mutated(position={"Deltas": {"cursor": 1}}), "unknown position"),
+        (_mutated(schema_fingerprints={"t": 1}), "schema_fingerprints"),
+        (_mutated(tables_seen="messages"), "tables_seen"),
+        (_mutated(snapshot_started_at="now"), "snapshot_started_at"),
+        (_mutated(pending={"batch_seq": 1}), "pending"),
+        (_mutated(pending={"batch_seq": 1, "end_cursor": "2"}), "pending"),
+        (b"[]", "expected a JSON object"),
+    ],
+)
+def test_a_checkpoint_that_is_not_exactly_right_is_refused_not_reset(
+    raw: bytes, problem: str
+) -> None:
+    with pytest.raises(CheckpointError, match=problem) as caught:
+        loads_checkpoint(raw, where="dest/checkpoint.json")
+    assert "dest/checkpoint.json" in str(caught.value)
+    assert caught.value.hint  # names the fix
+
+
+def test_a_checkpoint_from_a_newer_convex_cdc_asks_for_an_upgrade() -> None:
+    with pytest.raises(CheckpointError, match="newer convex-cdc") as caught:
+        loads_checkpoint(_mutated(version=2))
+    assert caught.value.hint == "upgrade convex-cdc"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"{", b"\xff\xfe\x00", b"null", b"[" * 100_000, b'{"a":' * 50_000, b"NaN"],
+    ids=["empty", "truncated", "not-utf8", "null", "deep-array", "deep-object", "nan"],
+)
+def test_corrupt_bytes_are_a_checkpoint_error(raw: bytes) -> None:
+    with pytest.raises(CheckpointError):
+        loads_checkpoint(raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(max_size=300)
+    | st.builds(lambda b, i: b[:i], st.just(dumps_checkpoint(pinned())), st.integers(0, 300))
+)
+def test_arbitrary_bytes_either_load_or_raise_a_checkpoint_error(raw: bytes) -> None:
+    try:
+        loaded = loads_checkpoint(raw)
+    except CheckpointError:
+        return
+    assert loaded == pinned()  # only the complete file can load, and then exactly
+
+
+def test_no_field_of_a_checkpoint_can_hold_a_key() -> None:
+    """The checkpoint's shape has no room for credentials: the loader refuses extra fields
+    (above) and these are all the fields there are."""
+    assert {f.name for f in dataclasses.fields(Checkpoint)} == {
+        "source",
+        "position",
+        "batch_seq",
+        "schema_fingerprints",
+        "tables_seen",
+        "snapshot_started_at",
+        "pending",
+    }
+    assert {f.name for f in dataclasses.fields(SourceIdentity)} == {"deployment_url"}
+    assert set(_valid()) == {
+        "format",
+        "version",
+        "source",
+        "position",
+        "batch_seq",
+        "schema_fingerprints",
+        "tables_seen",
+        "snapshot_started_at",
+        "pending",
+    }
