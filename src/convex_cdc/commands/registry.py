@@ -7,6 +7,7 @@ import click
 
 def commands() -> list[click.Command]:
     """The top-level subcommands. Heavy dependencies are imported inside each command."""
+    from convex_cdc.commands.databricks import databricks
     from convex_cdc.commands.demo import demo
     from convex_cdc.commands.devserver import devserver
     from convex_cdc.commands.materialize import materialize
@@ -16,4 +17,4 @@ def commands() -> list[click.Command]:
     from convex_cdc.commands.sync import sync
     from convex_cdc.commands.verify import verify
 
-    return [sync, materialize, publish, run, status, verify, demo, devserver]
+    return [sync, materialize, publish, run, status, verify, databricks, demo, devserver]

@@ -1,0 +1,92 @@
+"""Append-only Delta tables used as logs: the control table, the spec log, progress.
+
+Blind appends never conflict in delta-rs, whereas two MERGEs into one small table do
+(shared/databricks-delta-notes.md section 4f). So every piece of state this target keeps
+is a log whose latest row (per key) wins, and which Databricks can query as a table.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError
+
+from convex_cdc.core.errors import SinkError
+from convex_cdc.platform.databricks.delta_read import open_table, read_table
+from convex_cdc.platform.databricks.warehouse import Warehouse
+
+APPEND_ONLY = {"delta.appendOnly": "true"}
+"""Table properties of every log and bronze table: DELETE/UPDATE are refused."""
+
+
+class AppendOnlyLog:
+    """One append-only Delta table at ``location`` with a fixed ``schema``."""
+
+    def __init__(
+        self, warehouse: Warehouse, location: str, schema: pa.Schema, *, description: str
+    ) -> None:
+        self.warehouse = warehouse
+        self.location = location
+        self.schema = schema
+        self.description = description
+        self._table: DeltaTable | None = None
+
+    def table(self, *, create: bool = False) -> DeltaTable | None:
+        """The log's Delta table, refreshed to its latest version (created if asked)."""
+        if self._table is None:
+            self._table = open_table(self.location, self.warehouse)
+            if self._table is None and create:
+                self._table = DeltaTable.create(
+                    self.location,
+                    self.schema,
+                    mode="ignore",
+                    description=self.description,
+                    configuration=APPEND_ONLY,
+                    storage_options=self.warehouse.options(),
+                )
+        else:
+            self._table.update_incremental()
+        return self._table
+
+    def read(self, *, where: str | None = None) -> pa.Table:
+        """Every row (matching ``where``), or an empty table if the log does not exist."""
+        table = self.table()
+        if table is None:
+            return self.schema.empty_table()
+        return read_table(table, where=where).select(self.schema.names).cast(self.schema)
+
+    def append(
+        self,
+        rows: pa.Table,
+        *,
+        through: DeltaTable | None = None,
+        commit_properties: CommitProperties | None = None,
+    ) -> None:
+        """Append ``rows`` in one commit.
+
+        Args:
+            rows: rows in (or castable to) the log's schema.
+            through: the ``DeltaTable`` a caller checked an application transaction on;
+                the commit must go through that very object, not a refreshed one.
+            commit_properties: application transactions and commit metadata.
+
+        Raises:
+            SinkError: the commit failed (e.g. a concurrent writer claimed the same
+                application transaction).
+        """
+        table = through if through is not None else self.table(create=True)
+        assert table is not None
+        try:
+            write_deltalake(
+                table,
+                rows.select(self.schema.names).cast(self.schema),
+                mode="append",
+                commit_properties=commit_properties,
+            )
+        except CommitFailedError as exc:
+            self._table = None
+            raise SinkError(
+                f"could not append to {self.location}: {exc}",
+                hint="another convex-cdc process may be writing this warehouse; run one "
+                "extractor per warehouse",
+            ) from exc

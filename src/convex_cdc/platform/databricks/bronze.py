@@ -1,0 +1,236 @@
+"""Bronze: one append-only CDC Delta table per Convex table, written idempotently.
+
+Every row is one change event in a fixed envelope (:data:`BRONZE_SCHEMA`): the
+raw_change_log columns of design.md section 3, with the extraction time as
+``_ingested_at``, and the document as lossless ``export_json`` text. Key ``_id``,
+sequence ``_ts`` (BIGINT ns), delete flag ``_deleted``. A fixed envelope means bronze
+never needs schema evolution or type widening (which delta-rs cannot write); typed
+columns are projected in silver (:mod:`.table_spec`).
+
+Each append carries a Delta application transaction ``(app_id, batch_seq)`` with
+``app_id = convex-cdc:<deployment url>:<component/table>``, and is skipped when that
+table already committed the batch. The check and the write go through the *same*
+``DeltaTable`` object: a concurrent writer that committed the same app id in between
+makes our commit fail (``CommitFailedError``), after which we reload and check again
+(shared/databricks-delta-notes.md section 4b). Commit metadata carries the batch number,
+the tables of the batch and the checkpoint the batch advances to, which is what lets
+the control table recover a checkpoint save lost in a crash (:mod:`.control_table`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError
+
+from convex_cdc.core.checkpoint import (
+    Checkpoint,
+    SourceIdentity,
+    TableKey,
+    checkpoint_from_json,
+    checkpoint_to_json,
+)
+from convex_cdc.core.errors import SinkError
+from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
+from convex_cdc.platform.databricks.append_log import APPEND_ONLY
+from convex_cdc.platform.databricks.delta_read import open_table
+from convex_cdc.platform.databricks.table_spec import TableSpecStore, observed_types
+from convex_cdc.platform.databricks.warehouse import Warehouse, table_dir
+
+log = logging.getLogger(__name__)
+
+BRONZE_SCHEMA: Final = pa.schema(
+    [
+        pa.field("_ingested_at", f.type, f.nullable) if f.name == "_extracted_at" else f
+        for f in RAW_CHANGE_LOG_SCHEMA
+    ]
+)
+"""The bronze envelope: raw_change_log columns, ``_extracted_at`` named ``_ingested_at``."""
+
+META_SOURCE: Final = "convex.source"
+META_BATCH: Final = "convex.batch_seq"
+META_KIND: Final = "convex.kind"
+META_SNAPSHOT_TS: Final = "convex.snapshot_ts"
+META_TABLES: Final = "convex.tables"
+META_CHECKPOINT: Final = "convex.checkpoint"
+
+_COMMIT_ATTEMPTS: Final = 3
+
+
+def bronze_app_id(source: SourceIdentity, key: TableKey) -> str:
+    """The Delta application id of ``key``'s bronze appends (stable per source + table)."""
+    return f"convex-cdc:{source.deployment_url}:{key.component}/{key.table}"
+
+
+def bronze_rows(events: pa.Table) -> pa.Table:
+    """Change-event rows (raw_change_log layout) as bronze rows."""
+    return events.rename_columns(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCommit:
+    """What a bronze commit says about the batch it belongs to."""
+
+    batch_seq: int
+    tables: tuple[TableKey, ...]
+    checkpoint: Checkpoint
+
+
+def commit_metadata(batch: ChangeBatch) -> dict[str, str]:
+    """The ``custom_metadata`` of every bronze commit of ``batch``."""
+    return {
+        META_SOURCE: batch.checkpoint.source.deployment_url,
+        META_BATCH: str(batch.seq),
+        META_KIND: batch.kind,
+        META_SNAPSHOT_TS: "" if batch.snapshot_ts is None else str(batch.snapshot_ts),
+        META_TABLES: json.dumps([t.qualified for t in batch.tables()]),
+        META_CHECKPOINT: json.dumps(
+            checkpoint_to_json(batch.checkpoint), sort_keys=True, separators=(",", ":")
+        ),
+    }
+
+
+def batch_commit_from_history(entry: dict[str, Any]) -> BatchCommit | None:
+    """Decode one ``DeltaTable.history()`` entry written by :class:`BronzeSink`."""
+    if META_BATCH not in entry or META_CHECKPOINT not in entry:
+        return None
+    return BatchCommit(
+        batch_seq=int(entry[META_BATCH]),
+        tables=tuple(TableKey.parse(t) for t in json.loads(entry[META_TABLES])),
+        checkpoint=checkpoint_from_json(
+            json.loads(entry[META_CHECKPOINT]), where="bronze commit metadata"
+        ),
+    )
+
+
+def find_batch_commit(table: DeltaTable, batch_seq: int) -> BatchCommit | None:
+    """The metadata of ``table``'s commit of batch ``batch_seq``, if it has one.
+
+    Looks at the most recent commits first (the batch wanted is almost always the last
+    write), then at the whole history.
+    """
+    for limit in (8, None):
+        for entry in table.history(limit):
+            commit = batch_commit_from_history(entry)
+            if commit is not None and commit.batch_seq == batch_seq:
+                return commit
+    return None
+
+
+class BronzeSink:
+    """Implements :class:`convex_cdc.core.sink.Sink` over bronze Delta tables.
+
+    Args:
+        warehouse: where the tables live.
+        source: the deployment the batches come from (part of every app id).
+        specs: the spec log to widen before each append (so the spec covers bronze).
+    """
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        source: SourceIdentity,
+        *,
+        specs: TableSpecStore | None = None,
+    ) -> None:
+        self.warehouse = warehouse
+        self.source = source
+        self.specs = specs or TableSpecStore(warehouse)
+        self.commits = 0
+        """Bronze commits written by this sink."""
+        self.skipped = 0
+        """Table appends skipped because the batch was already committed there."""
+        self.rows = 0
+        self._tables: dict[TableKey, DeltaTable] = {}
+
+    def write(self, batch: ChangeBatch) -> None:
+        """Append each table's events of ``batch`` unless that table already has the batch.
+
+        Raises:
+            SinkError: a table could not be created or appended to.
+        """
+        if batch.checkpoint.source != self.source:
+            raise SinkError(
+                f"batch {batch.seq} comes from {batch.checkpoint.source.deployment_url}, "
+                f"but this warehouse sink writes {self.source.deployment_url}",
+                hint="use one warehouse per deployment",
+            )
+        tables = batch.tables()
+        for key in tables:
+            table_dir(key)  # refuse a hostile name before anything is written
+        self.specs.widen(observed_types(batch.events))
+        metadata = commit_metadata(batch)
+        for key in tables:
+            self._append(key, bronze_rows(batch.events_for(key)), batch.seq, metadata)
+
+    def committed_batch(self, key: TableKey) -> int | None:
+        """The last batch committed to ``key``'s bronze table (``None``: none yet)."""
+        table = self._open(key, create=False)
+        return None if table is None else table.transaction_version(bronze_app_id(self.source, key))
+
+    def _append(self, key: TableKey, rows: pa.Table, seq: int, metadata: dict[str, str]) -> None:
+        app_id = bronze_app_id(self.source, key)
+        for _ in range(_COMMIT_ATTEMPTS):
+            table = self._open(key, create=True)
+            assert table is not None
+            done = table.transaction_version(app_id)
+            if done is not None and done >= seq:
+                self.skipped += 1
+                log.info("bronze %s already holds batch %d; skipped", key.qualified, seq)
+                return
+            try:
+                write_deltalake(
+                    table,
+                    rows,
+                    mode="append",
+                    commit_properties=CommitProperties(
+                        app_transactions=[Transaction(app_id=app_id, version=seq)],
+                        custom_metadata=metadata,
+                    ),
+                )
+            except CommitFailedError as exc:
+                # Another writer committed first; re-read and decide again.
+                log.warning(
+                    "bronze %s: commit of batch %d conflicted (%s)", key.qualified, seq, exc
+                )
+                self._tables.pop(key, None)
+                continue
+            except OSError as exc:
+                raise SinkError(
+                    f"could not append batch {seq} to bronze {key.qualified}: {exc}",
+                    hint="check the warehouse location and credentials, then run extract "
+                    "again; nothing was lost",
+                ) from exc
+            self.commits += 1
+            self.rows += rows.num_rows
+            return
+        raise SinkError(
+            f"bronze {key.qualified}: batch {seq} kept conflicting with another writer",
+            hint="run one extractor per warehouse (the bundle's job has max_concurrent_runs: 1)",
+        )
+
+    def _open(self, key: TableKey, *, create: bool) -> DeltaTable | None:
+        table = self._tables.get(key)
+        if table is not None:
+            table.update_incremental()
+            return table
+        location = self.warehouse.bronze(key)
+        table = open_table(location, self.warehouse)
+        if table is None and create:
+            table = DeltaTable.create(
+                location,
+                BRONZE_SCHEMA,
+                mode="ignore",
+                description=f"convex-cdc bronze CDC log of {key.qualified} "
+                f"from {self.source.deployment_url}",
+                configuration=APPEND_ONLY,
+                storage_options=self.warehouse.options(),
+            )
+        if table is not None:
+            self._tables[key] = table
+        return table

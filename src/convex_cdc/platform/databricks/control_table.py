@@ -1,0 +1,271 @@
+"""The control table: the source checkpoint as an append-only Delta log.
+
+``<warehouse>/_convex_cdc/checkpoints`` gets one row per save; the row with the highest
+``save_seq`` is the checkpoint. Each row holds the checkpoint JSON of design.md section 2
+plus flat columns for people and SQL (phase, cursors, ``batch_seq``, the snapshot walk
+and the first batch of that walk, ``updated_at``). Blind appends never conflict, unlike
+MERGEs into one small table; every append also carries the application transaction
+``(convex-cdc-control:<deployment url>, save_seq)``, checked and written through the same
+``DeltaTable``, so two extractors racing on one warehouse fail loudly instead of
+interleaving their checkpoints.
+
+The orchestrator saves a checkpoint only after every bronze append of its batch is
+committed. A crash between the two leaves bronze one batch ahead of this table. On
+start-up :meth:`DeltaCheckpointStore.load` reconciles: if batch ``batch_seq + 1`` is
+committed in *every* table its commit metadata names, that batch was durable and only
+the checkpoint save was lost, so its checkpoint is adopted (and written here, reason
+``reconciled``). Otherwise the stored checkpoint is returned and the orchestrator replays
+the batch; the replay carries the same events and tables that already hold it skip it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+import pyarrow as pa
+from deltalake import CommitProperties, Transaction
+
+from convex_cdc.core.checkpoint import (
+    Checkpoint,
+    DeltaTail,
+    InitialSnapshot,
+    SourceIdentity,
+    TableKey,
+    checkpoint_from_json,
+    checkpoint_to_json,
+)
+from convex_cdc.core.errors import CheckpointError, SinkError
+from convex_cdc.platform.databricks.append_log import AppendOnlyLog
+from convex_cdc.platform.databricks.bronze import bronze_app_id, find_batch_commit
+from convex_cdc.platform.databricks.delta_read import open_table, query
+from convex_cdc.platform.databricks.table_spec import TableSpecStore
+from convex_cdc.platform.databricks.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+CONTROL_SCHEMA: Final = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("save_seq", pa.int64(), nullable=False),
+        pa.field("phase", pa.string(), nullable=False),
+        pa.field("snapshot_ts", pa.int64()),
+        pa.field("snapshot_cursor", pa.string()),
+        pa.field("delta_cursor", pa.int64()),
+        pa.field("batch_seq", pa.int64(), nullable=False),
+        pa.field("pending_batch_seq", pa.int64()),
+        pa.field("walk_ts", pa.int64()),
+        pa.field("walk_first_batch", pa.int64(), nullable=False),
+        pa.field("consistent_as_of", pa.int64()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("checkpoint", pa.string(), nullable=False),
+        pa.field("updated_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlState:
+    """The latest row of the control table."""
+
+    save_seq: int
+    checkpoint: Checkpoint
+    walk_first_batch: int
+    """The first ``batch_seq`` of the current snapshot walk: silver is built from bronze
+    rows with ``_batch >= walk_first_batch`` (earlier walks were truncated-and-reloaded)."""
+    reason: str
+
+
+def control_app_id(source: SourceIdentity) -> str:
+    """The application id of the control table's appends."""
+    return f"convex-cdc-control:{source.deployment_url}"
+
+
+def read_control_state(warehouse: Warehouse) -> ControlState | None:
+    """The latest control row of ``warehouse`` (any source), or ``None`` if there is none.
+
+    Raises:
+        CheckpointError: the stored checkpoint JSON is not a usable checkpoint.
+    """
+    table = open_table(warehouse.checkpoints, warehouse)
+    if table is None:
+        return None
+    rows = query(
+        'SELECT "save_seq", "walk_first_batch", "reason", "checkpoint" FROM t '
+        'ORDER BY "save_seq" DESC LIMIT 1',
+        {"t": table},
+    )
+    if rows.num_rows == 0:
+        return None
+    row = rows.to_pylist()[0]
+    where = f"the control table {warehouse.checkpoints}"
+    try:
+        data = json.loads(row["checkpoint"])
+    except ValueError:
+        raise CheckpointError(
+            f"{where} holds a checkpoint that is not JSON",
+            hint="restore the table to an earlier version (Delta time travel)",
+        ) from None
+    return ControlState(
+        save_seq=row["save_seq"],
+        checkpoint=checkpoint_from_json(data, where=where),
+        walk_first_batch=row["walk_first_batch"],
+        reason=row["reason"],
+    )
+
+
+class DeltaCheckpointStore:
+    """Implements :class:`convex_cdc.core.sink.CheckpointStore` over the control table."""
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        source: SourceIdentity,
+        *,
+        specs: TableSpecStore | None = None,
+    ) -> None:
+        self.warehouse = warehouse
+        self.source = source
+        self.specs = specs or TableSpecStore(warehouse)
+        self.reconciled = False
+        """True once :meth:`load` adopted a checkpoint recovered from bronze."""
+        self._log = AppendOnlyLog(
+            warehouse,
+            warehouse.checkpoints,
+            CONTROL_SCHEMA,
+            description="convex-cdc checkpoints (latest save_seq wins)",
+        )
+        self._latest: ControlState | None = None
+
+    def load(self) -> Checkpoint | None:
+        """The stored checkpoint, reconciled with the bronze transaction versions.
+
+        Raises:
+            CheckpointError: the stored checkpoint is corrupt, or bronze holds batches the
+                control table knows nothing about (the control table lost rows).
+        """
+        self._latest = read_control_state(self.warehouse)
+        stored = self._latest.checkpoint if self._latest is not None else None
+        if stored is not None and stored.source != self.source:
+            return stored  # the orchestrator refuses a foreign checkpoint with a clear error
+        adopted = self._reconcile(stored)
+        if adopted is None:
+            return stored
+        log.warning(
+            "batch %d was committed to bronze but its checkpoint was not saved; adopting it",
+            adopted.batch_seq,
+        )
+        self._append(adopted, reason="reconciled")
+        self.reconciled = True
+        return adopted
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        """Append ``checkpoint`` as the newest row.
+
+        Raises:
+            CheckpointError: another process saved a checkpoint for this source since
+                this one last read or wrote the table.
+        """
+        self._append(checkpoint, reason="save")
+
+    def _reconcile(self, stored: Checkpoint | None) -> Checkpoint | None:
+        durable = stored.batch_seq if stored is not None else 0
+        versions: dict[TableKey, int] = {}
+        for key in self.specs.load():
+            table = open_table(self.warehouse.bronze(key), self.warehouse)
+            if table is None:
+                continue
+            version = table.transaction_version(bronze_app_id(self.source, key))
+            if version is not None:
+                versions[key] = version
+        ahead = max(versions.values(), default=0)
+        if ahead <= durable:
+            return None
+        where = f"the control table {self.warehouse.checkpoints}"
+        if ahead > durable + 1:
+            raise CheckpointError(
+                f"{where} is at batch {durable}, but bronze already holds batch {ahead}",
+                hint="the control table lost rows: restore it to its latest version with "
+                "Delta time travel, or extract into a fresh warehouse",
+            )
+        holder = next(key for key, version in versions.items() if version == ahead)
+        table = open_table(self.warehouse.bronze(holder), self.warehouse)
+        commit = find_batch_commit(table, ahead) if table is not None else None
+        if commit is None:
+            return None
+        missing = [t.qualified for t in commit.tables if versions.get(t, 0) < ahead]
+        if missing:
+            log.info(
+                "batch %d is in bronze for some tables only (missing: %s); it will be replayed",
+                ahead,
+                ", ".join(missing),
+            )
+            return None
+        return commit.checkpoint
+
+    def _append(self, checkpoint: Checkpoint, *, reason: str) -> None:
+        previous = self._latest
+        if previous is None or previous.checkpoint.snapshot_started_at != (
+            checkpoint.snapshot_started_at
+        ):
+            # A new snapshot walk: the orchestrator saves it, pinned, before its first batch.
+            first = checkpoint.batch_seq + 1
+        else:
+            first = previous.walk_first_batch
+        table = self._log.table(create=True)
+        assert table is not None
+        app_id = control_app_id(self.source)
+        known = previous.save_seq if previous is not None else 0
+        committed = table.transaction_version(app_id) or 0
+        if committed > known:
+            raise CheckpointError(
+                f"another process saved a checkpoint to {self.warehouse.checkpoints} "
+                f"(save {committed}) since this one read it (save {known})",
+                hint="run one extractor per warehouse (the bundle's job has "
+                "max_concurrent_runs: 1); this run stopped without writing",
+            )
+        save_seq = known + 1
+        row = _control_row(checkpoint, save_seq=save_seq, walk_first_batch=first, reason=reason)
+        try:
+            self._log.append(
+                row,
+                through=table,
+                commit_properties=CommitProperties(
+                    app_transactions=[Transaction(app_id=app_id, version=save_seq)]
+                ),
+            )
+        except SinkError as exc:
+            raise CheckpointError(
+                f"could not save the checkpoint to {self.warehouse.checkpoints}: {exc.message}",
+                hint=exc.hint,
+            ) from exc
+        self._latest = ControlState(save_seq, checkpoint, first, reason)
+
+
+def _control_row(
+    checkpoint: Checkpoint, *, save_seq: int, walk_first_batch: int, reason: str
+) -> pa.Table:
+    position = checkpoint.position
+    snapshot_ts = position.snapshot if isinstance(position, InitialSnapshot) else None
+    snapshot_cursor = position.cursor if isinstance(position, InitialSnapshot) else None
+    delta_cursor = position.cursor if isinstance(position, DeltaTail) else None
+    row = {
+        "source": checkpoint.source.deployment_url,
+        "save_seq": save_seq,
+        "phase": checkpoint.phase,
+        "snapshot_ts": snapshot_ts,
+        "snapshot_cursor": snapshot_cursor,
+        "delta_cursor": delta_cursor,
+        "batch_seq": checkpoint.batch_seq,
+        "pending_batch_seq": checkpoint.pending.batch_seq if checkpoint.pending else None,
+        "walk_ts": checkpoint.snapshot_started_at,
+        "walk_first_batch": walk_first_batch,
+        "consistent_as_of": checkpoint.consistent_as_of,
+        "reason": reason,
+        "checkpoint": json.dumps(checkpoint_to_json(checkpoint), sort_keys=True),
+        "updated_at": datetime.now(UTC),
+    }
+    return pa.Table.from_pylist([row], schema=CONTROL_SCHEMA)

@@ -1,0 +1,113 @@
+"""The extractor job: run the core sync against the bronze sink and the control table.
+
+``convex-cdc databricks extract`` calls :func:`extract`; a Databricks job runs the same
+command through the wheel entry point ``convex-cdc-databricks-extract`` (:func:`main`),
+whose arguments are those of ``databricks extract``. On Databricks the deploy key (and,
+if the compute has no instance profile, S3 credentials) come from a secret scope
+(``--secret-scope``), never from job parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from convex_cdc.core.checkpoint import SourceIdentity
+from convex_cdc.core.orchestrator import SyncObserver, SyncOptions, SyncReport, run_sync
+from convex_cdc.core.source import Source
+from convex_cdc.platform.databricks.bronze import BronzeSink
+from convex_cdc.platform.databricks.control_table import DeltaCheckpointStore
+from convex_cdc.platform.databricks.table_spec import TableSpecStore
+from convex_cdc.platform.databricks.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+SECRET_KEYS: Final = {
+    "deploy-key": None,  # → the variable named by --deploy-key-env
+    "aws-access-key-id": "AWS_ACCESS_KEY_ID",
+    "aws-secret-access-key": "AWS_SECRET_ACCESS_KEY",
+}
+"""Keys read from ``--secret-scope`` (missing ones are skipped) → environment variables."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractResult:
+    """What one ``extract`` run did."""
+
+    sync: SyncReport
+    bronze_commits: int
+    bronze_rows: int
+    skipped_appends: int
+    """Table appends skipped because bronze already held the batch (replays)."""
+    reconciled: bool
+    """The control table lagged bronze by one batch and was caught up at start-up."""
+
+
+def extract(
+    source: Source,
+    warehouse: Warehouse,
+    options: SyncOptions | None = None,
+    *,
+    observer: SyncObserver | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ExtractResult:
+    """Land ``source`` in ``warehouse``'s bronze tables until caught up (or, following, forever).
+
+    Raises:
+        ConvexCdcError: as :func:`~convex_cdc.core.orchestrator.run_sync` raises.
+    """
+    identity = SourceIdentity.from_url(source.deployment_url)
+    specs = TableSpecStore(warehouse)
+    sink = BronzeSink(warehouse, identity, specs=specs)
+    store = DeltaCheckpointStore(warehouse, identity, specs=specs)
+    report = run_sync(
+        source, sink, store, options, observer=observer, should_stop=should_stop, sleep=sleep
+    )
+    return ExtractResult(
+        sync=report,
+        bronze_commits=sink.commits,
+        bronze_rows=sink.rows,
+        skipped_appends=sink.skipped,
+        reconciled=store.reconciled,
+    )
+
+
+def load_secret_scope(
+    scope: str, *, deploy_key_env: str, environ: MutableMapping[str, str] | None = None
+) -> list[str]:
+    """Copy the known keys of a Databricks secret scope into environment variables.
+
+    Only works on Databricks (``dbutils``); returns the variable names that were set.
+    Values are never logged.
+    """
+    from databricks.sdk.runtime import dbutils
+
+    env = os.environ if environ is None else environ
+    done: list[str] = []
+    for key, variable in SECRET_KEYS.items():
+        try:
+            value = dbutils.secrets.get(scope=scope, key=key)
+        except Exception:  # a missing key is fine: only the deploy key is required
+            log.debug("secret scope %s has no %s", scope, key)
+            continue
+        name = variable or deploy_key_env
+        env[name] = value
+        done.append(name)
+    return done
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Wheel entry point: ``convex-cdc-databricks-extract ARGS``.
+
+    The same as ``convex-cdc databricks extract ARGS``; a ``python_wheel_task`` runs it.
+    """
+    from convex_cdc import cli
+
+    sys.argv = ["convex-cdc", "databricks", "extract", *(sys.argv[1:] if argv is None else argv)]
+    cli.main()

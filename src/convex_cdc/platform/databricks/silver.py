@@ -1,0 +1,334 @@
+"""``apply-silver``: build ``silver/<table-dir>`` current-state tables from bronze, locally.
+
+For every table of the spec log, bronze rows of the current snapshot walk
+(``_batch >= walk_first_batch`` from the control table) that silver has not seen yet are
+read in windows of whole batches and merged with AUTO CDC SCD1 semantics
+(:mod:`.silver_merge`). Progress (the bronze version and last ``_batch`` applied, the
+walk, and the columns silver was built with) is an append-only log,
+``_convex_cdc/silver_progress``; it is not a transaction on the MERGE because a MERGE
+that changes nothing writes no commit.
+
+A table is rebuilt (truncated, then reloaded from bronze) when the snapshot walk changed
+(``--resnapshot`` is a truncate-and-reload), when a column's type widened to ``json``
+(the Lakeflow pipeline then needs a full refresh too), or when silver is missing. New
+fields only add columns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+from deltalake.schema import Field, PrimitiveType
+
+from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.type_mapping import ColumnType
+from convex_cdc.platform.databricks.append_log import AppendOnlyLog
+from convex_cdc.platform.databricks.control_table import read_control_state
+from convex_cdc.platform.databricks.delta_read import open_table, query, read_table
+from convex_cdc.platform.databricks.silver_merge import (
+    CHANGE_COLUMNS,
+    TOMBSTONE_SCHEMA,
+    SpecNotCovered,
+    merge_window,
+)
+from convex_cdc.platform.databricks.table_spec import (
+    TableSpec,
+    TableSpecStore,
+    columns_json,
+    spec_from_json,
+)
+from convex_cdc.platform.databricks.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_ROWS: Final = 200_000
+"""Bronze rows merged per MERGE (whole batches; a single larger batch is one window)."""
+
+PROGRESS_SCHEMA: Final = pa.schema(
+    [
+        pa.field("component", pa.string(), nullable=False),
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("bronze_version", pa.int64(), nullable=False),
+        pa.field("last_batch", pa.int64(), nullable=False),
+        pa.field("walk_first_batch", pa.int64(), nullable=False),
+        pa.field("columns", pa.string(), nullable=False),
+        pa.field("rebuilt", pa.bool_(), nullable=False),
+        pa.field("rows_read", pa.int64(), nullable=False),
+        pa.field("applied_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+_DELTA_TYPES: Final = {
+    ColumnType.STRING: "string",
+    ColumnType.JSON: "string",
+    ColumnType.INT64: "long",
+    ColumnType.FLOAT64: "double",
+    ColumnType.BOOL: "boolean",
+    ColumnType.BINARY: "binary",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The last recorded apply of one table."""
+
+    bronze_version: int
+    last_batch: int
+    walk_first_batch: int
+    spec: TableSpec
+
+
+@dataclass(slots=True)
+class TableApply:
+    """What ``apply-silver`` did to one table."""
+
+    key: TableKey
+    location: str
+    rebuilt: bool = False
+    skipped: bool = False
+    rows_read: int = 0
+    upserts: int = 0
+    deletes: int = 0
+    stale: int = 0
+    columns_added: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SilverReport:
+    """What one ``apply-silver`` run did."""
+
+    tables: list[TableApply] = field(default_factory=list)
+    elapsed_seconds: float = 0.0
+    snapshot_complete: bool = True
+
+    @property
+    def rows_read(self) -> int:
+        """Bronze rows read over all tables."""
+        return sum(t.rows_read for t in self.tables)
+
+
+class _SpecWidened(Exception):
+    """Bronze held a value the spec did not cover; the spec was widened, start over."""
+
+
+def apply_silver(
+    warehouse: Warehouse,
+    *,
+    window_rows: int = DEFAULT_WINDOW_ROWS,
+    on_table: Callable[[TableApply], None] | None = None,
+) -> SilverReport:
+    """Bring every silver table of ``warehouse`` up to date with bronze.
+
+    Raises:
+        CheckpointError: the control table is unreadable.
+        deltalake.exceptions.DeltaError: a Delta read or write failed.
+    """
+    started = time.monotonic()
+    report = SilverReport()
+    control = read_control_state(warehouse)
+    first = control.walk_first_batch if control is not None else 0
+    report.snapshot_complete = control is None or control.checkpoint.phase == "delta"
+    specs = TableSpecStore(warehouse)
+    progress = _ProgressLog(warehouse)
+    recorded = progress.latest()
+    try:
+        for key, stored in specs.load().items():
+            spec = stored
+            for _ in range(3):
+                try:
+                    result = _apply_table(
+                        warehouse,
+                        spec,
+                        recorded.get(key),
+                        first=first,
+                        window_rows=window_rows,
+                        progress=progress,
+                    )
+                    break
+                except _SpecWidened:
+                    spec = specs.load()[key]
+            else:  # pragma: no cover - the spec only widens, so this cannot loop forever
+                raise RuntimeError(f"the spec of {key.qualified} kept changing")
+            report.tables.append(result)
+            if on_table is not None:
+                on_table(result)
+    finally:
+        # One commit for all tables; a table whose progress is lost is merely re-applied.
+        progress.flush()
+    report.elapsed_seconds = time.monotonic() - started
+    return report
+
+
+def read_silver(warehouse: Warehouse, key: TableKey) -> pa.Table | None:
+    """The current rows of ``key``'s silver table, by ``_id`` (``None`` if not built)."""
+    table = open_table(warehouse.silver(key), warehouse)
+    return None if table is None else read_table(table, order_by=["_id"])
+
+
+def _apply_table(
+    warehouse: Warehouse,
+    spec: TableSpec,
+    previous: Progress | None,
+    *,
+    first: int,
+    window_rows: int,
+    progress: _ProgressLog,
+) -> TableApply:
+    key = spec.key
+    result = TableApply(key, warehouse.silver(key))
+    bronze = open_table(warehouse.bronze(key), warehouse)
+    bronze_version = bronze.version() if bronze is not None else -1
+    silver = open_table(warehouse.silver(key), warehouse)
+    if (
+        previous is not None
+        and silver is not None
+        and previous.walk_first_batch == first
+        and previous.bronze_version == bronze_version
+        and previous.spec.columns == spec.columns
+    ):
+        result.skipped = True
+        return result
+    tombstones = open_table(warehouse.tombstones(key), warehouse)
+    retyped = spec.retyped_columns(previous.spec) if previous is not None else []
+    if (
+        previous is None
+        or previous.walk_first_batch != first
+        or retyped
+        or silver is None
+        or tombstones is None
+    ):
+        if retyped:
+            log.warning("silver %s: %s widened to json; rebuilding", key, ", ".join(retyped))
+        silver = _truncate(silver, warehouse.silver(key), spec.silver_schema(), warehouse)
+        tombstones = _truncate(tombstones, warehouse.tombstones(key), TOMBSTONE_SCHEMA, warehouse)
+        result.rebuilt = True
+        after = first - 1
+    else:
+        result.columns_added = _add_columns(silver, spec, previous.spec)
+        after = max(previous.last_batch, first - 1)
+    last = after
+    if bronze is not None:
+        for low, high in _windows(bronze, after, window_rows):
+            changes = read_table(
+                bronze,
+                columns=list(CHANGE_COLUMNS),
+                where=f'"_batch" > {low} AND "_batch" <= {high}',
+            )
+            try:
+                counts = merge_window(silver, tombstones, changes, spec)
+            except SpecNotCovered as exc:
+                # Bronze written before the spec knew these types (or by another tool).
+                TableSpecStore(warehouse).widen({key: exc.observed})
+                raise _SpecWidened from exc
+            result.rows_read += changes.num_rows
+            result.upserts += counts.upserts
+            result.deletes += counts.deletes
+            result.stale += counts.stale
+            last = high
+    progress.stage(spec, bronze_version=bronze_version, last_batch=last, first=first, result=result)
+    return result
+
+
+def _windows(bronze: DeltaTable, after: int, window_rows: int) -> list[tuple[int, int]]:
+    """``(low, high]`` ranges of whole batches above ``after``, about ``window_rows`` each."""
+    counts = query(
+        f'SELECT "_batch", count(*) AS n FROM t WHERE "_batch" > {int(after)} '  # noqa: S608
+        'GROUP BY "_batch" ORDER BY "_batch"',
+        {"t": bronze},
+    )
+    windows: list[tuple[int, int]] = []
+    low, rows = after, 0
+    batches = counts.column("_batch").to_pylist()
+    sizes = counts.column("n").to_pylist()
+    for batch, size in zip(batches, sizes, strict=True):
+        rows += size
+        if rows >= window_rows:
+            windows.append((low, batch))
+            low, rows = batch, 0
+    if batches and low != batches[-1]:
+        windows.append((low, batches[-1]))
+    return windows
+
+
+def _truncate(
+    table: DeltaTable | None, location: str, schema: pa.Schema, warehouse: Warehouse
+) -> DeltaTable:
+    """An empty table with ``schema`` at ``location`` (a new version if it existed)."""
+    if table is None:
+        return DeltaTable.create(location, schema, storage_options=warehouse.options())
+    write_deltalake(table, schema.empty_table(), mode="overwrite", schema_mode="overwrite")
+    return table
+
+
+def _add_columns(silver: DeltaTable, spec: TableSpec, before: TableSpec) -> list[str]:
+    existing = {f.name for f in silver.schema().fields}
+    added = [
+        (name, kind)
+        for name, kind in spec.typed_columns.items()
+        if name not in existing and name not in before.typed_columns
+    ]
+    if added:
+        silver.alter.add_columns(
+            [Field(name, PrimitiveType(_DELTA_TYPES[kind]), nullable=True) for name, kind in added]
+        )
+    return [name for name, _ in added]
+
+
+class _ProgressLog:
+    def __init__(self, warehouse: Warehouse) -> None:
+        self._log = AppendOnlyLog(
+            warehouse,
+            warehouse.silver_progress,
+            PROGRESS_SCHEMA,
+            description="convex-cdc silver apply progress (latest row per table wins)",
+        )
+        self._staged: list[dict[str, object]] = []
+
+    def latest(self) -> dict[TableKey, Progress]:
+        result: dict[TableKey, Progress] = {}
+        rows = self._log.read().sort_by("applied_at")
+        for row in rows.to_pylist():  # later rows win
+            key = TableKey(row["component"], row["table"])
+            result[key] = Progress(
+                bronze_version=row["bronze_version"],
+                last_batch=row["last_batch"],
+                walk_first_batch=row["walk_first_batch"],
+                spec=spec_from_json(key, row["columns"]),
+            )
+        return result
+
+    def stage(
+        self,
+        spec: TableSpec,
+        *,
+        bronze_version: int,
+        last_batch: int,
+        first: int,
+        result: TableApply,
+    ) -> None:
+        key = spec.key
+        self._staged.append(
+            {
+                "component": key.component,
+                "table": key.table,
+                "bronze_version": bronze_version,
+                "last_batch": last_batch,
+                "walk_first_batch": first,
+                "columns": columns_json(spec),
+                "rebuilt": result.rebuilt,
+                "rows_read": result.rows_read,
+                "applied_at": datetime.now(UTC),
+            }
+        )
+
+    def flush(self) -> None:
+        if self._staged:
+            self._log.append(pa.Table.from_pylist(self._staged, schema=PROGRESS_SCHEMA))
+            self._staged = []

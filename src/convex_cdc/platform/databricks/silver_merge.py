@@ -1,0 +1,168 @@
+"""AUTO CDC SCD type 1, locally: merge a window of change events into a silver table.
+
+The semantics are Lakeflow's ``AUTO CDC ... KEYS (_id) APPLY AS DELETE WHEN _deleted
+SEQUENCE BY _ts STORED AS SCD TYPE 1``:
+
+* per key, the event with the highest ``_ts`` wins; an event older than what silver
+  already reflects for that key is ignored, whether it arrives late or is replayed;
+* a delete removes the row, and the key's tombstone (``_id``, ``_ts``) is kept in a side
+  table so that a late, older upsert cannot bring the row back (Lakeflow keeps
+  tombstones inside its target and hides them behind a view; a side table keeps the
+  silver Delta table clean for readers that have no catalog views).
+
+Both MERGEs are guarded by ``s._ts > t._ts``, so applying a window twice (after a crash
+between the two MERGEs, or before progress was recorded) changes nothing. A tombstone
+older than a live row is harmless: every decision compares against the newer of the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+
+from convex_cdc.core.type_mapping import (
+    ColumnType,
+    infer_column_types,
+    system_columns,
+    typed_columns,
+)
+from convex_cdc.platform.databricks.delta_read import read_table, sql_ident
+from convex_cdc.platform.databricks.table_spec import TableSpec
+
+TOMBSTONE_SCHEMA: Final = pa.schema(
+    [pa.field("_id", pa.string(), nullable=False), pa.field("_ts", pa.int64(), nullable=False)]
+)
+
+CHANGE_COLUMNS: Final = ("_id", "_ts", "_deleted", "document")
+"""The bronze columns a window needs."""
+
+
+@dataclass(frozen=True, slots=True)
+class MergeCounts:
+    """What one window did."""
+
+    keys: int
+    """Distinct keys in the window."""
+    upserts: int
+    """Keys whose newest event is an upsert newer than their tombstone (applied if newer
+    than the silver row too)."""
+    deletes: int
+    """Keys whose newest event is a delete newer than their tombstone."""
+    stale: int
+    """Keys whose newest event is older than (or as old as) their tombstone: ignored."""
+
+
+def latest_per_key(changes: pa.Table) -> pa.Table:
+    """One row per ``_id``: the one with the highest ``_ts`` (deletes included).
+
+    Sorting and taking the last row of each run avoids ``group_by(...).aggregate("last")``,
+    which skips nulls and would pair a delete with the previous version's document.
+    """
+    if changes.num_rows == 0:
+        return changes
+    ordered = changes.take(pc.sort_indices(changes, [("_id", "ascending"), ("_ts", "ascending")]))
+    ids = ordered.column("_id").combine_chunks()
+    last_of_run = pc.not_equal(ids.slice(0, len(ids) - 1), ids.slice(1))
+    mask = pa.concat_arrays([last_of_run, pa.array([True])])
+    return ordered.filter(mask)
+
+
+class SpecNotCovered(Exception):
+    """Documents hold fields or types the table spec does not have yet."""
+
+    def __init__(self, observed: dict[str, ColumnType]) -> None:
+        super().__init__("the table spec does not cover these documents")
+        self.observed = observed
+
+
+def silver_rows(changes: pa.Table, spec: TableSpec) -> pa.Table:
+    """Typed silver rows (plus ``_deleted``) for deduplicated change events.
+
+    Raises:
+        SpecNotCovered: a document has a field or type the spec lacks (widen it first).
+    """
+    loads = orjson.loads
+    documents: list[dict[str, Any] | None] = [
+        loads(text) if text is not None else None for text in changes.column("document").to_pylist()
+    ]
+    observed = infer_column_types(documents)
+    if spec.widened(observed).columns != spec.columns:
+        raise SpecNotCovered(observed)
+    ids = changes.column("_id").to_pylist()
+    tss = changes.column("_ts").to_pylist()
+    columns = system_columns(ids, documents, tss)
+    columns.update(typed_columns(documents, spec.typed_columns))
+    if spec.keep_document:
+        columns["document"] = changes.column("document").combine_chunks()
+    columns["_deleted"] = changes.column("_deleted").combine_chunks()
+    schema = pa.schema([*spec.silver_schema(), pa.field("_deleted", pa.bool_(), nullable=False)])
+    return pa.table(columns).select(schema.names).cast(schema)
+
+
+def merge_window(
+    silver: DeltaTable, tombstones: DeltaTable, changes: pa.Table, spec: TableSpec
+) -> MergeCounts:
+    """Apply one window of bronze change events (any order, duplicates allowed).
+
+    Raises:
+        SpecNotCovered: before anything is written, if the spec must be widened first.
+    """
+    latest = latest_per_key(changes.select(list(CHANGE_COLUMNS)))
+    if latest.num_rows == 0:
+        return MergeCounts(0, 0, 0, 0)
+    known = read_table(tombstones, columns=["_id", "_ts"]).rename_columns(["_id", "_tomb_ts"])
+    joined = latest.join(known, "_id", join_type="left outer") if known.num_rows else latest
+    if known.num_rows:
+        tomb = joined.column("_tomb_ts")
+        fresh = pc.or_(pc.is_null(tomb), pc.greater(joined.column("_ts"), tomb))
+        touches_tombstone = pc.any(pc.and_(fresh, pc.is_valid(tomb))).as_py() or False
+        current = joined.filter(fresh).drop_columns(["_tomb_ts"])
+    else:
+        touches_tombstone = False
+        current = latest
+    rows = silver_rows(current, spec)
+    deletes = pc.sum(rows.column("_deleted").cast(pa.int64())).as_py() or 0
+    if rows.num_rows:
+        _merge_silver(silver, rows)
+    if deletes or touches_tombstone:
+        _merge_tombstones(tombstones, rows.select(["_id", "_ts", "_deleted"]))
+    return MergeCounts(
+        keys=latest.num_rows,
+        upserts=rows.num_rows - deletes,
+        deletes=deletes,
+        stale=latest.num_rows - rows.num_rows,
+    )
+
+
+def _merge_silver(silver: DeltaTable, rows: pa.Table) -> None:
+    names = [name for name in rows.column_names if name != "_deleted"]
+    values = {sql_ident(name): f"s.{sql_ident(name)}" for name in names}
+    (
+        silver.merge(rows, predicate='t."_id" = s."_id"', source_alias="s", target_alias="t")
+        .when_matched_delete(predicate='s."_deleted" AND s."_ts" > t."_ts"')
+        .when_matched_update(
+            updates={k: v for k, v in values.items() if k != sql_ident("_id")},
+            predicate='NOT s."_deleted" AND s."_ts" > t."_ts"',
+        )
+        .when_not_matched_insert(updates=values, predicate='NOT s."_deleted"')
+        .execute()
+    )
+
+
+def _merge_tombstones(tombstones: DeltaTable, rows: pa.Table) -> None:
+    (
+        tombstones.merge(rows, predicate='t."_id" = s."_id"', source_alias="s", target_alias="t")
+        .when_matched_update(
+            updates={'"_ts"': 's."_ts"'}, predicate='s."_deleted" AND s."_ts" > t."_ts"'
+        )
+        .when_matched_delete(predicate='NOT s."_deleted" AND s."_ts" > t."_ts"')
+        .when_not_matched_insert(
+            updates={'"_id"': 's."_id"', '"_ts"': 's."_ts"'}, predicate='s."_deleted"'
+        )
+        .execute()
+    )

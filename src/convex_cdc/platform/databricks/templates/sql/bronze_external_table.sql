@@ -1,0 +1,3 @@
+-- {{comment}}
+CREATE TABLE IF NOT EXISTS {{name}}
+  USING DELTA LOCATION {{location}};

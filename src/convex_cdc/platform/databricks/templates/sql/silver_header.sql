@@ -1,0 +1,13 @@
+-- {{generated}}
+-- Silver current-state tables for Convex, as a Lakeflow pipeline source (SQL).
+-- One AUTO CDC flow per table: KEYS (_id), SEQUENCE BY _ts (Convex commit time, ns),
+-- APPLY AS DELETE WHEN _deleted, STORED AS SCD TYPE {{scd_type}}.
+-- Source: {{source_description}}
+--
+-- Pipeline configuration used here:
+{{configuration_help}}
+--
+-- Typed columns come from the convex-cdc table spec (the same spec `apply-silver` uses);
+-- re-render after new fields appear. A field that widened to JSON text changes a
+-- column's type: re-render, then run a full refresh of this pipeline. After
+-- `extract --resnapshot` set convex.first_batch to the batch it prints and run a full refresh.

@@ -1,0 +1,185 @@
+"""Where the Databricks/delta target keeps its Delta tables, and how to reach them.
+
+A warehouse is a local directory or an ``s3://bucket/prefix`` URI::
+
+    <warehouse>/
+      bronze/<table-dir>/                    one append-only CDC Delta table per Convex table
+      silver/<table-dir>/                    current state, built by ``apply-silver``
+      _convex_cdc/checkpoints/               control table: append-only checkpoint log
+      _convex_cdc/table_specs/               typed-column spec log (drives silver + templates)
+      _convex_cdc/silver_progress/           per silver table: last applied bronze batch
+      _convex_cdc/silver_tombstones/<table-dir>/   deleted keys (``_id``, ``_ts``)
+
+``<table-dir>`` is the table name for the root component and ``<component path with "/"
+→ ".">.<table>`` otherwise (the S3 target's rule). Names come from the server, so both
+parts are checked against the Convex identifier grammar before they become a path.
+
+S3 credentials come from the standard AWS environment variables (or an instance
+profile, which delta-rs finds on its own); ``--endpoint-url`` or ``AWS_ENDPOINT_URL``
+points at an S3-compatible store. delta-rs commits to S3 with conditional puts, so no
+locking provider is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlparse
+
+from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.errors import ConfigError, SinkError
+from convex_cdc.core.events import is_valid_component_path, is_valid_table_name
+
+CONTROL_DIR: Final = "_convex_cdc"
+
+# Environment variable → delta-rs (object_store) storage option, for s3:// warehouses.
+_AWS_ENV: Final[Mapping[str, str]] = {
+    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
+    "AWS_PROFILE": "AWS_PROFILE",
+    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
+    "AWS_ALLOW_HTTP": "AWS_ALLOW_HTTP",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Warehouse:
+    """A warehouse root plus the options delta-rs needs to open tables under it.
+
+    ``storage_options`` may hold credentials, so it is left out of ``repr``; never log it.
+    """
+
+    root: str
+    """An absolute local path, or ``s3://bucket/prefix`` without a trailing slash."""
+    storage_options: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_uri(
+        cls,
+        uri: str,
+        *,
+        endpoint_url: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Warehouse:
+        """Parse ``--warehouse``: a local path (``file://`` allowed) or ``s3://bucket/prefix``.
+
+        Raises:
+            ConfigError: another scheme, an S3 URI without a bucket, or an endpoint that is
+                not an http(s) URL.
+        """
+        env = os.environ if env is None else env
+        text = uri.strip()
+        if not text:
+            raise ConfigError("--warehouse is empty", hint="pass a directory or s3://bucket/prefix")
+        parsed = urlparse(text)
+        if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # "C:\..." on Windows
+            path = parsed.path if parsed.scheme == "file" else text
+            return cls(str(Path(path).expanduser().absolute()))
+        if parsed.scheme not in ("s3", "s3a"):
+            raise ConfigError(
+                f"unsupported warehouse scheme {parsed.scheme!r} in {text!r}",
+                hint="use a local directory or s3://bucket/prefix",
+            )
+        if not parsed.netloc:
+            raise ConfigError(f"{text!r} names no bucket", hint="use s3://bucket/prefix")
+        prefix = parsed.path.strip("/")
+        root = f"s3://{parsed.netloc}" + (f"/{prefix}" if prefix else "")
+        return cls(root, _s3_storage_options(env, endpoint_url))
+
+    @property
+    def is_local(self) -> bool:
+        """True for a local directory."""
+        return not self.root.startswith("s3://")
+
+    def options(self) -> dict[str, str]:
+        """A fresh copy of the storage options, as delta-rs wants them."""
+        return dict(self.storage_options)
+
+    def join(self, *parts: str) -> str:
+        """``root/part/...`` (parts are trusted, already-validated names)."""
+        return "/".join([self.root, *parts])
+
+    def bronze(self, key: TableKey) -> str:
+        """Location of the bronze CDC table of ``key``."""
+        return self.join("bronze", table_dir(key))
+
+    def silver(self, key: TableKey) -> str:
+        """Location of the silver current-state table of ``key``."""
+        return self.join("silver", table_dir(key))
+
+    def tombstones(self, key: TableKey) -> str:
+        """Location of the silver tombstone side table of ``key``."""
+        return self.join(CONTROL_DIR, "silver_tombstones", table_dir(key))
+
+    @property
+    def checkpoints(self) -> str:
+        """Location of the control table (the checkpoint log)."""
+        return self.join(CONTROL_DIR, "checkpoints")
+
+    @property
+    def table_specs(self) -> str:
+        """Location of the typed-column spec log."""
+        return self.join(CONTROL_DIR, "table_specs")
+
+    @property
+    def silver_progress(self) -> str:
+        """Location of the silver apply progress log."""
+        return self.join(CONTROL_DIR, "silver_progress")
+
+    def __str__(self) -> str:
+        return self.root
+
+
+def table_dir(key: TableKey) -> str:
+    """The directory name of ``key``'s table, validated so it cannot escape the warehouse.
+
+    Raises:
+        SinkError: the table or component name is not a Convex identifier.
+    """
+    if not is_valid_table_name(key.table):
+        raise SinkError(
+            f"refusing table name {key.table[:80]!r}: not a Convex table name",
+            hint="this name did not come from a Convex deployment; check --url",
+        )
+    if not is_valid_component_path(key.component):
+        raise SinkError(
+            f"refusing component path {key.component[:80]!r}: not a Convex component path",
+            hint="this name did not come from a Convex deployment; check --url",
+        )
+    return ".".join([*key.component.split("/"), key.table]) if key.component else key.table
+
+
+def table_key_from_dir(name: str) -> TableKey:
+    """Inverse of :func:`table_dir` (Convex identifiers never contain ``.``).
+
+    Raises:
+        SinkError: ``name`` is not a table directory name.
+    """
+    *component, table = name.split(".")
+    key = TableKey("/".join(component), table)
+    table_dir(key)
+    return key
+
+
+def _s3_storage_options(env: Mapping[str, str], endpoint_url: str | None) -> dict[str, str]:
+    options = {option: env[var] for var, option in _AWS_ENV.items() if env.get(var)}
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        options["AWS_REGION"] = region
+    if endpoint_url:
+        options["AWS_ENDPOINT_URL"] = endpoint_url
+    endpoint = options.get("AWS_ENDPOINT_URL")
+    if endpoint is not None:
+        scheme = urlparse(endpoint).scheme
+        if scheme not in ("http", "https"):
+            raise ConfigError(
+                f"S3 endpoint {endpoint!r} is not an http(s) URL",
+                hint="pass --endpoint-url http(s)://host:port",
+            )
+        if scheme == "http":
+            options.setdefault("AWS_ALLOW_HTTP", "true")
+    return options

@@ -1,0 +1,148 @@
+"""The control table: checkpoints as an append-only Delta log, reconciled with bronze."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from convex_cdc.core.checkpoint import SourceIdentity, TableKey
+from convex_cdc.core.errors import CheckpointError
+from convex_cdc.platform.databricks import bronze as bronze_module
+from convex_cdc.platform.databricks.bronze import BronzeSink
+from convex_cdc.platform.databricks.control_table import (
+    DeltaCheckpointStore,
+    read_control_state,
+)
+from convex_cdc.platform.databricks.delta_read import read_table
+from convex_cdc.platform.databricks.warehouse import Warehouse
+from tests.platform.databricks.change_batches import SOURCE, batch, checkpoint, doc
+
+MESSAGES = TableKey("", "messages")
+USERS = TableKey("", "users")
+
+
+def control_rows(warehouse: Warehouse) -> list[dict[str, Any]]:
+    table = DeltaTable(warehouse.checkpoints, storage_options=warehouse.options())
+    rows: list[dict[str, Any]] = read_table(table, order_by=["save_seq"]).to_pylist()
+    return rows
+
+
+def test_an_empty_warehouse_has_no_checkpoint(warehouse: Warehouse) -> None:
+    assert DeltaCheckpointStore(warehouse, SOURCE).load() is None
+
+
+def test_the_latest_save_wins_and_every_save_is_kept(warehouse: Warehouse) -> None:
+    store = DeltaCheckpointStore(warehouse, SOURCE)
+    store.load()
+    store.save(checkpoint(0, walk=100, snapshot=True))
+    store.save(checkpoint(3, cursor=500, walk=100))
+
+    assert DeltaCheckpointStore(warehouse, SOURCE).load() == checkpoint(3, cursor=500, walk=100)
+    rows = control_rows(warehouse)
+    assert [(r["save_seq"], r["phase"], r["batch_seq"]) for r in rows] == [
+        (1, "snapshot", 0),
+        (2, "delta", 3),
+    ]
+    assert rows[0]["snapshot_ts"] == 100 and rows[0]["snapshot_cursor"] == "c0"
+    assert rows[1]["delta_cursor"] == 500 and rows[1]["consistent_as_of"] == 500
+    assert rows[1]["source"] == SOURCE.deployment_url
+    assert {r["walk_first_batch"] for r in rows} == {1}
+
+
+def test_a_new_snapshot_walk_records_where_it_starts(warehouse: Warehouse) -> None:
+    store = DeltaCheckpointStore(warehouse, SOURCE)
+    store.load()
+    store.save(checkpoint(0, walk=100, snapshot=True))
+    store.save(checkpoint(7, cursor=900, walk=100))
+    store.save(checkpoint(7, walk=2000, snapshot=True))  # --resnapshot pins a new walk
+    store.save(checkpoint(9, cursor=2100, walk=2000))
+
+    state = read_control_state(warehouse)
+    assert state is not None
+    assert state.walk_first_batch == 8
+    assert [r["walk_first_batch"] for r in control_rows(warehouse)] == [1, 1, 8, 8]
+
+
+def test_a_batch_committed_to_bronze_but_not_checkpointed_is_adopted(
+    warehouse: Warehouse,
+) -> None:
+    store = DeltaCheckpointStore(warehouse, SOURCE)
+    store.load()
+    store.save(checkpoint(1, cursor=10))
+    second = batch(2, [doc("messages", "m1", 20, text="a"), doc("users", "u1", 21, name="b")])
+    BronzeSink(warehouse, SOURCE).write(second)  # ...and the process died before the save
+
+    restarted = DeltaCheckpointStore(warehouse, SOURCE)
+    assert restarted.load() == second.checkpoint
+    assert restarted.reconciled
+    assert control_rows(warehouse)[-1]["reason"] == "reconciled"
+    assert DeltaCheckpointStore(warehouse, SOURCE).load() == second.checkpoint
+
+
+def test_a_batch_committed_to_only_some_of_its_tables_is_replayed(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DeltaCheckpointStore(warehouse, SOURCE)
+    store.load()
+    store.save(checkpoint(1, cursor=10))
+    second = batch(2, [doc("messages", "m1", 20, text="a"), doc("users", "u1", 21, name="b")])
+    real_write = write_deltalake
+    calls: list[int] = []
+
+    def die_on_second_table(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process is killed between the two table commits
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(bronze_module, "write_deltalake", die_on_second_table)
+    with pytest.raises(KeyboardInterrupt):
+        BronzeSink(warehouse, SOURCE).write(second)
+    monkeypatch.undo()
+
+    restarted = DeltaCheckpointStore(warehouse, SOURCE)
+    assert restarted.load() == checkpoint(1, cursor=10)
+    assert not restarted.reconciled
+    replay = BronzeSink(warehouse, SOURCE)
+    replay.write(second)  # the orchestrator replays the batch
+    assert (replay.commits, replay.skipped) == (1, 1)
+    for key in (MESSAGES, USERS):
+        table = DeltaTable(warehouse.bronze(key), storage_options=warehouse.options())
+        assert read_table(table).num_rows == 1
+
+
+def test_bronze_far_ahead_of_the_control_table_is_an_error(warehouse: Warehouse) -> None:
+    sink = BronzeSink(warehouse, SOURCE)
+    sink.write(batch(1, [doc("messages", "m1", 10, text="a")]))
+    sink.write(batch(2, [doc("messages", "m2", 20, text="b")]))
+
+    with pytest.raises(CheckpointError, match="bronze already holds batch 2"):
+        DeltaCheckpointStore(warehouse, SOURCE).load()
+
+
+def test_two_extractors_on_one_warehouse_cannot_interleave_checkpoints(
+    warehouse: Warehouse,
+) -> None:
+    first = DeltaCheckpointStore(warehouse, SOURCE)
+    second = DeltaCheckpointStore(warehouse, SOURCE)
+    first.load()
+    second.load()
+    first.save(checkpoint(1, cursor=10))
+
+    with pytest.raises(CheckpointError, match="another process saved a checkpoint"):
+        second.save(checkpoint(5, cursor=50))
+    assert [r["batch_seq"] for r in control_rows(warehouse)] == [1]
+
+
+def test_a_checkpoint_of_another_deployment_is_returned_for_the_orchestrator_to_refuse(
+    warehouse: Warehouse,
+) -> None:
+    store = DeltaCheckpointStore(warehouse, SOURCE)
+    store.load()
+    store.save(checkpoint(1, cursor=10))
+
+    other = DeltaCheckpointStore(warehouse, SourceIdentity("https://other-animal-9.convex.cloud"))
+    loaded = other.load()
+    assert loaded is not None and loaded.source == SOURCE
