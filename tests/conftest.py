@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.fixtures.moto_s3",
+    "tests.fixtures.devserver",
 ]
