@@ -10,11 +10,8 @@ the silver tables built by ``apply-silver`` equal the devserver's truth.
 from __future__ import annotations
 
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -29,6 +26,7 @@ from convex_cdc.platform.databricks.delta_read import open_table, read_table
 from convex_cdc.platform.databricks.silver import apply_silver, read_silver
 from convex_cdc.platform.databricks.table_spec import TableSpecStore
 from convex_cdc.platform.databricks.warehouse import Warehouse
+from tests.e2e.kill_loop import kill_at_random_moments
 from tests.e2e.lake_truth import assert_tables_equal_truth
 from tests.fixtures.devserver import start_devserver_process, stop_process
 
@@ -43,21 +41,16 @@ def _phase(warehouse: Warehouse) -> str:
     return "none" if state is None else state.checkpoint.phase
 
 
-def _extract(warehouse: Warehouse, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "convex_cdc",
-            "databricks",
-            "extract",
-            "--warehouse",
-            warehouse.root,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+def _extract_command(warehouse: Warehouse) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "convex_cdc",
+        "databricks",
+        "extract",
+        "--warehouse",
+        warehouse.root,
+    ]
 
 
 @pytest.mark.slow
@@ -70,32 +63,23 @@ def test_extract_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path:
     control = httpx.Client(base_url=url, headers={"Authorization": f"Convex {key}"}, timeout=60)
     warehouse = Warehouse.from_uri(str(tmp_path / "warehouse"))
     env = {**os.environ, "CONVEX_URL": url, "CONVEX_DEPLOY_KEY": key}
-    rng = random.Random(20261127)
-    kills = {"snapshot": 0, "delta": 0}
     try:
-        attempts = 0
-        while sum(kills.values()) < MIN_KILLS or min(kills.values()) < 5:
-            attempts += 1
-            assert attempts < 200, f"could not place the kills: {kills}"
-            phase = _phase(warehouse)
-            if phase == "delta":
-                control.post("/_devserver/workload", params={"transactions": 60}).raise_for_status()
-            process = _extract(warehouse, env)
-            time.sleep(rng.uniform(0.4, 1.8))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-                kills["snapshot" if phase in ("none", "snapshot") else "delta"] += 1
-            _, err = process.communicate(timeout=30)
-            assert process.returncode in (0, -signal.SIGKILL, 3), err.decode()[-2000:]
+        kills = kill_at_random_moments(
+            _extract_command(warehouse),
+            env=env,
+            phase=lambda: _phase(warehouse),
+            control=control,
+            key=key,
+            seed=20261127,
+            min_kills=MIN_KILLS,
+            delay_seconds=(0.4, 1.8),
+        )
 
         control.post("/_devserver/workload", params={"transactions": 100}).raise_for_status()
-        for _ in range(10):  # injected faults can outlast one run's retry budget
-            process = _extract(warehouse, env)
-            _, err = process.communicate(timeout=300)
-            if process.returncode == 0:
-                break
-            assert process.returncode == 3, err.decode()[-2000:]  # SourceUnavailable
-        assert process.returncode == 0, err.decode()[-2000:]
+        final = subprocess.run(
+            _extract_command(warehouse), env=env, capture_output=True, timeout=300, check=False
+        )
+        assert final.returncode == 0, final.stderr.decode()[-2000:]
         truth = [
             line for line in control.get("/_devserver/truth").content.decode().splitlines() if line
         ]

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -29,6 +26,7 @@ from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging import StagingMaterializer
 from convex_cdc.target_s3.staging_reader import read_staging_table
 from convex_cdc.target_s3.staging_state import load_staging_state
+from tests.e2e.kill_loop import kill_at_random_moments
 from tests.e2e.lake_truth import assert_tables_equal_truth, truth_by_table
 from tests.fixtures.devserver import start_devserver_process, stop_process
 
@@ -43,15 +41,6 @@ def _phase(dest: Path) -> str:
     return "snapshot" if "InitialSnapshot" in checkpoint["position"] else "delta"
 
 
-def _sync(dest: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "convex_cdc", "sync", "--dest", str(dest)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 @pytest.mark.slow
 def test_sync_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     server, url, key = start_devserver_process(
@@ -62,27 +51,16 @@ def test_sync_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path: Pa
     control = httpx.Client(base_url=url, headers={"Authorization": f"Convex {key}"}, timeout=60)
     dest = tmp_path / "lake"
     env = {**os.environ, "CONVEX_URL": url, "CONVEX_DEPLOY_KEY": key}
-    rng = random.Random(20261126)
-    kills = {"snapshot": 0, "delta": 0}
     try:
-        attempts = 0
-        while sum(kills.values()) < MIN_KILLS or min(kills.values()) < 5:
-            attempts += 1
-            assert attempts < 200, f"could not place the kills: {kills}"
-            phase = _phase(dest)
-            if phase == "delta":
-                control.post("/_devserver/workload", params={"transactions": 60}).raise_for_status()
-            process = _sync(dest, env)
-            time.sleep(rng.uniform(0.3, 1.6))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-                kills["snapshot" if phase in ("none", "snapshot") else "delta"] += 1
-            process.wait(timeout=30)
-            assert process.stderr is not None
-            stderr = process.stderr.read().decode()
-            process.stderr.close()
-            assert key not in stderr
-            assert process.returncode in (0, -signal.SIGKILL), stderr
+        kills = kill_at_random_moments(
+            [sys.executable, "-m", "convex_cdc", "sync", "--dest", str(dest)],
+            env=env,
+            phase=lambda: _phase(dest),
+            control=control,
+            key=key,
+            seed=20261126,
+            min_kills=MIN_KILLS,
+        )
 
         final = subprocess.run(
             [sys.executable, "-m", "convex_cdc", "sync", "--dest", str(dest)],
