@@ -1,0 +1,86 @@
+"""The TOML config file: defaults for every flag, never secrets, typos refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from convex_cdc.cli import cli
+from convex_cdc.commands.config_file import command_defaults, load_config
+from convex_cdc.core.errors import ConfigError
+
+GOOD = """
+url = "https://happy-animal-123.convex.cloud"
+dest = "./lake"
+deploy_key_env = "MY_KEY"
+
+[selection]
+include = ["messages", "waitlist/*"]
+exclude = ["users.ssn"]
+
+[publish]
+to = "s3://bucket/prefix"
+keep = 3
+
+[databricks]
+warehouse = "s3://bucket/delta"
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "convex-cdc.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_config_file_becomes_the_default_of_every_command(tmp_path: Path) -> None:
+    defaults = command_defaults(load_config(_write(tmp_path, GOOD)))
+    assert defaults["sync"] == {
+        "url": "https://happy-animal-123.convex.cloud",
+        "deploy_key_env": "MY_KEY",
+        "dest": "./lake",
+        "include": ("messages", "waitlist/*"),
+        "exclude": ("users.ssn",),
+    }
+    assert defaults["publish"]["to"] == "s3://bucket/prefix"
+    assert defaults["publish"]["keep"] == 3
+    assert defaults["run"]["to"] == "s3://bucket/prefix"
+    assert defaults["databricks"]["extract"]["warehouse"] == "s3://bucket/delta"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('deploy_key = "prod:x|abc"', "looks like a secret"),
+        ('[publish]\naws_secret_access_key = "x"', "looks like a secret"),
+        ('dset = "./lake"', "unknown setting 'dset'"),
+        ('[selection]\ninclude = "messages"', "must be a list of strings"),
+        ("url = [", "not valid TOML"),
+    ],
+)
+def test_secrets_typos_and_bad_values_are_refused(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_write(tmp_path, text))
+
+
+def test_flags_on_the_command_line_win_over_the_file(tmp_path: Path, monkeypatch: Any) -> None:
+    config = _write(tmp_path, f'dest = "{tmp_path / "from-file"}"\n')
+    runner = CliRunner()
+    from_file = runner.invoke(cli, ["--config", str(config), "status", "--offline", "--json"])
+    assert from_file.exit_code == 0, from_file.output
+    assert str(tmp_path / "from-file") in from_file.output
+    flag = tmp_path / "from-flag"
+    from_flag = runner.invoke(
+        cli, ["--config", str(config), "status", "--offline", "--json", "--dest", str(flag)]
+    )
+    assert from_flag.exit_code == 0, from_flag.output
+    assert str(flag) in from_flag.output and "from-file" not in from_flag.output
+
+
+def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--config", str(tmp_path / "nope.toml"), "status"])
+    assert isinstance(result.exception, ConfigError)
+    assert "nope.toml" in str(result.exception)
