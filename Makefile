@@ -27,8 +27,9 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# `make bench BENCH_ARGS="--docs 200000 --skip-peer"`; see `bench/run.py --help`.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Refresh the lock file after changing dependency ranges in pyproject.toml.
 lock:
@@ -37,4 +38,4 @@ lock:
 	/tmp/convex-cdc-lock/bin/pip freeze --exclude convex-cdc > constraints.txt
 
 clean:
-	rm -rf $(VENV) demo-lake .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-lake .pytest_cache .mypy_cache .ruff_cache bench/.peer-venv

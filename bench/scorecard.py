@@ -1,0 +1,286 @@
+"""The benchmark's output: the step table, the ratios against the targets, the BENCH line.
+
+Every ratio says how it is computed; a target is PASS or MISS, or ``n/a`` when a step it
+needs was skipped. The ``BENCH {json}`` line (always the last line) holds every figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from steps import StepResult
+
+STEP_COLUMNS = (
+    "step",
+    "rows",
+    "rows/s",
+    "resp MB",
+    "MB/s",
+    "wall s",
+    "cpu s",
+    "inner s",
+    "RSS MB",
+    "server cpu s",
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One ratio with its target (``key`` names it in the BENCH line)."""
+
+    key: str
+    name: str
+    value: float | None
+    target: str
+    passed: bool | None
+    how: str
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain JSON values."""
+        value = None if self.value is None else round(self.value, 4)
+        return {
+            "name": self.name,
+            "value": value,
+            "target": self.target,
+            "pass": self.passed,
+            "how": self.how,
+        }
+
+
+@dataclass
+class BenchRun:
+    """Everything one run measured."""
+
+    docs: int
+    steps: dict[str, StepResult] = field(default_factory=dict)
+    setup: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    peer: str = "skipped (--skip-peer)"
+    rss_check_docs: int | None = None
+    error: str | None = None
+    """Why the run stopped early (the figures up to then are still reported)."""
+
+    def rate(self, step: str) -> float | None:
+        """A step's rows/s, if it ran and has rows."""
+        result = self.steps.get(step)
+        return None if result is None else result.rows_per_second
+
+
+def _ratio(top: float | None, bottom: float | None) -> float | None:
+    if top is None or bottom is None or bottom == 0:
+        return None
+    return top / bottom
+
+
+def _bound(key: str, name: str, value: float | None, bound: str, how: str) -> Check:
+    """A check of ``value`` against ``bound`` (``">= 0.70"`` or ``"<= 400"``)."""
+    op, limit = bound.split()
+    passed = None
+    if value is not None:
+        passed = value >= float(limit) if op == ">=" else value <= float(limit)
+    return Check(key, name, value, bound, passed, how)
+
+
+def checks(run: BenchRun) -> list[Check]:
+    """The targets of issue 5, evaluated on this run."""
+    steps = run.steps
+    sync = steps.get("sync_snapshot")
+    rss = None if sync is None else sync.peak_rss_mb
+    small = steps.get("sync_snapshot_rss_check")
+    full, incremental = steps.get("materialize_full"), steps.get("materialize_incremental")
+    build_ratio = _ratio(
+        None if incremental is None else incremental.inner_seconds,
+        None if full is None else full.inner_seconds,
+    )
+    return [
+        _bound(
+            "sync_vs_floor",
+            "sync/floor rows/s",
+            _ratio(run.rate("sync_snapshot"), run.rate("floor")),
+            ">= 0.70",
+            "sync snapshot rows/s over the floor walk's rows/s (wall clock, same rows)",
+        ),
+        _bound(
+            "sync_vs_peer",
+            "sync/peer rows/s",
+            _ratio(run.rate("sync_snapshot"), run.rate("peer")),
+            ">= 10",
+            "sync snapshot rows/s over the Airbyte connector's rows/s on the rows it read",
+        ),
+        _bound(
+            "sync_peak_rss_mb",
+            f"sync peak RSS MB ({run.docs:,} docs)",
+            rss,
+            "<= 400",
+            "ru_maxrss of the sync process (os.wait4)",
+        ),
+        _bound(
+            "sync_rss_growth",
+            f"sync RSS {run.docs:,} / {run.rss_check_docs or 0:,} docs",
+            _ratio(rss, None if small is None else small.peak_rss_mb),
+            "<= 1.10",
+            "peak RSS of the snapshot sync at both sizes (memory must not grow with size)",
+        ),
+        _bound(
+            "materialize_incremental_vs_full",
+            "materialize incremental/full time",
+            build_ratio,
+            "<= 0.10",
+            "the materializer's own elapsed time (MaterializeReport), process start excluded",
+        ),
+        _publish_check(steps),
+        _bound(
+            "devserver_vs_sync",
+            "devserver/sync rows/s",
+            _ratio(run.rate("devserver"), run.rate("sync_snapshot")),
+            ">= 1.5",
+            "raw page fetch rows/s over sync rows/s: the server is not the bottleneck",
+        ),
+    ]
+
+
+def _publish_check(steps: dict[str, StepResult]) -> Check:
+    publish = steps.get("publish_incremental")
+    changed = steps.get("materialize_incremental")
+    if publish is None or changed is None:
+        return Check(
+            "publish_incremental", "publish incremental files", None, "only changed", None, ""
+        )
+    uploaded = publish.details.get("files_uploaded", 0)
+    total = publish.details.get("files_total", 0)
+    written = changed.details.get("files_written", 0)
+    return Check(
+        "publish_incremental",
+        f"publish incremental files ({uploaded}/{total})",
+        uploaded / total if total else None,
+        "only changed",
+        uploaded <= written,
+        f"share of the manifest's files uploaded; PASS when no more than the {written} "
+        "files the incremental materialize wrote",
+    )
+
+
+def machine() -> dict[str, Any]:
+    """CPU, memory, Python and load, to read the figures against."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_mb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_mb = int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        pass
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "memory_mb": memory_mb,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _fmt(value: float | int | None, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def _step_note(step: StepResult) -> str:
+    details = step.details
+    if "files_uploaded" in details:
+        return (
+            f"{details['files_uploaded']}/{details['files_total']} files uploaded, "
+            f"{details['bytes_uploaded'] / 1e6:,.1f} MB"
+        )
+    if "files_written" in details:
+        return f"{details['files_written']} files written"
+    if "root_table_rows" in details:
+        return f"of {details['root_table_rows']:,} root-table rows"
+    if "pages" in details:
+        return f"{details['pages']:,} pages"
+    if "expected_rows" in details:
+        return f"expected {details['expected_rows']:,}"
+    return ""
+
+
+def render(run: BenchRun, bench_json: dict[str, Any]) -> None:
+    """Print the step table, the checks and the BENCH line to stdout."""
+    width = max(180, shutil.get_terminal_size((180, 40)).columns)
+    console = Console(width=width, highlight=False, soft_wrap=False)
+    table = Table(title=f"convex-cdc bench: {run.docs:,} documents")
+    for column in STEP_COLUMNS:
+        table.add_column(column, justify="left" if column == "step" else "right", no_wrap=True)
+    table.add_column("notes")
+    for step in run.steps.values():
+        mb = None if step.response_bytes is None else step.response_bytes / 1e6
+        table.add_row(
+            step.name,
+            _fmt(step.rows),
+            _fmt(step.rows_per_second),
+            _fmt(mb, 1),
+            _fmt(step.mb_per_second, 1),
+            _fmt(step.wall_seconds, 2),
+            _fmt(step.cpu_seconds, 2),
+            _fmt(step.inner_seconds, 2),
+            _fmt(step.peak_rss_mb),
+            _fmt(step.server_cpu_seconds, 2),
+            _step_note(step),
+        )
+    console.print(table)
+    hows: dict[str, list[str]] = {}
+    for step in run.steps.values():
+        if step.how:
+            hows.setdefault(step.how, []).append(step.name)
+    for how, names in hows.items():
+        console.print(f"how: {', '.join(names)}: {how}")
+    targets = Table(title="targets")
+    for column in ("check", "value", "target", "result", "how"):
+        targets.add_column(column, justify="right" if column == "value" else "left")
+    for check in checks(run):
+        result = {True: "PASS", False: "MISS", None: "n/a"}[check.passed]
+        targets.add_row(check.name, _fmt(check.value, 3), check.target, result, check.how)
+    console.print(targets)
+    console.print(f"peer: {run.peer}")
+    for key, value in run.setup.items():
+        console.print(f"setup: {key} = {value}")
+    for note in run.notes:
+        console.print(f"note: {note}")
+    if run.error is not None:
+        console.print(f"error: the run stopped early: {run.error.splitlines()[0]}")
+    print("BENCH " + _dumps(bench_json), flush=True)
+
+
+def bench_json(run: BenchRun) -> dict[str, Any]:
+    """Every figure of the run as one JSON document."""
+    return {
+        "docs": run.docs,
+        "error": run.error,
+        "rss_check_docs": run.rss_check_docs,
+        "steps": {name: step.to_json() for name, step in run.steps.items()},
+        "checks": {check.key: check.to_json() for check in checks(run)},
+        "peer": run.peer,
+        "setup": run.setup,
+        "notes": run.notes,
+        "machine": machine(),
+    }
+
+
+def _dumps(document: dict[str, Any]) -> str:
+    return json.dumps(document, sort_keys=True, default=str)
