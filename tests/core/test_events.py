@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import re
 import struct
 from datetime import UTC, datetime
@@ -266,3 +267,38 @@ def test_a_batch_splits_its_events_by_table_in_server_order() -> None:
         (TableKey("wl", "entries"), "a", Op.UPSERT),
         (TableKey("", "messages"), "c", Op.DELETE),
     ]
+
+
+page_values = st.lists(
+    st.tuples(
+        st.sampled_from([("", "messages"), ("wl", "entries"), ("a/b", "t_1")]),
+        st.dictionaries(
+            st.from_regex(r"[a-z][a-zA-Z0-9_]{0,6}", fullmatch=True), export_values, max_size=4
+        ),
+        st.booleans(),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(page_values, st.sampled_from(["snapshot", "delta"]))
+def test_a_page_normalises_value_by_value_whatever_else_it_holds(
+    spec: list[tuple[tuple[str, str], dict[str, Any], bool]], kind: Literal["snapshot", "delta"]
+) -> None:
+    values = []
+    for n, ((component, table), fields, gone) in enumerate(spec):
+        meta = {"_component": component, "_table": table, "_ts": TS + n, "_id": f"id{n}"}
+        if kind == "delta":
+            meta["_deleted"] = gone
+        values.append({**meta, "_creationTime": 1.5, **fields})
+    before = copy.deepcopy(values)
+    page = normalise(values, kind=kind)
+    assert values == before  # the page's own values are left as they were
+    one_by_one = [normalise([value], kind=kind) for value in values]
+    assert page.to_pylist() == [row for rows in one_by_one for row in rows.to_pylist()]
+    # A system-table value or an unknown underscore field is dropped, nothing else changes.
+    odd = [{**values[0], "_future": 1}] if values else []
+    system = {"_component": "", "_table": "_storage", "_ts": TS, "_id": "s", "_deleted": False}
+    mixed = normalise([system, *odd, *values[1:]], kind=kind)
+    assert mixed.to_pylist() == page.to_pylist()

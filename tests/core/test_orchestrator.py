@@ -484,3 +484,45 @@ def test_a_malformed_page_stops_the_run_before_anything_of_it_is_written() -> No
     assert saved is not None
     assert {seq for seq, _ in sink.files} == set(range(1, saved.batch_seq + 1))
     assert all("etc" not in table.table for _, table in sink.files)
+
+
+class _FailingFetch:
+    """A source whose ``failing``-th list_snapshot call fails (it is fetched ahead)."""
+
+    def __init__(self, inner: FakeConvex, failing: int) -> None:
+        self.inner = inner
+        self.failing = failing
+        self.calls = 0
+        self.deployment_url = inner.deployment_url
+
+    def json_schemas(self) -> dict[str, dict[str, object]]:
+        return self.inner.json_schemas()
+
+    def test_connection(self) -> None:
+        self.inner.test_connection()
+
+    def list_snapshot(self, **kwargs: object) -> SnapshotPage:
+        self.calls += 1
+        if self.calls == self.failing:
+            raise SourceUnavailable("injected: connection reset", hint="retry")
+        return self.inner.list_snapshot(**kwargs)  # type: ignore[arg-type]
+
+    def document_deltas(self, **kwargs: object) -> object:
+        return self.inner.document_deltas(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_failed_fetch_stops_the_run_right_after_the_batches_before_it_are_checkpointed() -> None:
+    fake = FakeConvex(snapshot_page_size=2, seed=3)
+    for i in range(9):
+        fake.insert("messages", {"n": i})
+    _, sink, store = fresh()
+    source = _FailingFetch(fake, failing=4)
+    with pytest.raises(SourceUnavailable):
+        run_sync(source, sink, store)  # type: ignore[arg-type]
+    saved = store.load()
+    assert saved is not None
+    # Pages 1-3 were fetched and written (page 4's fetch failed while 3 was written).
+    assert saved.batch_seq == 3 and {seq for seq, _ in sink.files} == {1, 2, 3}
+    report = run_sync(fake, sink, store)  # the next run resumes after page 3
+    assert_in_sync(fake, sink, report)
+    assert sink.state() == fake.truth()

@@ -234,3 +234,22 @@ def test_the_default_page_holds_1024_documents(devserver: RunningDevServer) -> N
     _fill(devserver, "t", 1030)
     pages = snapshot_pages(devserver)
     assert [len(page["values"]) for page in pages] == [1024, 6]
+
+
+def test_deleted_documents_leave_no_short_pages_before_the_end_of_a_table(
+    devserver_factory: Factory,
+) -> None:
+    server = devserver_factory(snapshot_page_size=4)
+    ids = sorted(_fill(server, "t", 13))
+    gone = [ids[1], ids[2], ids[5], ids[9]]
+    server.transact([delete("t", doc_id) for doc_id in gone])
+    live = [doc_id for doc_id in ids if doc_id not in gone]
+    first = parse(call(server, "POST", "/api/list_snapshot", json={}))
+    later = ids[12]
+    server.transact([delete("t", later)])  # after the snapshot: still in the walk
+    pages = [first]
+    while pages[-1]["hasMore"]:
+        body = {"snapshot": first["snapshot"], "cursor": pages[-1]["cursor"]}
+        pages.append(parse(call(server, "POST", "/api/list_snapshot", json=body)))
+    assert [len(page["values"]) for page in pages][:2] == [4, 4]
+    assert [value["_id"] for page in pages for value in page["values"]] == live

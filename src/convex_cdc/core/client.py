@@ -234,9 +234,18 @@ class ConvexClient:
 
         def attempt() -> tuple[Any, int]:
             try:
-                response = self._http.request(
+                request = self._http.build_request(
                     method, url, params=params, content=content, headers=headers
                 )
+                response = self._http.send(request, stream=True)
+                try:
+                    # Read here rather than through ``response.content``: an httpx response
+                    # and its stream refer to each other, so a body kept on the response
+                    # (half a megabyte per page) would live until the next cyclic garbage
+                    # collection instead of going as soon as the page is parsed.
+                    body = b"".join(response.iter_bytes())
+                finally:
+                    response.close()
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 # Not chained: the transport error holds the request, headers included.
                 raise TransientFailure(self._describe(exc)) from None
@@ -245,7 +254,6 @@ class ConvexClient:
                     f"body could not be decoded ({type(exc).__name__})", endpoint=endpoint
                 ) from None
             status = response.status_code
-            body = response.content
             if 200 <= status < 300:
                 try:
                     return orjson.loads(body), len(body)

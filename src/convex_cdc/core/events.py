@@ -8,12 +8,15 @@ target has to know the Convex wire format to store them.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final, Literal
+from itertools import repeat
+from typing import Any, Final, Literal, NamedTuple
 
 import orjson
 import pyarrow as pa
@@ -108,6 +111,8 @@ class ChangeBatch:
 
     def events_for(self, table: TableKey) -> pa.Table:
         """The rows of one table, in server order."""
+        if self.tables() == [table]:
+            return self.events
         mask = pc.and_(
             pc.equal(self.events.column("_component"), table.component),
             pc.equal(self.events.column("_table"), table.table),
@@ -132,6 +137,10 @@ def tables_in(events: pa.Table) -> list[TableKey]:
     """The distinct ``(_component, _table)`` pairs of change-event rows, sorted."""
     if events.num_rows == 0:
         return []
+    components = pc.unique(events.column("_component"))
+    tables = pc.unique(events.column("_table"))
+    if len(components) == 1 and len(tables) == 1:  # the usual page: one table
+        return [TableKey(components[0].as_py(), tables[0].as_py())]
     pairs = events.select(["_component", "_table"]).group_by(["_component", "_table"]).aggregate([])
     return sorted(
         TableKey(c, t)
@@ -169,22 +178,111 @@ def events_from_values(
     ``_table`` and ``_id`` and an integer ``_ts``; delta values carry a boolean
     ``_deleted``; snapshot values are never tombstones; table and component names are
     Convex identifiers (so they are safe to turn into paths downstream); no document is
-    larger than ``max_document_bytes``. Values of system tables are dropped.
+    larger than ``max_document_bytes``. Values of system tables are dropped. ``values``
+    is not modified.
 
     Raises:
         MalformedResponse: naming the first offending value, before anything is written.
     """
-    n = len(values)
-    components: list[str] = [""] * n
-    tables: list[str] = [""] * n
-    ids: list[str] = [""] * n
-    tss: list[int] = [0] * n
-    deleted: list[bool] = [False] * n
-    ops: list[str] = [""] * n
-    documents: list[str | None] = [None] * n
-    keep = 0
-    dumps = orjson.dumps
-    sort_keys = orjson.OPT_SORT_KEYS
+    columns = _page_columns(values, kind, max_document_bytes)
+    if columns is None:
+        # Something is unusual (a bad value, a system table, an unknown underscore field):
+        # the value-by-value path drops it or refuses it, naming the first offender.
+        columns = _checked_columns(values, kind, endpoint, max_document_bytes)
+    return _events_table(columns, kind, batch_seq, snapshot_ts, extracted_at or datetime.now(UTC))
+
+
+class _Columns(NamedTuple):
+    components: list[str]
+    tables: list[str]
+    ids: list[str]
+    tss: list[int]
+    deleted: list[bool]
+    documents: list[bytes | None]
+    """Sorted-key export_json of each document's fields, ``None`` for deletes."""
+
+
+_EVENT_TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
+_INT64_MAX: Final = 2**63 - 1
+_KNOWN_KEYS: Final = frozenset(_METADATA_KEYS) | _KEPT_UNDERSCORE_FIELDS
+_dumps_sorted: Final = functools.partial(orjson.dumps, option=orjson.OPT_SORT_KEYS)
+
+
+def _page_columns(
+    values: Sequence[Any], kind: Literal["snapshot", "delta"], max_document_bytes: int
+) -> _Columns | None:
+    """The columns of a well-formed page of user-table values, ``None`` for anything else.
+
+    The hot path: the same checks as :func:`_checked_columns`, made column by column with
+    C-level iteration (``map``, ``set``, ``min``/``max``) instead of value by value.
+    """
+    if not values:
+        return _Columns([], [], [], [], [], [])
+    if set(map(type, values)) != {dict}:
+        return None
+    get = dict.get
+    components: list[Any] = list(map(get, values, repeat("_component")))
+    tables: list[Any] = list(map(get, values, repeat("_table")))
+    ids: list[Any] = list(map(get, values, repeat("_id")))
+    tss: list[Any] = list(map(get, values, repeat("_ts")))
+    flags: list[Any] = list(map(get, values, repeat("_deleted")))
+    if set(map(type, ids)) != {str} or "" in ids:
+        return None
+    if set(map(type, tss)) != {int} or min(tss) < 0 or max(tss) > _INT64_MAX:
+        return None
+    for component, table in set(zip(components, tables, strict=True)):
+        if not (
+            type(component) is str
+            and type(table) is str
+            and is_valid_table_name(table)  # also False for system tables
+            and is_valid_component_path(component)
+        ):
+            return None
+    if kind == "delta":
+        if set(map(type, flags)) != {bool}:
+            return None
+        deleted: list[bool] = flags
+    elif any(flags):
+        return None
+    else:
+        deleted = [False] * len(values)
+    extra = set[Any]().union(*values) - _KNOWN_KEYS
+    if any(type(key) is not str or key[:1] == "_" for key in extra):
+        return None
+    documents = _documents(values, deleted if kind == "delta" else None)
+    if documents is None or max(map(len, filter(None, documents)), default=0) > max_document_bytes:
+        return None
+    return _Columns(components, tables, ids, tss, deleted, documents)
+
+
+def _documents(
+    values: Sequence[dict[str, Any]], deleted: list[bool] | None
+) -> list[bytes | None] | None:
+    """Each value without its metadata keys, as sorted-key JSON; ``None`` if one cannot be."""
+    documents = list(map(dict.copy, values))  # shallow: the page's own values stay intact
+    for key in ("_component", "_table", "_ts"):
+        deque(map(dict.pop, documents, repeat(key)), maxlen=0)
+    deque(map(dict.pop, documents, repeat("_deleted"), repeat(None)), maxlen=0)
+    try:
+        if deleted is None:
+            return list(map(_dumps_sorted, documents))
+        return [
+            None if gone else _dumps_sorted(doc)
+            for doc, gone in zip(documents, deleted, strict=True)
+        ]
+    except TypeError:  # orjson.JSONEncodeError is one
+        return None
+
+
+def _checked_columns(
+    values: Sequence[Any],
+    kind: Literal["snapshot", "delta"],
+    endpoint: str,
+    max_document_bytes: int,
+) -> _Columns:
+    """Value by value: drops system-table values and unknown underscore fields, and raises
+    :class:`MalformedResponse` on the first value that breaks the contract."""
+    columns = _Columns([], [], [], [], [], [])
     for position, value in enumerate(values):
         if not isinstance(value, dict):
             raise MalformedResponse(f"value #{position} is not an object", endpoint=endpoint)
@@ -200,7 +298,7 @@ def events_from_values(
             raise MalformedResponse(f"value {doc_id} has no string _table", endpoint=endpoint)
         if not isinstance(component, str):
             raise MalformedResponse(f"value {doc_id} has no string _component", endpoint=endpoint)
-        if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts < 2**63:
+        if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts <= _INT64_MAX:
             raise MalformedResponse(f"value {doc_id} has no integer _ts", endpoint=endpoint)
         if table.startswith("_") and _IDENTIFIER.fullmatch(table):
             continue  # a system table: never exported, never landed
@@ -226,56 +324,60 @@ def events_from_values(
                 f"list_snapshot returned a tombstone for {doc_id}", endpoint=endpoint
             )
         is_delete = bool(flag)
-        document: str | None = None
+        document: bytes | None = None
         if not is_delete:
             fields = {
                 k: v for k, v in value.items() if k[:1] != "_" or k in _KEPT_UNDERSCORE_FIELDS
             }
             try:
-                encoded = dumps(fields, option=sort_keys)
-            except (TypeError, orjson.JSONEncodeError) as exc:
+                document = _dumps_sorted(fields)
+            except TypeError as exc:  # orjson.JSONEncodeError is one
                 raise MalformedResponse(
                     f"value {doc_id} cannot be re-encoded losslessly: {exc}", endpoint=endpoint
                 ) from None
-            if len(encoded) > max_document_bytes:
+            if len(document) > max_document_bytes:
                 raise MalformedResponse(
-                    f"document {doc_id} in table {table!r} is {len(encoded)} bytes, over the "
+                    f"document {doc_id} in table {table!r} is {len(document)} bytes, over the "
                     f"{max_document_bytes}-byte limit",
                     endpoint=endpoint,
                     hint="raise --max-document-bytes if this deployment really stores such "
                     "documents",
                 )
-            document = encoded.decode()
-        components[keep] = component
-        tables[keep] = table
-        ids[keep] = doc_id
-        tss[keep] = ts
-        deleted[keep] = is_delete
-        ops[keep] = (
-            Op.SNAPSHOT.value
-            if kind == "snapshot"
-            else Op.DELETE.value
-            if is_delete
-            else Op.UPSERT.value
-        )
-        documents[keep] = document
-        keep += 1
-    if keep < n:
-        del components[keep:], tables[keep:], ids[keep:], tss[keep:]
-        del deleted[keep:], ops[keep:], documents[keep:]
-    when = extracted_at or datetime.now(UTC)
+        columns.components.append(component)
+        columns.tables.append(table)
+        columns.ids.append(doc_id)
+        columns.tss.append(ts)
+        columns.deleted.append(is_delete)
+        columns.documents.append(document)
+    return columns
+
+
+def _events_table(
+    columns: _Columns,
+    kind: Literal["snapshot", "delta"],
+    batch_seq: int,
+    snapshot_ts: int | None,
+    when: datetime,
+) -> pa.Table:
+    n = len(columns.ids)
+    deleted = pa.array(columns.deleted, pa.bool_())
+    if kind == "snapshot":
+        ops = pa.repeat(pa.scalar(Op.SNAPSHOT.value, pa.string()), n)
+    else:
+        ops = pc.if_else(deleted, Op.DELETE.value, Op.UPSERT.value)
     return pa.Table.from_arrays(
         [
-            pa.array(components, pa.string()),
-            pa.array(tables, pa.string()),
-            pa.array(ids, pa.string()),
-            pa.array(tss, pa.int64()),
-            pa.array(deleted, pa.bool_()),
-            pa.array(ops, pa.string()),
-            pa.array([batch_seq] * keep, pa.int64()),
-            pa.array([snapshot_ts] * keep, pa.int64()),
-            pa.array([when] * keep, pa.timestamp("us", tz="UTC")),
-            pa.array(documents, pa.string()),
+            pa.array(columns.components, pa.string()),
+            pa.array(columns.tables, pa.string()),
+            pa.array(columns.ids, pa.string()),
+            pa.array(columns.tss, pa.int64()),
+            deleted,
+            ops,
+            pa.repeat(pa.scalar(batch_seq, pa.int64()), n),
+            pa.repeat(pa.scalar(snapshot_ts, pa.int64()), n),
+            pa.repeat(pa.scalar(when, _EVENT_TIMESTAMP), n),
+            # orjson writes valid UTF-8, so the bytes become strings without a copy or check.
+            pa.array(columns.documents, pa.binary()).view(pa.string()),
         ],
         schema=RAW_CHANGE_LOG_SCHEMA,
     )

@@ -14,12 +14,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 from dataclasses import dataclass
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-_RFC_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_TO_CONVEX = str.maketrans(_RFC_ALPHABET, ALPHABET)
-_DECODE = {char: value for value, char in enumerate(ALPHABET)}
+_ALPHABET_CHARS = frozenset(ALPHABET)
+_PAIRS = tuple(first + second for first in ALPHABET for second in ALPHABET)
+"""Two characters for each 10-bit value."""
+_TO_DIGITS = bytes(
+    ord("0123456789abcdefghijklmnopqrstuv"[ALPHABET.index(chr(byte))])
+    if chr(byte) in _ALPHABET_CHARS
+    else ord("!")
+    for byte in range(256)
+)
 
 INTERNAL_ID_LEN = 16
 _FOOTER_LEN = 2
@@ -64,16 +71,19 @@ def _varint(number: int) -> bytes:
 
 def fletcher16(data: bytes) -> int:
     """Fletcher-16 with both running sums taken mod 256 (Convex's variant)."""
-    c0 = c1 = 0
-    for byte in data:
-        c0 = (c0 + byte) & 0xFF
-        c1 = (c1 + c0) & 0xFF
-    return (c1 << 8) | c0
+    # The second sum adds up the running first sums; both only matter mod 256.
+    return ((sum(itertools.accumulate(data)) & 0xFF) << 8) | (sum(data) & 0xFF)
 
 
 def base32_encode(data: bytes) -> str:
     """Lowercase Crockford base32, RFC-4648 bit order, no padding."""
-    return base64.b32encode(data).decode("ascii").rstrip("=").translate(_TO_CONVEX)
+    length = (len(data) * 8 + 4) // 5
+    value = int.from_bytes(data, "big") << (length * 5 - len(data) * 8)
+    if length % 2:
+        value <<= 5  # a whole number of character pairs; the extra one is cut off below
+    top = 5 * (length + length % 2) - 10
+    pairs = [_PAIRS[(value >> shift) & 0x3FF] for shift in range(top, -1, -10)]
+    return "".join(pairs)[:length]
 
 
 def base32_decode(text: str) -> bytes:
@@ -83,22 +93,19 @@ def base32_decode(text: str) -> bytes:
         InvalidId: a character outside the alphabet, an impossible length, or non-zero
             padding bits (a non-canonical spelling).
     """
-    bits = 0
-    nbits = 0
-    out = bytearray()
-    for char in text:
-        value = _DECODE.get(char)
-        if value is None:
-            raise InvalidId(f"character {char!r} is not in the id alphabet")
-        bits = (bits << 5) | value
-        nbits += 5
-        if nbits >= 8:
-            nbits -= 8
-            out.append((bits >> nbits) & 0xFF)
-            bits &= (1 << nbits) - 1
-    if nbits >= 5 or bits != 0:
+    # The alphabet in order is int()'s base-32 digits spelled differently, so int() does
+    # the decoding in C. Every other character becomes "!", which int() refuses.
+    try:
+        value = int(text.encode("ascii").translate(_TO_DIGITS), 32)
+    except (UnicodeEncodeError, ValueError):
+        if not text:
+            return b""
+        char = next(char for char in text if char not in _ALPHABET_CHARS)
+        raise InvalidId(f"character {char!r} is not in the id alphabet") from None
+    spare = len(text) * 5 % 8  # bits past the last whole byte: fewer than 5, all zero
+    if spare >= 5 or value & ((1 << spare) - 1):
         raise InvalidId("base32 text is not canonical")
-    return bytes(out)
+    return (value >> spare).to_bytes(len(text) * 5 // 8, "big")
 
 
 def encode_document_id(table_number: int, internal_id: bytes) -> str:

@@ -20,7 +20,6 @@ pruning (old revisions are kept; only cursors are checked against the retention 
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 import random
 import threading
@@ -122,14 +121,19 @@ class DocumentStore:
             numbers: dict[str, list[int]] = {}  # component → [next user, next system]
             touched: Touched = {}
             ids: list[str] = []
+            checked: dict[tuple[str, str], Table | None] = {}
             for write in writes:
-                check_component(write.component)
-                check_table(write.table)
-                table = self._table(write.component, write.table, new_tables)
+                where = (write.component, write.table)
+                if where in checked:
+                    table = checked[where]  # None until its first insert creates it
+                else:
+                    check_component(write.component)
+                    check_table(write.table)
+                    table = checked[where] = self._table(write.component, write.table, new_tables)
                 if isinstance(write, Insert):
                     if table is None:
                         table = self._new_table(write.component, write.table, numbers)
-                        new_tables[(write.component, write.table)] = table
+                        new_tables[where] = checked[where] = table
                     tree, neutral = user_fields_tree(write.fields)
                     creation_time = math.nextafter(creation_time, math.inf)
                     internal = new_internal_id(
@@ -290,27 +294,15 @@ class DocumentStore:
             if cursor is not None and cursor.tablet_id == table.tablet_id:
                 after = encode_document_id(table.number, cursor.internal_id)
                 start = bisect.bisect_right(ids, after)
-            latest = table.latest
-            found: list[Revision] = []
-            append = found.append
-            for doc_id in itertools.islice(ids, start, None):
-                revision = latest[doc_id]
-                if revision.ts > snapshot:
-                    visible = revision.at(snapshot)
-                    if visible is None:
-                        continue
-                    revision = visible
-                if revision.export is None:
-                    continue
-                append(revision)
-                if len(found) >= page_size:
-                    last = decode_document_id(revision.id)
-                    return SnapshotPage(
-                        found,
-                        snapshot,
-                        SnapshotCursor(table.tablet_id, last.internal_id),
-                        revision.id,
-                    )
+            found = _visible_revisions(table, ids, start, snapshot, page_size)
+            if len(found) >= page_size:
+                last = found[-1]
+                return SnapshotPage(
+                    found,
+                    snapshot,
+                    SnapshotCursor(table.tablet_id, decode_document_id(last.id).internal_id),
+                    last.id,
+                )
             if len(tablets) > 1:
                 return SnapshotPage(
                     found,
@@ -391,3 +383,30 @@ class DocumentStore:
                 ]
                 out.append((path, rendered))
             return out
+
+
+_by_export = attrgetter("export")
+
+
+def _visible_revisions(
+    table: Table, ids: list[str], start: int, snapshot: int, limit: int
+) -> list[Revision]:
+    """Up to ``limit`` live revisions at ``snapshot`` of ``ids[start:]``, in id order.
+
+    Taken a slice at a time: when a slice holds no later revision and no deletion (the
+    common case), it is kept whole without looking at its revisions one by one.
+    """
+    latest = table.latest
+    found: list[Revision] = []
+    while len(found) < limit and start < len(ids):
+        chunk = ids[start : start + limit - len(found)]
+        start += len(chunk)
+        revisions = list(map(latest.__getitem__, chunk))
+        if max(map(_by_ts, revisions)) <= snapshot and None not in map(_by_export, revisions):
+            found.extend(revisions)
+            continue
+        for revision in revisions:
+            visible = revision.at(snapshot) if revision.ts > snapshot else revision
+            if visible is not None and visible.export is not None:
+                found.append(visible)
+    return found

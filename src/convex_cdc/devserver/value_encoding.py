@@ -74,11 +74,12 @@ def _float_tag(value: float) -> dict[str, str]:
 
 def _is_special(value: float) -> bool:
     """NaN, ±inf or -0.0: the floats that plain JSON numbers cannot carry losslessly."""
-    return (
-        math.isnan(value)
-        or value in (math.inf, -math.inf)
-        or (value == 0.0 and math.copysign(1.0, value) < 0)
-    )
+    if value - value == 0.0:  # finite (NaN and ±inf give NaN)
+        return value == 0.0 and math.copysign(1.0, value) < 0
+    return True
+
+
+_AS_IS = frozenset({str, bool, type(None)})
 
 
 class _ExportEncoder:
@@ -112,14 +113,25 @@ class _ExportEncoder:
             return {"$bytes": _b64(value)}  # type: ignore[arg-type]
         if depth >= MAX_NESTING:
             raise ValueError(f"value is nested more than {MAX_NESTING} levels deep")
+        # Strings, nulls and booleans are their own tree: kept without a call (the hot path
+        # when a million documents are written).
         if kind is list:
-            return [self.encode(item, depth + 1) for item in value]  # type: ignore[union-attr]
+            return [
+                item if type(item) in _AS_IS else self.encode(item, depth + 1)
+                for item in value  # type: ignore[union-attr]
+            ]
         if kind is dict:
             out = {}
             for key, item in value.items():  # type: ignore[union-attr]
-                if type(key) is not str or not key or key.startswith("$"):
+                if type(key) is not str or not key or key[0] == "$":
                     raise ValueError(f"invalid field name {key!r}")
-                out[key] = self.encode(item, depth + 1)
+                item_kind = type(item)
+                if item_kind in _AS_IS or (
+                    item_kind is float and item != 0.0 and item - item == 0.0  # type: ignore[operator]
+                ):
+                    out[key] = item  # a finite non-zero float is plain too
+                else:
+                    out[key] = self.encode(item, depth + 1)
             return out
         raise ValueError(f"unsupported value type {kind.__name__!s}")
 

@@ -47,6 +47,19 @@ from convex_cdc.target_s3.table_paths import resolve_table_dir
 RAW_ROW_GROUP_ROWS: Final = 64 * 1024
 """Pages hold at most a few thousand events, so a batch file is usually one row group."""
 
+RAW_ZSTD_LEVEL: Final = 1
+"""Documents compress ~5x at level 1 already; higher levels cost more than they save."""
+
+_DICTIONARY_COLUMNS: Final = ("_component", "_table", "_deleted", "_op", "_batch", "_snapshot_ts",
+                              "_extracted_at")  # fmt: skip
+"""Columns with a handful of values per file; ``_id`` and ``document`` are unique per row,
+so a dictionary for them is built only to be thrown away."""
+
+_STATISTICS_COLUMNS: Final = tuple(
+    name for name in RAW_CHANGE_LOG_SCHEMA.names if name != "document"
+)
+"""Min/max of ``document`` text would be long, costly and useless for pruning."""
+
 METADATA_PREFIX: Final = "convex_cdc."
 
 
@@ -60,6 +73,9 @@ class RawChangeLogSink:
 
     def __init__(self, dest: str | Path) -> None:
         self.layout = DestinationLayout.at(dest)
+        # Checked once per table and sink: resolving follows every path component, and a
+        # sync writes thousands of batches to the same few directories.
+        self._table_dirs: dict[TableKey, Path] = {}
 
     def write(self, batch: ChangeBatch) -> None:
         """Write one parquet file per table, then the batch index; durable on return.
@@ -72,7 +88,7 @@ class RawChangeLogSink:
         root = self.layout.raw_change_log
         keys = batch.tables()
         # Validate every name before the first byte lands.
-        dirs = {key: resolve_table_dir(root, key) for key in keys}
+        dirs = {key: self._table_dir(root, key) for key in keys}
         entries: list[BatchTableEntry] = []
         for key in keys:
             rows = batch.events_for(key)
@@ -90,11 +106,13 @@ class RawChangeLogSink:
         )
         index_path = self.layout.batch_index / f"{batch.seq:012d}.json"
         payload = dumps_batch_index(index)
+        self._durably(index_path, batch.seq, functools.partial(_write_bytes, payload))
 
-        def write_index(handle: BinaryIO) -> None:
-            handle.write(payload)
-
-        self._durably(index_path, batch.seq, write_index)
+    def _table_dir(self, root: Path, key: TableKey) -> Path:
+        known = self._table_dirs.get(key)
+        if known is None:
+            known = self._table_dirs[key] = resolve_table_dir(root, key)
+        return known
 
     def _durably(self, path: Path, seq: int, write: Callable[[BinaryIO], None]) -> None:
         try:
@@ -210,8 +228,24 @@ def _file_metadata(batch: ChangeBatch, key: TableKey) -> dict[str, str]:
     return {METADATA_PREFIX + name: value for name, value in metadata.items()}
 
 
+def _write_bytes(data: bytes, handle: BinaryIO) -> None:
+    handle.write(data)
+
+
 def _write_parquet(table: pa.Table, handle: BinaryIO) -> None:
-    pq.write_table(table, handle, compression="zstd", row_group_size=RAW_ROW_GROUP_ROWS)
+    """Encode ``table`` in memory, then write it with one call: no Python callbacks while
+    it is encoded (so other threads keep running), and one system call to land it."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        compression_level=RAW_ZSTD_LEVEL,
+        row_group_size=RAW_ROW_GROUP_ROWS,
+        use_dictionary=list(_DICTIONARY_COLUMNS),
+        write_statistics=list(_STATISTICS_COLUMNS),
+    )
+    handle.write(sink.getvalue())
 
 
 def _entry(key: TableKey, path: Path, rows: pa.Table) -> BatchTableEntry:
