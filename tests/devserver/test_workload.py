@@ -12,12 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convex_cdc.devserver.workload import (
+from convex_cdc.devserver.app_documents import (
     ATTACHMENTS,
-    BULK_IMPORT_AT,
     CHANNELS,
     MESSAGES,
-    POPULATE_BATCH,
     SCHEDULED,
     STORAGE,
     TASKS,
@@ -26,8 +24,8 @@ from convex_cdc.devserver.workload import (
     WAITLIST_INVITES,
     WAITLIST_USERS,
     Key,
-    Workload,
 )
+from convex_cdc.devserver.workload import BULK_IMPORT_AT, POPULATE_BATCH, Workload
 from convex_cdc.devserver.writes import (
     CommitResult,
     ConvexValue,

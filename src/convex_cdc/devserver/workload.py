@@ -38,12 +38,28 @@ delete it, in one transaction.
 from __future__ import annotations
 
 import gc
-import math
 import random
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final
 
+from convex_cdc.devserver.app_documents import (
+    ATTACHMENTS,
+    CHANNELS,
+    CONTENT_TYPES,
+    MESSAGES,
+    REACTIONS,
+    SCHEDULED,
+    STORAGE,
+    SYSTEM_TABLES,
+    TASKS,
+    USER_TABLES,
+    USERS,
+    WAITLIST_INVITES,
+    WAITLIST_USERS,
+    AppDocuments,
+    Key,
+    Pool,
+)
 from convex_cdc.devserver.writes import (
     CommitResult,
     Committer,
@@ -54,24 +70,6 @@ from convex_cdc.devserver.writes import (
     Replace,
     Write,
 )
-
-Key = tuple[str, str]
-"""A table as ``(component, table)``; ``""`` is the root component."""
-
-USERS: Final[Key] = ("", "users")
-CHANNELS: Final[Key] = ("", "channels")
-MESSAGES: Final[Key] = ("", "messages")
-TASKS: Final[Key] = ("", "tasks")
-REACTIONS: Final[Key] = ("", "reactions")
-ATTACHMENTS: Final[Key] = ("", "attachments")
-WAITLIST_USERS: Final[Key] = ("waitlist", "users")
-WAITLIST_INVITES: Final[Key] = ("waitlist", "invites")
-SCHEDULED: Final[Key] = ("", "_scheduled_functions")
-STORAGE: Final[Key] = ("", "_storage")
-USER_TABLES: Final = (
-    USERS, CHANNELS, MESSAGES, TASKS, REACTIONS, ATTACHMENTS, WAITLIST_USERS, WAITLIST_INVITES
-)  # fmt: skip
-SYSTEM_TABLES: Final = (SCHEDULED, STORAGE)
 
 POPULATE_BATCH: Final = 1000
 """Documents per ``populate`` transaction."""
@@ -106,89 +104,6 @@ _DELETE_TABLES: Final = (REACTIONS, MESSAGES, TASKS, WAITLIST_INVITES, WAITLIST_
                          ATTACHMENTS, USERS)  # fmt: skip
 _DELETE_WEIGHTS: Final = (40, 30, 12, 8, 4, 4, 2)
 
-_FLOATS: Final = (math.nan, math.inf, -math.inf, -0.0, 0.0, 5e-324, 1.7976931348623157e308, 0.1)
-_INTS: Final = (2**63 - 1, -(2**63), 2**53 + 1, -(2**53) - 1, 0, -1)
-_NAMES: Final = ("Ada Lovelace", "Zoë Ørsted", "李雷", "José Álvarez", "Ελένη Παπαδοπούλου",
-                 "Иван Петров", "محمد علي", "田中 さくら", "Björk Guðmundsdóttir",
-                 'Seán "Bo" O\'Brien', "Grace Hopper", "Nguyễn Văn An")  # fmt: skip
-_BODIES: Final = (
-    "shipping the export fix today, reviews welcome",
-    "Grüße aus München! Können wir das Meeting auf 15:00 verschieben?",
-    "日本語のメッセージです。よろしくお願いします。",
-    "🎉🚀 release 2.4 is out — thanks everyone 🙏",
-    "",
-    'line one\nline two\n\ttabbed "quoted" and back\\slash',
-    "שלום, מה שלומך? مرحبا بالعالم",
-    "Can someone look at the flaky test in CI? It fails about one run in twenty and the "
-    "logs point at a timeout in the snapshot walk, not at the code under test.",
-    "lgtm",
-    "Ελληνικά κείμενα και emoji 🇬🇷 mixed with ASCII",
-)
-# Message texts and their text blocks are shared between documents (never mutated) to keep
-# a million-document workload small in memory.
-_TEXTS: Final = _BODIES + tuple(f"{a} {b}" for a in _BODIES for b in _BODIES)
-_TEXT_BLOCKS: Final[tuple[tuple[dict[str, ConvexValue], ...], ...]] = tuple(
-    tuple({"kind": "text", "text": text, "bold": bold} for bold in (False, True)) for text in _TEXTS
-)
-_EMOJI: Final = ("👍", "🎉", "❤️", "😂", "🚀", "👀", ":party_parrot:", "✅")
-_WORDS: Final = ("export", "schema", "backfill", "parquet", "retry", "cursor", "snapshot",
-                 "delta", "widen", "publish", "verify", "naïve", "façade", "über")  # fmt: skip
-_STATUSES: Final = ("todo", "doing", "review", "done", "blocked")
-_ESTIMATES: Final = ("2h", "3 days", "½ day", "unknown", "", "1w")
-_FILES: Final = ("résumé.pdf", "报告.xlsx", "diagram.png", "notes.md", "naïve café.jpg")
-_TYPES: Final = ("application/pdf", "image/png", "text/markdown", "image/jpeg")
-_BYTES: Final = tuple(
-    bytes((i * 131 + k) % 256 for i in range(n)) for k, n in enumerate((16, 16, 32, 8, 1, 0, 24))
-)
-_CLIENTS: Final[tuple[dict[str, ConvexValue], ...]] = (
-    {"app": "web", "version": [2, 4, 1], "agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"},
-    {"app": "ios", "version": [2, 3, 0], "agent": "Chat/2.3.0 (iPhone15,2; iOS 17.5)"},
-    {"app": "android", "version": [2, 4, 0], "agent": "Chat/2.4.0 (Pixel 8; Android 14)"},
-    {"app": "desktop", "version": [1, 9, 12], "agent": "Electron/31.2 (Macintosh; macOS 14.5)"},
-)
-_PROFILES: Final[tuple[dict[str, ConvexValue], ...]] = tuple(
-    {"timezone": tz, "locale": loc, "notifications": {"email": e, "push": not e, "digest": d},
-     "tags": list(tags)}
-    for tz, loc, e, d, tags in (
-        ("Europe/Berlin", "de-DE", True, "daily", ("backend", "oncall")),
-        ("Asia/Tokyo", "ja-JP", False, "weekly", ()),
-        ("America/New_York", "en-US", True, "never", ("design",)),
-        ("Asia/Kolkata", "hi-IN", False, "daily", ("mobile", "android", "ios")),
-    )
-)  # fmt: skip
-
-
-_Builder = Callable[[], dict[str, ConvexValue]]
-
-
-class _Pool:
-    """Live documents of one table, in an order that depends only on the call sequence."""
-
-    __slots__ = ("docs", "ids", "index")
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.docs: list[Fields] = []
-        self.index: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def add(self, doc_id: str, fields: Fields) -> None:
-        self.index[doc_id] = len(self.ids)
-        self.ids.append(doc_id)
-        self.docs.append(fields)
-
-    def remove(self, doc_id: str) -> Fields:
-        i = self.index.pop(doc_id)
-        doc, last_id, last_doc = self.docs[i], self.ids.pop(), self.docs.pop()
-        if i < len(self.ids):  # swap the last document into the hole
-            self.ids[i], self.docs[i], self.index[last_id] = last_id, last_doc, i
-        return doc
-
-    def sample(self, rng: random.Random, k: int) -> list[str]:
-        return [self.ids[i] for i in rng.sample(range(len(self.ids)), min(k, len(self.ids)))]
-
 
 class Workload:
     """Seeded application traffic committed through a :class:`Committer`.
@@ -217,15 +132,17 @@ class Workload:
         """
         self._committer = committer
         self._rng = random.Random(seed)
-        self._pools: dict[Key, _Pool] = {key: _Pool() for key in USER_TABLES + SYSTEM_TABLES}
+        self._pools: dict[Key, Pool] = {key: Pool() for key in USER_TABLES + SYSTEM_TABLES}
         self._channel_messages: dict[str, dict[str, None]] = {}  # ordered sets, for determinism
-        self._pending_uploads: deque[str] = deque()  # _storage ids not yet attached
-        self._serials: dict[Key, int] = {}  # documents built per table (drives value rotations)
-        self._clock = 1_735_689_600_000.0  # simulated wall clock (ms), 2025-01-01
         self._steps = 0
         self._mix = [0, 0, 0]
         self._attachments_from = attachments_from
         self._estimate_string_from = estimate_string_from
+        self._docs = AppDocuments(
+            self._rng,
+            self._pools,
+            string_estimates=lambda: self._steps >= estimate_string_from,
+        )
 
     @property
     def step_transactions(self) -> int:
@@ -261,7 +178,7 @@ class Workload:
                     for key, _ in phase:
                         count = left[key] if size == total else size * left[key] // total
                         left[key] -= count
-                        build = self._builder(key)
+                        build = self._docs.builder(key)
                         batch.append((key, [build() for _ in range(count)]))
                     self._commit_inserts(batch)
         finally:
@@ -293,7 +210,7 @@ class Workload:
             if type(write) is Insert:
                 pool.add(doc_id, write.fields)
                 if key == STORAGE:
-                    self._pending_uploads.append(doc_id)
+                    self._docs.pending_uploads.append(doc_id)
                 elif key == MESSAGES:
                     channel_messages.setdefault(str(write.fields["channelId"]), {})[doc_id] = None
             elif type(write) is Replace:
@@ -353,10 +270,10 @@ class Workload:
                 key = MESSAGES
             if self._pools[key]:
                 ids = self._pools[key].sample(rng, 1 if rng.random() < 0.8 else rng.randint(2, 5))
-                writes: list[Write] = [self._replace(key, doc_id) for doc_id in ids]
+                writes: list[Write] = [self._docs.replace(key, doc_id) for doc_id in ids]
                 if rng.random() < 0.02:  # a second write to the same document
                     pool = self._pools[key]
-                    again = self._revise(key, pool.docs[pool.index[ids[0]]])
+                    again = self._docs.revise(key, pool.docs[pool.index[ids[0]]])
                     deleted = rng.random() < 0.5
                     writes.append(
                         Delete(key[1], ids[0], key[0])
@@ -377,14 +294,16 @@ class Workload:
     def _inserts(self, key: Key) -> list[Write]:
         """Insert one ``key`` document (and what a real app does along with it)."""
         rng, key = self._rng, self._creatable(key)
-        first = Insert(key[1], self._builder(key)(), key[0])
+        first = Insert(key[1], self._docs.builder(key)(), key[0])
         writes: list[Write] = [first]
         if key == MESSAGES and rng.random() < 0.3:  # bump the channel's lastMessageAt
             channel = str(first.fields["channelId"])
             if channel in self._pools[CHANNELS].index:
-                writes.append(self._replace(CHANNELS, channel))
+                writes.append(self._docs.replace(CHANNELS, channel))
         elif key == REACTIONS and rng.random() < 0.2:
-            writes.extend(Insert("reactions", self._reaction()) for _ in range(rng.randint(1, 2)))
+            writes.extend(
+                Insert("reactions", self._docs.reaction()) for _ in range(rng.randint(1, 2))
+            )
         return writes
 
     def _creatable(self, key: Key) -> Key:
@@ -408,19 +327,20 @@ class Workload:
                 ids = self._pools[REACTIONS].sample(rng, rng.randint(100, 300))
                 return [Delete("reactions", doc_id) for doc_id in ids]
             ids = self._pools[TASKS].sample(rng, rng.randint(100, 400))
-            return [self._replace(TASKS, doc_id, status="done") for doc_id in ids]
+            return [self._docs.replace(TASKS, doc_id, status="done") for doc_id in ids]
         key = USERS if rng.random() < 0.7 else WAITLIST_USERS
-        build = self._builder(key)
+        build = self._docs.builder(key)
         return [Insert(key[1], build(), key[0]) for _ in range(rng.randint(200, 500))]
 
     def _system_writes(self) -> list[Write]:
         """Scheduler and file-storage writes that some transactions carry along."""
         rng, writes = self._rng, list[Write]()
         if self._steps == 1 or rng.random() < 0.12:
-            self._clock += 1.0
+            self._docs.clock += 1.0
+            at = self._docs.clock + 5_000.0
             writes.append(Insert("_scheduled_functions", {
                 "name": "messages:notify", "args": [{"fanout": rng.randint(1, 50)}],
-                "scheduledTime": self._clock + 5_000.0, "state": {"kind": "pending"}}))  # fmt: skip
+                "scheduledTime": at, "state": {"kind": "pending"}}))  # fmt: skip
         pool = self._pools[SCHEDULED]
         if pool and rng.random() < 0.08:
             doc_id = pool.ids[0]
@@ -429,7 +349,7 @@ class Workload:
                 done: dict[str, ConvexValue] = {
                     **pool.docs[0],
                     "state": {"kind": "success"},
-                    "completedTime": self._clock,
+                    "completedTime": self._docs.clock,
                 }
                 writes.append(Replace("_scheduled_functions", doc_id, done))
             else:
@@ -437,209 +357,8 @@ class Workload:
         if rng.random() < 0.04:
             writes.append(Insert("_storage", {
                 "sha256": rng.randbytes(32).hex(), "size": rng.randint(1, 5_000_000),
-                "contentType": rng.choice(_TYPES)}))  # fmt: skip
+                "contentType": rng.choice(CONTENT_TYPES)}))  # fmt: skip
         return writes
-
-    # -- documents --------------------------------------------------------------------
-
-    def _builder(self, key: Key) -> _Builder:
-        return {
-            USERS: self._user, CHANNELS: self._channel, MESSAGES: self._message,
-            TASKS: self._task, REACTIONS: self._reaction, ATTACHMENTS: self._attachment,
-            WAITLIST_USERS: self._waitlist_user, WAITLIST_INVITES: self._invite,
-        }[key]  # fmt: skip
-
-    def _pick(self, key: Key) -> str:
-        ids = self._pools[key].ids
-        return ids[int(self._rng.random() * len(ids))]
-
-    def _tick(self, key: Key) -> tuple[float, int]:
-        """Advance the simulated clock; return it and the table's document counter."""
-        n = self._serials.get(key, 0)
-        self._serials[key] = n + 1
-        self._clock += self._rng.random() * 400.0
-        return self._clock, n
-
-    def _user(self) -> dict[str, ConvexValue]:
-        r, (now, n) = self._rng.random, self._tick(USERS)
-        name = _NAMES[n % len(_NAMES)]
-        handle = "" if n % 17 == 0 else f"{name.split()[0].lower()}{n}"
-        doc: dict[str, ConvexValue] = {
-            "name": name,
-            "email": f"user{n}@example.com",
-            "handle": handle,
-            "accountId": 2**60 + n * 7919,
-            "karma": int(r() * 6000) - 1000,
-            "credits": _INTS[n % 60] if n % 60 < len(_INTS) else int(r() * 1e12),
-            "score": _FLOATS[n % 40] if n % 40 < len(_FLOATS) else r() * 100.0,
-            "isActive": r() < 0.8,
-            "avatarHash": _BYTES[n % len(_BYTES)],
-            "profile": _PROFILES[n % len(_PROFILES)],
-            "lastSeenAt": now,
-        }
-        roll = r()
-        if roll < 0.1:
-            doc["bio"] = None
-        elif roll < 0.5:
-            doc["bio"] = _BODIES[n % len(_BODIES)]
-        if roll > 0.7:
-            doc["location"] = {"lat": r() * 180.0 - 90.0, "lng": r() * 360.0 - 180.0}
-        return doc
-
-    def _channel(self) -> dict[str, ConvexValue]:
-        r, (now, n) = self._rng.random, self._tick(CHANNELS)
-        return {
-            "name": f"{_WORDS[n % len(_WORDS)]}-{n}" if n % 5 else f"général-🚀-{n}",
-            "isPrivate": r() < 0.2,
-            "createdBy": self._pick(USERS),
-            "memberIds": [self._pick(USERS) for _ in range(int(r() * 5))],
-            "settings": {"retentionDays": None if n % 3 else 30, "color": "#4f46e5", "pinned": []},
-            "topic": None if n % 4 == 0 else _BODIES[n % len(_BODIES)],
-            "createdAt": now,
-        }
-
-    def _message(self) -> dict[str, ConvexValue]:
-        r, (now, n) = self._rng.random, self._tick(MESSAGES)
-        text = _text_index(r)
-        author = self._pick(USERS)
-        doc: dict[str, ConvexValue] = {
-            "channelId": self._pick(CHANNELS),
-            "authorId": author,
-            "body": _TEXTS[text],
-            "blocks": []
-            if n % 3 == 0
-            else [_TEXT_BLOCKS[text][n % 2], {"kind": "mention", "userId": author}],
-            "mentions": [author] if n % 7 == 0 else [],
-            "client": _CLIENTS[n % len(_CLIENTS)],
-            "sentAt": now,
-            "edited": False,
-            "editCount": 0,
-        }
-        if n % 10 == 0 and self._pools[MESSAGES]:
-            doc["parentId"] = self._pick(MESSAGES)
-        if n % 9 == 0:
-            doc["signature"] = _BYTES[n % len(_BYTES)]
-        return doc
-
-    def _task(self) -> dict[str, ConvexValue]:
-        r, (now, n) = self._rng.random, self._tick(TASKS)
-        doc: dict[str, ConvexValue] = {
-            "channelId": self._pick(CHANNELS),
-            "assigneeId": None if n % 6 == 0 else self._pick(USERS),
-            "title": f"{_WORDS[n % len(_WORDS)]}: {_WORDS[(n // 3) % len(_WORDS)]} #{n}",
-            "status": _STATUSES[int(r() * len(_STATUSES))],
-            "priority": int(r() * 5),
-            "estimate": self._estimate(),
-            "progress": -0.0 if n % 25 == 0 else r(),
-            "labels": [] if n % 2 else [_WORDS[n % len(_WORDS)]],
-            "checklist": [
-                {"text": _WORDS[(n + i) % len(_WORDS)], "done": i == 0} for i in range(n % 4)
-            ],
-        }
-        if n % 3 == 0:
-            doc["description"] = _BODIES[n % len(_BODIES)]
-        if n % 4 == 1:
-            doc["dueAt"] = now + 86_400_000.0 * (n % 14)
-        return doc
-
-    def _estimate(self) -> ConvexValue:
-        if self._steps >= self._estimate_string_from:
-            return _ESTIMATES[int(self._rng.random() * len(_ESTIMATES))]
-        return (1, 2, 3, 5, 8, 13)[int(self._rng.random() * 6)]
-
-    def _reaction(self) -> dict[str, ConvexValue]:
-        r, (now, _) = self._rng.random, self._tick(REACTIONS)
-        return {
-            "messageId": self._pick(MESSAGES),
-            "userId": self._pick(USERS),
-            "emoji": _EMOJI[int(r() * len(_EMOJI))],
-            "count": 1,
-            "at": now,
-        }
-
-    def _attachment(self) -> dict[str, ConvexValue]:
-        r, (now, n) = self._rng.random, self._tick(ATTACHMENTS)
-        doc: dict[str, ConvexValue] = {
-            "messageId": self._pick(MESSAGES),
-            "uploaderId": self._pick(USERS),
-            "fileName": _FILES[n % len(_FILES)],
-            "contentType": _TYPES[n % len(_TYPES)],
-            "size": int(r() * 5_000_000),
-            "thumbnail": _BYTES[n % len(_BYTES)],
-            "uploadedAt": now,
-        }
-        if self._pending_uploads:
-            doc["storageId"] = self._pending_uploads.popleft()
-        else:
-            doc["url"] = f"https://files.example.com/{n}/{_FILES[n % len(_FILES)]}"
-        if n % 2:
-            doc["dimensions"] = {"width": int(r() * 4000) + 1, "height": int(r() * 3000) + 1}
-        return doc
-
-    def _waitlist_user(self) -> dict[str, ConvexValue]:
-        r, (now, n) = self._rng.random, self._tick(WAITLIST_USERS)
-        doc: dict[str, ConvexValue] = {
-            "email": f"waiting{n}@example.org",
-            "position": n,
-            "signedUpAt": now,
-            "source": ("twitter", "hn", "friend", "")[n % 4],
-            "consent": r() < 0.9,
-        }
-        if n % 3 == 0 and self._pools[WAITLIST_USERS]:
-            doc["referredBy"] = self._pick(WAITLIST_USERS)
-        if n % 5 == 0:
-            doc["utm"] = {"campaign": "launch-week", "medium": "social", "clicks": n % 11}
-        return doc
-
-    def _invite(self) -> dict[str, ConvexValue]:
-        r, (now, n) = self._rng.random, self._tick(WAITLIST_INVITES)
-        return {
-            "userId": self._pick(WAITLIST_USERS),
-            "code": f"INV-{n:06d}",
-            "token": _BYTES[n % len(_BYTES)],
-            "redeemed": False,
-            "expiresAt": None if r() < 0.2 else now + 604_800_000.0,
-        }
-
-    def _replace(self, key: Key, doc_id: str, *, status: str | None = None) -> Replace:
-        pool = self._pools[key]
-        fields = self._revise(key, pool.docs[pool.index[doc_id]])
-        if status is not None:
-            fields["status"] = status
-            fields["progress"] = 1.0
-        return Replace(key[1], doc_id, fields, key[0])
-
-    def _revise(self, key: Key, old: Fields) -> dict[str, ConvexValue]:
-        """The next full version of a document: a few fields changed, references kept."""
-        rng = self._rng
-        self._clock += rng.random() * 400.0
-        now, new = self._clock, dict(old)
-        if key == MESSAGES:
-            text = _text_index(rng.random)
-            blocks: list[ConvexValue] = [_TEXT_BLOCKS[text][0]] if old["blocks"] else []
-            new.update(body=_TEXTS[text], blocks=blocks, edited=True)
-            new["editCount"] = _as_int(old["editCount"]) + 1
-        elif key == TASKS:
-            new.update(
-                status=rng.choice(_STATUSES), progress=rng.random(), estimate=self._estimate()
-            )
-            if "description" in new and rng.random() < 0.5:
-                del new["description"]  # an optional field disappears
-        elif key == USERS:
-            new.update(lastSeenAt=now, score=rng.random() * 100.0, karma=rng.randint(-1000, 5000))
-            if rng.random() < 0.3:
-                new["bio"] = rng.choice((None, rng.choice(_BODIES)))
-        elif key == CHANNELS:
-            new["lastMessageAt"] = now
-        elif key == WAITLIST_USERS:
-            new["position"] = max(0, _as_int(old["position"]) - rng.randint(1, 100))
-        elif key == WAITLIST_INVITES:
-            new.update(redeemed=True, expiresAt=None)
-        elif key == REACTIONS:
-            new["count"] = _as_int(old["count"]) + 1
-        else:
-            new["fileName"] = rng.choice(_FILES)
-        return new
 
 
 def _quotas(documents: int) -> dict[Key, int]:
@@ -650,16 +369,3 @@ def _quotas(documents: int) -> dict[Key, int]:
     quotas = {key: max(1, int(documents * share)) for key, share in shares[:-1]}
     quotas[shares[-1][0]] = max(0, documents - sum(quotas.values()))
     return quotas
-
-
-def _text_index(random01: Callable[[], float]) -> int:
-    """Index into ``_TEXTS``: a single message body or, half the time, two of them."""
-    if random01() < 0.5:
-        return int(random01() * len(_BODIES))
-    return len(_BODIES) + int(random01() * (len(_TEXTS) - len(_BODIES)))
-
-
-def _as_int(value: ConvexValue) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an int64 field, got {value!r}")
-    return value
