@@ -220,3 +220,56 @@ def test_widening_a_typed_column_to_json_gives_the_text_of_the_original_values(
     typed = typed_columns([{"f": w} for w in wire], {"f": column})["f"]
     widened = json_text_column(typed, column).to_pylist()
     assert widened == [None if w is None else json_text(w) for w in wire]
+
+
+export_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)  # includes newlines, quotes and non-ASCII
+    | st.floats().map(float_tag)
+    | st.binary(max_size=6).map(lambda b: {"$bytes": base64.b64encode(b).decode()})
+)
+export_values = st.recursive(
+    export_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=6,
+)
+
+
+def _comparable(array: pa.Array) -> list[Any]:
+    """Values with floats as their bits, so NaN payloads and -0.0 compare exactly."""
+    if array.type == pa.float64():
+        return [None if v is None else bits(v) for v in array.to_pylist()]
+    return list(array.to_pylist())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(export_values, max_size=12), st.sampled_from(list(ColumnType)))
+def test_bulk_columns_equal_converting_value_by_value(
+    values: list[Any], column: ColumnType
+) -> None:
+    try:
+        expected = pa.array([to_column_value(v, column) for v in values], column.arrow)
+    except TypeError:
+        with pytest.raises(TypeError):
+            typed_columns([{"f": v} for v in values], {"f": column})
+        return
+    built = typed_columns([{"f": v} for v in values], {"f": column})["f"]
+    assert built.type == expected.type
+    assert _comparable(built) == _comparable(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.none() | st.dictionaries(st.sampled_from("abc_"), export_values), max_size=8))
+def test_inferred_types_are_the_join_of_every_value_kind(
+    documents: list[dict[str, Any] | None],
+) -> None:
+    kinds: dict[str, list[ConvexKind]] = {}
+    for document in documents:
+        for name, value in (document or {}).items():
+            if not name.startswith("_"):
+                kinds.setdefault(name, []).append(kind_of(value))
+    expected = {name: column_type_for(seen) for name, seen in kinds.items()}
+    assert infer_column_types(documents) == expected

@@ -254,6 +254,25 @@ def test_small_steps_give_the_same_staging_as_one_big_step(tmp_path: Path) -> No
     assert state_of(tmp_path / "steps").consistent_as_of_ts == 3_001
 
 
+def test_a_column_first_seen_in_a_later_bucket_reaches_every_file_of_the_run(
+    tmp_path: Path,
+) -> None:
+    values = [doc("messages", f"m{n:03d}", 10 + n, body=f"b{n}", score=n) for n in range(15)]
+    # Only the last rows bring a new field and a second type for "score" (→ json).
+    values.append(doc("messages", "m015", 30, body="b15", score="high", late=True))
+    for name, rows_per_bucket in (("buckets", 1), ("one", 1_000)):
+        ScriptedSync(tmp_path / name).snapshot([values], snapshot_ts=1_000)
+        StagingMaterializer(tmp_path / name, rows_per_bucket=rows_per_bucket).materialize()
+
+    assert state_of(tmp_path / "buckets").tables[0].buckets == 16
+    table = read_staging_table(tmp_path / "buckets", MESSAGES).sort_by("_id")
+    assert table.equals(read_staging_table(tmp_path / "one", MESSAGES))
+    rows = rows_by_id(tmp_path / "buckets", MESSAGES)
+    assert rows["m003"]["score"] == "3" and rows["m015"]["score"] == '"high"'
+    assert rows["m003"]["late"] is None and rows["m015"]["late"] is True
+    assert_only_listed_files(tmp_path / "buckets")  # no file of the first pass is left
+
+
 def test_a_growing_table_gets_more_buckets_and_keeps_every_row(tmp_path: Path) -> None:
     sync = ScriptedSync(tmp_path)
     sync.snapshot([_messages(4)], snapshot_ts=1_000)

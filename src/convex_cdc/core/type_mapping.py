@@ -20,6 +20,11 @@ array, object, any other union         ``json``: string holding lossless JSON te
 
 A type change that is not "null → T" widens the column to ``json`` (never back), so a
 column's type only moves up this lattice: ``null`` → scalar → ``json``.
+
+The per-value functions (:func:`kind_of`, :func:`to_column_value`) define the mapping;
+the column functions (:func:`values_column_type`, :func:`typed_array`) give the same
+results for a whole list of values without a Python call per value where the values need
+no conversion (plain strings, ints, bools, floats; ``json`` text via one ``orjson`` call).
 """
 
 from __future__ import annotations
@@ -29,10 +34,14 @@ import math
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
+from itertools import chain, repeat
 from typing import Any, Final
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from convex_cdc.core.document_columns import field_columns
 
 
 class ConvexKind(StrEnum):
@@ -145,18 +154,44 @@ def infer_column_types(documents: Iterable[Mapping[str, Any] | None]) -> dict[st
 
     System fields (``_id``, ``_creationTime``) are not included; they have fixed types.
     A field missing from some documents is simply nullable, which every column is.
+    Fields come in the order they first appear.
+
+    Raises:
+        TypeError: a value is not an ``export_json`` value.
     """
-    types: dict[str, ColumnType] = {}
-    for document in documents:
-        if document is None:
-            continue
-        for name, value in document.items():
-            if name[:1] == "_":
-                continue
-            seen = _SCALAR_COLUMN[kind_of(value)]
-            current = types.get(name)
-            types[name] = seen if current is None else widen(current, seen)
-    return types
+    present = [document for document in documents if document is not None]
+    return {
+        name: values_column_type(values)
+        for name, values in field_columns(present).items()
+        if name[:1] != "_"
+    }
+
+
+def values_column_type(values: Iterable[Any]) -> ColumnType:
+    """The column type for a field that has held ``values`` (the join of their types).
+
+    Works on the set of Python types seen; only tagged/nested objects are looked at one
+    by one, and not once the result is already ``json``.
+
+    Raises:
+        TypeError: a value is not an ``export_json`` value.
+    """
+    values = values if isinstance(values, list) else list(values)
+    result = ColumnType.NULL
+    inspect: list[type] = []
+    for python_type in set(map(type, values)):
+        column = _PLAIN_COLUMN.get(python_type)
+        if column is None:
+            inspect.append(python_type)
+        else:
+            result = widen(result, column)
+    for python_type in inspect:
+        for value in values:
+            if type(value) is python_type:
+                result = widen(result, _SCALAR_COLUMN[kind_of(value)])
+                if result is ColumnType.JSON and python_type is dict:
+                    break  # every dict is a valid value; nothing can narrow json
+    return result
 
 
 def decode_float(value: Any) -> float:
@@ -210,14 +245,65 @@ def typed_columns(
 
     ``documents[i] is None`` (a delete) yields nulls in every column. Fields of a document
     that are not in ``columns`` are ignored; missing fields are null.
+
+    Raises:
+        TypeError: a value does not fit its column (see :func:`to_column_value`).
     """
-    arrays: dict[str, pa.Array] = {}
-    for name, column in columns.items():
+    fields = field_columns(documents)
+    missing = [None] * len(documents)
+    return {
+        name: typed_array(fields.get(name, missing), column) for name, column in columns.items()
+    }
+
+
+def typed_array(values: Sequence[Any], column: ColumnType) -> pa.Array:
+    """One column's Arrow array: :func:`to_column_value` of every value, without calling it
+    per value when the values need no conversion (the common case).
+
+    Raises:
+        TypeError: a value does not fit the column.
+    """
+    types = set(map(type, values))
+    if types <= _NO_CONVERSION[column]:
+        return pa.array(values, column.arrow)
+    if column is ColumnType.JSON and types <= _JSON_TOP_LEVEL:
+        return _json_texts(values, nulls=_NONE in types)
+    tag = _TAGS.get(column)
+    if tag is not None and types <= _NO_CONVERSION[column] | {dict}:
+        decode = _TAG_DECODERS[column]
         converted = [
-            None if doc is None else to_column_value(doc.get(name), column) for doc in documents
+            decode(v[tag]) if type(v) is dict and len(v) == 1 and tag in v else v for v in values
         ]
-        arrays[name] = pa.array(converted, column.arrow)
-    return arrays
+        if all(type(v) is not dict for v in converted):
+            return pa.array(converted, column.arrow)
+    return pa.array([to_column_value(value, column) for value in values], column.arrow)
+
+
+def _json_texts(values: Sequence[Any], *, nulls: bool) -> pa.Array:
+    """:func:`json_text` of every value (``None`` → null) with one ``orjson.dumps`` call.
+
+    The values are serialized as one array with a raw newline between them; compact
+    JSON never contains a raw newline (strings escape it), so splitting on it recovers
+    each value's text exactly, without a Python call or object per value.
+
+    Raises:
+        TypeError: a value cannot be serialized (``orjson.JSONEncodeError``).
+    """
+    if not values:
+        return pa.array([], pa.string())
+    separated = list(chain.from_iterable(zip(values, repeat(_SEPARATOR))))
+    try:
+        text = orjson.dumps(separated, option=orjson.OPT_SORT_KEYS)  # "[v1,\n,v2,\n]"
+    except orjson.JSONEncodeError:
+        # One value at orjson's nesting limit fails only inside the extra array; a value
+        # that cannot be serialized at all raises here too.
+        return pa.array([None if v is None else json_text(v) for v in values], pa.string())
+    parts = pc.split_pattern(pa.array([text[1:-3]], pa.large_binary()), b",\n,")
+    # orjson writes valid UTF-8, so binary → string only re-labels the buffers.
+    texts = parts.flatten().cast(pa.large_string()).cast(pa.string())
+    if nulls:  # None was written as null, and only None is (other values are not JSON null)
+        texts = pc.if_else(pc.equal(texts, "null"), pa.scalar(None, pa.string()), texts)
+    return texts
 
 
 def system_columns(
@@ -226,17 +312,19 @@ def system_columns(
     tss: Sequence[int],
 ) -> dict[str, pa.Array]:
     """The leading ``_id``, ``_creationTime`` and ``_ts`` arrays for the same rows."""
-    creation = [
-        None
-        if doc is None or doc.get("_creationTime") is None
-        else decode_float(doc["_creationTime"])
-        for doc in documents
-    ]
+    creation = field_columns(documents).get("_creationTime", [None] * len(documents))
     return {
         "_id": pa.array(ids, pa.string()),
-        "_creationTime": pa.array(creation, pa.float64()),
+        "_creationTime": creation_time_array(creation),
         "_ts": pa.array(tss, pa.int64()),
     }
+
+
+def creation_time_array(values: Sequence[Any]) -> pa.Array:
+    """The ``_creationTime`` column (float64 ms) from the documents' ``_creationTime`` values."""
+    if set(map(type, values)) <= {float, _NONE}:
+        return pa.array(values, pa.float64())
+    return pa.array([None if v is None else decode_float(v) for v in values], pa.float64())
 
 
 def json_text_column(array: pa.Array | pa.ChunkedArray, column: ColumnType) -> pa.Array:
@@ -281,6 +369,41 @@ def _bytes_json(value: bytes) -> str:
 def _string_json(value: str) -> str:
     return orjson.dumps(value).decode()
 
+
+_NONE: Final = type(None)
+_NO_CONVERSION: Final[Mapping[ColumnType, frozenset[type]]] = {
+    ColumnType.NULL: frozenset({_NONE}),
+    ColumnType.STRING: frozenset({_NONE, str}),
+    ColumnType.INT64: frozenset({_NONE, int}),
+    ColumnType.FLOAT64: frozenset({_NONE, float}),
+    ColumnType.BOOL: frozenset({_NONE, bool}),
+    ColumnType.BINARY: frozenset({_NONE}),
+    ColumnType.JSON: frozenset({_NONE}),
+}
+"""Python types (exact, as orjson produces them) a column stores as they are."""
+
+_PLAIN_COLUMN: Final[Mapping[type, ColumnType]] = {
+    _NONE: ColumnType.NULL,
+    bool: ColumnType.BOOL,
+    int: ColumnType.INT64,
+    float: ColumnType.FLOAT64,
+    str: ColumnType.STRING,
+    list: ColumnType.JSON,
+}
+"""Column type by exact Python type, for every type whose values all map alike."""
+
+_JSON_TOP_LEVEL: Final = frozenset({_NONE, bool, int, float, str, list, dict})
+_SEPARATOR: Final = orjson.Fragment(b"\n")
+_TAGS: Final[Mapping[ColumnType, str]] = {
+    ColumnType.FLOAT64: "$float",
+    ColumnType.INT64: "$integer",
+    ColumnType.BINARY: "$bytes",
+}
+_TAG_DECODERS: Final[Mapping[ColumnType, Callable[[Any], Any]]] = {
+    ColumnType.FLOAT64: lambda payload: decode_float({"$float": payload}),
+    ColumnType.INT64: lambda payload: decode_int({"$integer": payload}),
+    ColumnType.BINARY: base64.b64decode,
+}
 
 _JSON_ENCODERS: Final[Mapping[ColumnType, Callable[[Any], str]]] = {
     ColumnType.FLOAT64: _float_json,

@@ -29,7 +29,8 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -61,7 +62,10 @@ from convex_cdc.target_s3.table_paths import resolve_table_dir
 log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_STEP: Final = 500_000
-"""Raw events applied per step (memory: roughly this many documents, parsed)."""
+"""Raw events applied per step (memory: their raw text and typed rows, plus the parsed
+documents of one bucket per table being applied)."""
+TABLE_THREADS: Final = 2
+"""Tables of a step applied at once."""
 
 _TEMP_FILE: Final = re.compile(r"\..*\.tmp")
 """Temporary files (atomic writes) a killed run may leave in a table directory."""
@@ -155,8 +159,8 @@ class StagingMaterializer:
         expected = _expected_rows(batches)
         steps = list(_steps(batches, self.max_events_per_step))
         for number, step in enumerate(steps):
-            for key in sorted({t.key for index in step for t in index.tables}):
-                update = self._apply(key, tables.get(key), step, expected.get(key, 0))
+            keys = sorted({t.key for index in step for t in index.tables})
+            for key, update in self._apply_tables(keys, tables, step, expected):
                 tables[key] = update.table
                 obsolete.extend(update.obsolete)
                 report.files_written += len(update.written)
@@ -204,6 +208,27 @@ class StagingMaterializer:
                 save_staging_state(self.layout.staging_state, state)
         report.tables_changed.sort()
         return _finish(report, state)
+
+    def _apply_tables(
+        self,
+        keys: Sequence[TableKey],
+        tables: Mapping[TableKey, StagingTable],
+        step: Sequence[BatchIndex],
+        expected: Mapping[TableKey, int],
+    ) -> Iterator[tuple[TableKey, TableUpdate]]:
+        """Apply the step to each table, a few tables at once, yielding in ``keys`` order.
+
+        Parsing holds the GIL but reading, merging and writing parquet does not, so one
+        table's files are written while the next one's documents are parsed. All tables
+        are done (or failed) before the step's state is saved.
+        """
+        with ThreadPoolExecutor(TABLE_THREADS, thread_name_prefix="materialize") as pool:
+            pending = [
+                (key, pool.submit(self._apply, key, tables.get(key), step, expected.get(key, 0)))
+                for key in keys
+            ]
+            for key, future in pending:
+                yield key, future.result()
 
     def _apply(
         self, key: TableKey, current: StagingTable | None, step: Sequence[BatchIndex], rows: int

@@ -12,9 +12,22 @@ exceeds twice the target; growing rewrites the whole table, and because the coun
 least doubles each time, that costs O(1) amortised per row. It never shrinks, so a table
 that loses rows does not oscillate. A truncate-and-reload starts over.
 
+Convex ids are random, so changes spread over all buckets: a bucket of ``n`` rows is left
+alone by ``k`` random changes with probability ``(1 - 1/buckets)**k``, and a 1% change
+of a large table touches every bucket whatever their size. Such a run rewrites the table
+(one parquet decode + encode per row, several times cheaper than parsing its JSON).
+Smaller buckets would only help batches of far fewer changes than buckets, at the price
+of many small files for readers and publish.
+
 Files are named by their content, so the same rows always give the same name (writing is
 deterministic: one chunk per column, fixed writer options), a rewrite never replaces a
 file in place, and a publish uploads only files it has not seen.
+
+Writer options favour rewrite speed, since a materialize rewrites whole buckets: zstd at
+level 1, dictionary encoding only for user columns (``_id``, ``_creationTime`` and
+``_ts`` are nearly unique, so a dictionary is wasted work) and statistics only for the
+system columns (hash buckets spread every user value range over all files, so min/max
+per file would let a reader skip nothing).
 """
 
 from __future__ import annotations
@@ -24,14 +37,17 @@ import io
 import re
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from convex_cdc.core.errors import CheckpointError
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
+from convex_cdc.target_s3.staging_columns import UserColumns, conform
 from convex_cdc.target_s3.staging_state import StagingFile
 
 ROWS_PER_BUCKET: Final = 100_000
@@ -39,6 +55,9 @@ ROWS_PER_BUCKET: Final = 100_000
 GROWTH_FACTOR: Final = 2
 """Grow the bucket count once the average bucket holds this many times the target."""
 STAGING_ROW_GROUP_ROWS: Final = 128 * 1024
+STAGING_COMPRESSION: Final = "zstd"
+STAGING_COMPRESSION_LEVEL: Final = 1
+_SYSTEM_COLUMNS: Final = ("_id", "_creationTime", "_ts")
 
 BUCKET_FILE_PATTERN: Final = re.compile(r"part-(\d{4,})-([0-9a-f]{16})\.parquet")
 
@@ -70,6 +89,15 @@ def positions_by_bucket(ids: Iterable[str], buckets: int) -> dict[int, list[int]
     return groups
 
 
+def bucket_numbers(ids: pa.Array | pa.ChunkedArray, buckets: int) -> pa.Array:
+    """:func:`bucket_of` of every id, as an int64 array (one CRC call per id, no other
+    per-row Python)."""
+    hashes = map(zlib.crc32, ids.cast(pa.binary()).to_pylist())
+    if buckets & (buckets - 1) == 0:  # a power of two, as buckets_for gives
+        return pc.bit_wise_and(pa.array(hashes, pa.int64()), buckets - 1)
+    return pa.array([value % buckets for value in hashes], pa.int64())
+
+
 def bucket_file_name(bucket: int, content_sha256: str) -> str:
     """``part-<bucket:04d>-<first 16 hex of the content hash>.parquet``."""
     return f"part-{bucket:04d}-{content_sha256[:16]}.parquet"
@@ -82,11 +110,15 @@ def write_bucket_file(root: Path, table_dir: Path, bucket: int, rows: pa.Table) 
     these exact bytes (the name is their hash), so it is kept as it is.
     """
     buffer = io.BytesIO()
+    names = rows.column_names
     pq.write_table(
         rows.combine_chunks(),
         buffer,
-        compression="zstd",
+        compression=STAGING_COMPRESSION,
+        compression_level=STAGING_COMPRESSION_LEVEL,
         row_group_size=STAGING_ROW_GROUP_ROWS,
+        use_dictionary=[name for name in names if name not in _SYSTEM_COLUMNS],
+        write_statistics=[name for name in names if name in _SYSTEM_COLUMNS],
     )
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
@@ -127,3 +159,89 @@ def read_bucket_file(
             hint="delete the staging/ directory and run `convex-cdc materialize` to rebuild it",
         )
     return table.replace_schema_metadata(None)
+
+
+def newest_ts(root: Path, file: StagingFile) -> int | None:
+    """The highest ``_ts`` in one staging file, from its parquet statistics (``None`` if
+    the file has none); reads only the footer."""
+    try:
+        metadata = pq.read_metadata(root / file.path)
+        column = metadata.schema.names.index("_ts")
+        highest: int | None = None
+        for group in range(metadata.num_row_groups):
+            statistics = metadata.row_group(group).column(column).statistics
+            if statistics is None or not statistics.has_min_max:
+                return None
+            highest = statistics.max if highest is None else max(highest, statistics.max)
+    except (OSError, ValueError, pa.ArrowInvalid):
+        return None  # the full read that follows reports a damaged file properly
+    return highest
+
+
+@dataclass(frozen=True, slots=True)
+class RewrittenBucket:
+    """What :meth:`BucketRewrite.run` wrote."""
+
+    file: StagingFile | None
+    """``None``: the bucket is empty now."""
+    deleted: int
+    """Rows of the old file that a winning delete removed."""
+
+
+@dataclass(frozen=True, slots=True)
+class BucketRewrite:
+    """One bucket's new file: its listed rows, minus the ids new events won, plus the new
+    rows, all brought to ``columns`` and sorted by ``_id``. Arrow work only (no GIL)."""
+
+    root: Path
+    table_dir: Path
+    bucket: int
+    old_file: StagingFile | None
+    old_schema: pa.Schema
+    old_columns: UserColumns
+    columns: UserColumns
+    won: pa.Table | None = None
+    """``_id`` and ``_deleted`` of the new events that won."""
+    new_rows: pa.Table | None = None
+    """Typed rows of the winning upserts."""
+    typed_with: UserColumns | None = None
+    """The columns ``new_rows`` have (``columns`` unless a later bucket changed them)."""
+
+    def run(self) -> RewrittenBucket:
+        """Write the bucket's new file."""
+        parts: list[pa.Table] = []
+        deleted = 0
+        if self.old_file is not None:
+            rows = read_bucket_file(self.root, self.old_file, schema=self.old_schema)
+            rows = conform(rows, self.old_columns, self.columns)
+            if self.won is not None:
+                ids = rows.column("_id")
+                gone = pc.is_in(ids, value_set=self.won.column("_id").combine_chunks())
+                won_deletes = self.won.filter(self.won.column("_deleted")).column("_id")
+                if len(won_deletes):
+                    deleted = _count(pc.is_in(ids.filter(gone), won_deletes.combine_chunks()))
+                rows = rows.filter(pc.invert(gone))
+            parts.append(rows)
+        if self.new_rows is not None:
+            typed_with = self.columns if self.typed_with is None else self.typed_with
+            new_rows = self.new_rows
+            if typed_with != self.columns:
+                new_rows = conform(new_rows, typed_with, self.columns)
+            parts.append(new_rows)
+        parts = [part for part in parts if part.num_rows]
+        if not parts:
+            return RewrittenBucket(None, deleted)
+        # Each part is sorted by _id already (files are; new rows come in _id order).
+        rows = parts[0] if len(parts) == 1 else sorted_by_id(pa.concat_tables(parts))
+        return RewrittenBucket(
+            write_bucket_file(self.root, self.table_dir, self.bucket, rows), deleted
+        )
+
+
+def sorted_by_id(rows: pa.Table) -> pa.Table:
+    """``rows`` in ``_id`` order (the order of every bucket file)."""
+    return rows.take(pc.sort_indices(rows, sort_keys=[("_id", "ascending")]))
+
+
+def _count(mask: pa.Array | pa.ChunkedArray) -> int:
+    return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)

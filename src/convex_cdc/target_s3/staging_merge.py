@@ -7,9 +7,15 @@ The steps, all column work except parsing the *new* documents:
 2. Per touched bucket, read only ``_id``/``_ts`` of the existing file and decide who
    wins each id: the highest ``_ts``, a new event on a tie (a replay carries the same
    version). New events older than what staging holds lose.
-3. Parse the winning upserts, evolve the columns, build their typed rows.
-4. Rewrite the buckets that changed (all of them if the columns changed): existing rows
-   minus the ids the new events won (``is_in``), plus the new rows, sorted by ``_id``.
+3. Parse the bucket's winning upserts, evolve the columns, build their typed rows (the
+   parsed documents are dropped right away, so memory holds one bucket's documents).
+4. Rewrite the bucket: existing rows minus the ids the new events won (``is_in``), plus
+   the new rows, sorted by ``_id``. That is Arrow work without the GIL, so it runs in a
+   small thread pool while the next bucket is parsed.
+
+A bucket is written with the columns known when it was typed. If a later bucket adds or
+widens a column, the earlier ones are rewritten with the final columns (``conform``:
+the same values a single pass would give), and every untouched bucket is too.
 
 Staging keeps no tombstones, so an upsert older than a delete applied in an *earlier*
 materialize would bring the row back. Convex delivers deltas in timestamp order, so this
@@ -18,31 +24,42 @@ only guards against disorder inside the batches of one run, where it is exact.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.document_columns import field_columns, parse_documents, paused_gc
 from convex_cdc.core.errors import SinkError
-from convex_cdc.core.type_mapping import infer_column_types, system_columns, typed_columns
+from convex_cdc.core.type_mapping import (
+    ColumnType,
+    creation_time_array,
+    typed_array,
+    values_column_type,
+    widen,
+)
 from convex_cdc.target_s3.staging_buckets import (
     ROWS_PER_BUCKET,
+    BucketRewrite,
+    RewrittenBucket,
+    bucket_numbers,
     buckets_for,
     needs_growth,
-    positions_by_bucket,
+    newest_ts,
     read_bucket_file,
+    sorted_by_id,
     write_bucket_file,
 )
 from convex_cdc.target_s3.staging_columns import (
     UserColumns,
     arrow_schema,
     column_specs,
-    conform,
     evolve_columns,
     user_columns,
 )
@@ -50,6 +67,12 @@ from convex_cdc.target_s3.staging_state import StagingFile, StagingTable, Wideni
 
 EVENT_COLUMNS = ["_id", "_ts", "_deleted", "document"]
 """The raw change log columns the materializer reads."""
+
+_STRING_CHUNK_BYTES: Final = 2**31 - 2**20
+"""Text (plus offsets) above which one ``string`` array would overflow its 32-bit offsets."""
+
+REWRITE_THREADS: Final = 2
+"""Buckets read, merged and written at once (pyarrow releases the GIL for that work)."""
 
 
 @dataclass(slots=True)
@@ -83,6 +106,7 @@ def empty_table(key: TableKey, table_dir: str, *, buckets: int) -> StagingTable:
     )
 
 
+@paused_gc()  # the parsed documents of a whole table are alive until it is written
 def apply_table_events(
     root: Path,
     table_dir: Path,
@@ -102,58 +126,83 @@ def apply_table_events(
         SinkError: a document cannot be typed (not valid export_json).
         CheckpointError: a listed staging file is missing or damaged.
     """
+    events = _combined(events)
     # 1. The last new event per id, grouped by bucket.
-    latest = _last_per_id(events.select(EVENT_COLUMNS))
+    winners = _last_per_id(events)
+    numbers = bucket_numbers(events.column("_id").take(winners), current.buckets)
     old_columns = user_columns(current.columns)
     old_schema = arrow_schema(current.columns)
     files = {f.bucket: f for f in current.files}
-    groups = positions_by_bucket(latest.column("_id").to_pylist(), current.buckets)
+    update = TableUpdate(table=current)
 
-    # 2. Who wins each id, per touched bucket.
-    won: dict[int, pa.Table] = {}
-    for bucket, positions in sorted(groups.items()):
-        candidates = latest.take(pa.array(positions, pa.int64()))
-        existing = files.get(bucket)
-        if existing is not None:
-            keys = read_bucket_file(root, existing, schema=old_schema, columns=["_id", "_ts"])
-            candidates = candidates.filter(_newer_than(candidates, keys))
-        if candidates.num_rows:
-            won[bucket] = candidates
+    with ThreadPoolExecutor(REWRITE_THREADS, thread_name_prefix="staging") as pool:
+        # 2.-4. per touched bucket; a bucket is written as soon as it is typed, with the
+        # columns known so far (almost always the final ones).
+        columns = dict(old_columns)
+        seen: dict[str, ColumnType] = {}
+        pending: dict[int, tuple[BucketRewrite, Future[RewrittenBucket]]] = {}
+        for bucket in sorted(pc.unique(numbers).to_pylist()):
+            candidates = events.take(winners.filter(pc.equal(numbers, bucket)))
+            existing = files.get(bucket)
+            if existing is not None and not _all_newer(root, existing, candidates):
+                keys = read_bucket_file(root, existing, schema=old_schema, columns=["_id", "_ts"])
+                candidates = candidates.filter(_newer_than(candidates, keys))
+            if not candidates.num_rows:
+                continue
+            new_rows = None
+            upserts = _upserts(candidates)
+            if upserts.num_rows:
+                fields = _parse(upserts, current.key)
+                bucket_types = _column_types(fields)
+                seen = _joined(seen, bucket_types)
+                columns, _ = evolve_columns(columns, bucket_types, batch=batch)
+                new_rows = _typed_rows(upserts, fields, columns)
+                update.upserted += new_rows.num_rows
+                del fields  # the parsed documents; only the typed rows are kept
+            job = BucketRewrite(
+                root,
+                table_dir,
+                bucket,
+                existing,
+                old_schema,
+                old_columns,
+                columns,
+                candidates.select(["_id", "_deleted"]),
+                new_rows,
+                columns,
+            )
+            pending[bucket] = (job, pool.submit(job.run))
 
-    # 3. Type the winning upserts.
-    upserts = {b: t.filter(pc.invert(t.column("_deleted"))) for b, t in won.items()}
-    documents = {b: _parse(t, current.key) for b, t in upserts.items()}
-    seen = infer_column_types(doc for docs in documents.values() for doc in docs)
-    new_columns, widenings = evolve_columns(old_columns, seen, batch=batch)
+        new_columns, widenings = evolve_columns(old_columns, seen, batch=batch)
+        update.widenings = widenings
+        if new_columns != old_columns:  # every file gets the new columns
+            for bucket, existing in files.items():
+                if bucket not in pending:
+                    job = BucketRewrite(
+                        root, table_dir, bucket, existing, old_schema, old_columns, new_columns
+                    )
+                    pending[bucket] = (job, pool.submit(job.run))
+        final: dict[int, StagingFile] = {b: f for b, f in files.items() if b not in pending}
+        results = {bucket: future.result() for bucket, (_, future) in pending.items()}
+        # A bucket written before a later one changed the columns is redone with them.
+        redo = {
+            bucket: pool.submit(replace(job, columns=new_columns).run)
+            for bucket, (job, _) in pending.items()
+            if job.columns != new_columns
+        }
+        interim: list[str] = []  # the first files of redone buckets: never listed
+        for bucket in redo:
+            written = results[bucket].file
+            if written is not None and written != files.get(bucket):
+                interim.append(written.path)
+        results.update((bucket, future.result()) for bucket, future in redo.items())
+    for bucket, result in sorted(results.items()):
+        update.deleted += result.deleted
+        if result.file is not None:
+            final[bucket] = result.file
+            if result.file != files.get(bucket):
+                update.written.append(result.file)
     specs = column_specs(new_columns)
-    schema = arrow_schema(specs)
-
-    # 4. Rewrite what changed.
-    rewrite = set(won) | (set(files) if new_columns != old_columns else set())
-    update = TableUpdate(table=current, widenings=widenings)
-    final: dict[int, StagingFile] = {b: f for b, f in files.items() if b not in rewrite}
-    for bucket in sorted(rewrite):
-        parts: list[pa.Table] = []
-        old_file = files.get(bucket)
-        if old_file is not None:
-            rows = read_bucket_file(root, old_file, schema=old_schema)
-            rows = conform(rows, old_columns, new_columns)
-            if bucket in won:
-                ids = won[bucket].column("_id").combine_chunks()
-                gone = pc.is_in(rows.column("_id"), value_set=ids)
-                deletes = won[bucket].filter(won[bucket].column("_deleted")).column("_id")
-                deleted = pc.is_in(rows.column("_id"), value_set=deletes.combine_chunks())
-                update.deleted += _count(deleted)
-                rows = rows.filter(pc.invert(gone))
-            parts.append(rows)
-        if bucket in upserts:
-            parts.append(_typed_rows(upserts[bucket], documents[bucket], new_columns, schema))
-            update.upserted += upserts[bucket].num_rows
-        new_file = _write_sorted(root, table_dir, bucket, pa.concat_tables(parts))
-        if new_file is not None:
-            final[bucket] = new_file
-            if new_file != old_file:
-                update.written.append(new_file)
 
     update.table = replace(
         current,
@@ -167,16 +216,35 @@ def apply_table_events(
     if needs_growth(update.table.row_count, update.table.buckets, rows_per_bucket):
         _grow(root, table_dir, update, rows_per_bucket)
     listed = {f.path for f in update.table.files}
-    candidates = [f.path for f in current.files] + [f.path for f in update.written]
+    candidates = [f.path for f in current.files] + [f.path for f in update.written] + interim
     update.obsolete = sorted({path for path in candidates if path not in listed})
     return update
 
 
-def _last_per_id(events: pa.Table) -> pa.Table:
-    """The last event per ``_id`` by ``(_id, _ts)``, ties broken by arrival order."""
-    order = pc.sort_indices(events, sort_keys=[("_id", "ascending"), ("_ts", "ascending")])
-    ordered = events.take(order)
-    return ordered.filter(_last_of_runs(ordered.column("_id")))
+def _combined(events: pa.Table) -> pa.Table:
+    """``events`` with one chunk per column: ``take`` over many chunks (one per raw batch)
+    is orders of magnitude slower. Documents become ``large_string`` if they hold more
+    text than one ``string`` chunk can."""
+    events = events.select(EVENT_COLUMNS)
+    text = events.column("document")
+    if text.nbytes >= _STRING_CHUNK_BYTES:
+        position = EVENT_COLUMNS.index("document")
+        events = events.set_column(position, "document", text.cast(pa.large_string()))
+    return events.combine_chunks()
+
+
+def _upserts(won: pa.Table) -> pa.Table:
+    deleted = won.column("_deleted")
+    return won.filter(pc.invert(deleted)) if pc.any(deleted).as_py() else won
+
+
+def _last_per_id(events: pa.Table) -> pa.Array:
+    """Positions of the last event per ``_id`` by ``(_id, _ts)`` (ties: arrival order),
+    in ``_id`` order."""
+    order = pc.sort_indices(
+        events.select(["_id", "_ts"]), sort_keys=[("_id", "ascending"), ("_ts", "ascending")]
+    )
+    return order.filter(_last_of_runs(events.column("_id").take(order)))
 
 
 def _last_of_runs(sorted_ids: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -187,6 +255,14 @@ def _last_of_runs(sorted_ids: pa.ChunkedArray | pa.Array) -> pa.Array:
         return pa.array([], pa.bool_())
     differs = pc.not_equal(ids.slice(0, n - 1), ids.slice(1))
     return pa.concat_arrays([differs, pa.array([True])])
+
+
+def _all_newer(root: Path, existing: StagingFile, candidates: pa.Table) -> bool:
+    """Whether every candidate is at least as new as everything in ``existing`` (then all
+    of them win, and the file's ids need not be read): the usual case for deltas."""
+    newest = newest_ts(root, existing)
+    oldest = pc.min(candidates.column("_ts")).as_py()
+    return newest is not None and oldest is not None and oldest >= newest
 
 
 def _newer_than(candidates: pa.Table, existing: pa.Table) -> pa.Array:
@@ -217,45 +293,66 @@ def _keyed(rows: pa.Table, source: int, positions: pa.Array) -> pa.Table:
     )
 
 
-def _parse(upserts: pa.Table, key: TableKey) -> list[dict[str, Any]]:
-    documents: list[dict[str, Any]] = []
-    for doc_id, text in zip(
-        upserts.column("_id").to_pylist(), upserts.column("document").to_pylist(), strict=True
-    ):
-        try:
-            document = orjson.loads(text) if text is not None else None
-        except orjson.JSONDecodeError:
-            document = None
-        if not isinstance(document, dict):
-            raise SinkError(
-                f"raw change log holds an unreadable document {doc_id} in table {key}",
-                hint="restore raw_change_log from a backup, or run `sync --resnapshot`",
-            )
-        documents.append(document)
-    return documents
+def _parse(upserts: pa.Table, key: TableKey) -> dict[str, list[Any]]:
+    """The documents of ``upserts`` as value lists per field (see ``field_columns``)."""
+    texts = upserts.column("document").cast(pa.large_binary()).to_pylist()  # no UTF-8 decoding
+    try:
+        documents = parse_documents(texts)
+    except orjson.JSONDecodeError:
+        documents = []
+    if len(documents) != len(texts) or set(map(type, documents)) != {dict}:
+        ids = upserts.column("_id").to_pylist()
+        bad = next(i for i, text in enumerate(texts) if not _is_document(text))
+        raise SinkError(
+            f"raw change log holds an unreadable document {ids[bad]} in table {key}",
+            hint="restore raw_change_log from a backup, or run `sync --resnapshot`",
+        )
+    return field_columns(documents)
+
+
+def _is_document(text: bytes | None) -> bool:
+    try:
+        return text is not None and isinstance(orjson.loads(text), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _column_types(fields: Mapping[str, list[Any]]) -> dict[str, ColumnType]:
+    """The type of every user field of one bucket's parsed documents."""
+    return {name: values_column_type(v) for name, v in fields.items() if name[:1] != "_"}
+
+
+def _joined(
+    seen: Mapping[str, ColumnType], more: Mapping[str, ColumnType]
+) -> dict[str, ColumnType]:
+    joined = dict(seen)
+    for name, kind in more.items():
+        joined[name] = widen(joined.get(name, ColumnType.NULL), kind)
+    return joined
 
 
 def _typed_rows(
-    upserts: pa.Table, documents: Sequence[dict[str, Any]], columns: UserColumns, schema: pa.Schema
+    upserts: pa.Table, fields: Mapping[str, list[Any]], columns: UserColumns
 ) -> pa.Table:
+    schema = arrow_schema(column_specs(columns))
+    rows = upserts.num_rows
     try:
-        arrays = system_columns(
-            upserts.column("_id").to_pylist(), documents, upserts.column("_ts").to_pylist()
-        )
-        arrays.update(typed_columns(documents, columns))
+        arrays: dict[str, pa.Array | pa.ChunkedArray] = {
+            "_id": upserts.column("_id"),
+            "_creationTime": creation_time_array(fields.get("_creationTime", [None] * rows)),
+            "_ts": upserts.column("_ts"),
+        }
+        for name, column in columns.items():
+            values = fields.get(name)
+            arrays[name] = (
+                pa.nulls(rows, column.arrow) if values is None else typed_array(values, column)
+            )
     except (TypeError, ValueError, OverflowError, KeyError, pa.ArrowException) as exc:
         raise SinkError(
             f"cannot type a document of this batch: {exc}",
             hint="the raw change log holds a value convex-cdc cannot map; report it",
         ) from exc
     return pa.Table.from_arrays([arrays[name] for name in schema.names], schema=schema)
-
-
-def _write_sorted(root: Path, table_dir: Path, bucket: int, rows: pa.Table) -> StagingFile | None:
-    if rows.num_rows == 0:
-        return None
-    order = pc.sort_indices(rows, sort_keys=[("_id", "ascending")])
-    return write_bucket_file(root, table_dir, bucket, rows.take(order))
 
 
 def _grow(root: Path, table_dir: Path, update: TableUpdate, rows_per_bucket: int) -> None:
@@ -266,19 +363,17 @@ def _grow(root: Path, table_dir: Path, update: TableUpdate, rows_per_bucket: int
         [read_bucket_file(root, f, schema=schema) for f in table.files]
     ).combine_chunks()
     buckets = buckets_for(table.row_count, rows_per_bucket)
-    groups = positions_by_bucket(rows.column("_id").to_pylist(), buckets)
+    numbers = bucket_numbers(rows.column("_id"), buckets)
     before = {f.path for f in table.files}
-    new_files: list[StagingFile] = []
-    for bucket, positions in sorted(groups.items()):
-        new_file = _write_sorted(
-            root, table_dir, bucket, rows.take(pa.array(positions, pa.int64()))
-        )
-        assert new_file is not None  # every group has rows
-        new_files.append(new_file)
-        if new_file.path not in before:
-            update.written.append(new_file)
+    with ThreadPoolExecutor(REWRITE_THREADS, thread_name_prefix="staging") as pool:
+        pending = [
+            pool.submit(_write_part, root, table_dir, b, rows.filter(pc.equal(numbers, b)))
+            for b in sorted(pc.unique(numbers).to_pylist())
+        ]
+        new_files = [future.result() for future in pending]
+    update.written.extend(f for f in new_files if f.path not in before)
     update.table = replace(table, buckets=buckets, files=tuple(new_files))
 
 
-def _count(mask: pa.Array | pa.ChunkedArray) -> int:
-    return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
+def _write_part(root: Path, table_dir: Path, bucket: int, rows: pa.Table) -> StagingFile:
+    return write_bucket_file(root, table_dir, bucket, sorted_by_id(rows))

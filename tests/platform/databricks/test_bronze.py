@@ -132,6 +132,36 @@ def test_a_writer_that_loses_the_race_skips_instead_of_duplicating(
     assert loser.skipped == 1
 
 
+def test_a_writer_whose_open_table_is_stale_skips_instead_of_duplicating(
+    warehouse: Warehouse,
+) -> None:
+    first = BronzeSink(warehouse, SOURCE)
+    second = BronzeSink(warehouse, SOURCE)
+    first.write(batch(1, [doc("messages", "m0", 5, text="first")]))  # first keeps it open
+    the_batch = batch(2, [doc("messages", "m1", 10, text="hi")])
+    second.write(the_batch)  # committed behind the first sink's back
+
+    first.write(the_batch)  # a replay through a table object opened before that commit
+
+    rows = read_table(bronze_table(warehouse, MESSAGES), order_by=["_id"])
+    assert rows.column("_id").to_pylist() == ["m0", "m1"]
+    assert first.skipped == 1 and first.committed_batch(MESSAGES) == 2
+
+
+def test_many_appends_through_one_sink_keep_every_batch_exactly_once(
+    warehouse: Warehouse,
+) -> None:
+    sink = BronzeSink(warehouse, SOURCE)
+    for seq in range(1, 121):  # more than one sink keeps a table object open for
+        sink.write(batch(seq, [doc("messages", f"m{seq:03d}", seq, n=seq)]))
+    sink.write(batch(120, [doc("messages", "m120", 120, n=120)]))  # a replay
+
+    rows = read_table(bronze_table(warehouse, MESSAGES), order_by=["_id"])
+    assert rows.column("_id").to_pylist() == [f"m{seq:03d}" for seq in range(1, 121)]
+    assert (sink.commits, sink.skipped) == (120, 1)
+    assert sink.committed_batch(MESSAGES) == 120
+
+
 def test_the_spec_log_covers_every_table_before_its_first_append(warehouse: Warehouse) -> None:
     BronzeSink(warehouse, SOURCE).write(two_table_batch())
 

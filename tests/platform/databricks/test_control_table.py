@@ -136,6 +136,22 @@ def test_two_extractors_on_one_warehouse_cannot_interleave_checkpoints(
     assert [r["batch_seq"] for r in control_rows(warehouse)] == [1]
 
 
+def test_an_extractor_that_already_saved_still_notices_another_ones_save(
+    warehouse: Warehouse,
+) -> None:
+    first = DeltaCheckpointStore(warehouse, SOURCE)
+    first.load()
+    first.save(checkpoint(1, cursor=10))  # first now holds the table open
+    second = DeltaCheckpointStore(warehouse, SOURCE)
+    second.load()
+    second.save(checkpoint(2, cursor=20))
+
+    with pytest.raises(CheckpointError, match="another process saved a checkpoint"):
+        first.save(checkpoint(2, cursor=25))
+    assert [r["batch_seq"] for r in control_rows(warehouse)] == [1, 2]
+    assert [r["delta_cursor"] for r in control_rows(warehouse)] == [10, 20]
+
+
 def test_a_checkpoint_of_another_deployment_is_returned_for_the_orchestrator_to_refuse(
     warehouse: Warehouse,
 ) -> None:

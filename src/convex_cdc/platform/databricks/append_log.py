@@ -12,8 +12,9 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from convex_cdc.core.errors import SinkError
-from convex_cdc.platform.databricks.delta_read import open_table, read_table
+from convex_cdc.platform.databricks.delta_read import read_table
 from convex_cdc.platform.databricks.warehouse import Warehouse
+from convex_cdc.platform.databricks.writer_table import WriterTable
 
 APPEND_ONLY = {"delta.appendOnly": "true"}
 """Table properties of every log and bronze table: DELETE/UPDATE are refused."""
@@ -29,24 +30,32 @@ class AppendOnlyLog:
         self.location = location
         self.schema = schema
         self.description = description
-        self._table: DeltaTable | None = None
+        self._writer = WriterTable(location, warehouse, self._create)
 
     def table(self, *, create: bool = False) -> DeltaTable | None:
         """The log's Delta table, refreshed to its latest version (created if asked)."""
-        if self._table is None:
-            self._table = open_table(self.location, self.warehouse)
-            if self._table is None and create:
-                self._table = DeltaTable.create(
-                    self.location,
-                    self.schema,
-                    mode="ignore",
-                    description=self.description,
-                    configuration=APPEND_ONLY,
-                    storage_options=self.warehouse.options(),
-                )
-        else:
-            self._table.update_incremental()
-        return self._table
+        table = self._writer.get(create=create)
+        if table is not None:
+            table.update_incremental()
+        return table
+
+    def writable(self) -> DeltaTable:
+        """The table to check an application transaction on and append through (created if
+        needed). It reflects this process's own appends, not necessarily other writers'
+        (see :mod:`.writer_table`); call :meth:`table` to see those."""
+        table = self._writer.get(create=True)
+        assert table is not None
+        return table
+
+    def _create(self) -> DeltaTable:
+        return DeltaTable.create(
+            self.location,
+            self.schema,
+            mode="ignore",
+            description=self.description,
+            configuration=APPEND_ONLY,
+            storage_options=self.warehouse.options(),
+        )
 
     def read(self, *, where: str | None = None) -> pa.Table:
         """Every row (matching ``where``), or an empty table if the log does not exist."""
@@ -74,8 +83,7 @@ class AppendOnlyLog:
             SinkError: the commit failed (e.g. a concurrent writer claimed the same
                 application transaction).
         """
-        table = through if through is not None else self.table(create=True)
-        assert table is not None
+        table = through if through is not None else self.writable()
         try:
             write_deltalake(
                 table,
@@ -83,8 +91,9 @@ class AppendOnlyLog:
                 mode="append",
                 commit_properties=commit_properties,
             )
+            self._writer.committed()
         except CommitFailedError as exc:
-            self._table = None
+            self._writer.forget()
             raise SinkError(
                 f"could not append to {self.location}: {exc}",
                 hint="another convex-cdc process may be writing this warehouse; run one "

@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.exceptions import CommitFailedError
 
 from convex_cdc.core.checkpoint import (
@@ -41,6 +48,7 @@ from convex_cdc.platform.databricks.append_log import APPEND_ONLY
 from convex_cdc.platform.databricks.delta_read import open_table
 from convex_cdc.platform.databricks.table_spec import TableSpecStore, observed_types
 from convex_cdc.platform.databricks.warehouse import Warehouse, table_dir
+from convex_cdc.platform.databricks.writer_table import WriterTable
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +68,18 @@ META_TABLES: Final = "convex.tables"
 META_CHECKPOINT: Final = "convex.checkpoint"
 
 _COMMIT_ATTEMPTS: Final = 3
+
+BRONZE_WRITER: Final = WriterProperties(
+    compression="ZSTD",
+    compression_level=1,
+    # Document texts and ids are (nearly) unique: a dictionary would only be discarded.
+    column_properties={
+        "document": ColumnProperties(dictionary_enabled=False),
+        "_id": ColumnProperties(dictionary_enabled=False),
+    },
+)
+"""Parquet settings of bronze files: zstd level 1 writes as fast as delta-rs's default
+(snappy) and the files are ~40% smaller."""
 
 
 def bronze_app_id(source: SourceIdentity, key: TableKey) -> str:
@@ -146,7 +166,7 @@ class BronzeSink:
         self.skipped = 0
         """Table appends skipped because the batch was already committed there."""
         self.rows = 0
-        self._tables: dict[TableKey, DeltaTable] = {}
+        self._tables: dict[TableKey, WriterTable] = {}
 
     def write(self, batch: ChangeBatch) -> None:
         """Append each table's events of ``batch`` unless that table already has the batch.
@@ -170,13 +190,15 @@ class BronzeSink:
 
     def committed_batch(self, key: TableKey) -> int | None:
         """The last batch committed to ``key``'s bronze table (``None``: none yet)."""
-        table = self._open(key, create=False)
+        table = open_table(self.warehouse.bronze(key), self.warehouse)
         return None if table is None else table.transaction_version(bronze_app_id(self.source, key))
 
     def _append(self, key: TableKey, rows: pa.Table, seq: int, metadata: dict[str, str]) -> None:
         app_id = bronze_app_id(self.source, key)
+        writer = self._writer(key)
         for _ in range(_COMMIT_ATTEMPTS):
-            table = self._open(key, create=True)
+            # The check and the write go through the same object (see writer_table).
+            table = writer.get(create=True)
             assert table is not None
             done = table.transaction_version(app_id)
             if done is not None and done >= seq:
@@ -188,6 +210,7 @@ class BronzeSink:
                     table,
                     rows,
                     mode="append",
+                    writer_properties=BRONZE_WRITER,
                     commit_properties=CommitProperties(
                         app_transactions=[Transaction(app_id=app_id, version=seq)],
                         custom_metadata=metadata,
@@ -198,14 +221,16 @@ class BronzeSink:
                 log.warning(
                     "bronze %s: commit of batch %d conflicted (%s)", key.qualified, seq, exc
                 )
-                self._tables.pop(key, None)
+                writer.forget()
                 continue
             except OSError as exc:
+                writer.forget()
                 raise SinkError(
                     f"could not append batch {seq} to bronze {key.qualified}: {exc}",
                     hint="check the warehouse location and credentials, then run extract "
                     "again; nothing was lost",
                 ) from exc
+            writer.committed()
             self.commits += 1
             self.rows += rows.num_rows
             return
@@ -214,23 +239,21 @@ class BronzeSink:
             hint="run one extractor per warehouse (the bundle's job has max_concurrent_runs: 1)",
         )
 
-    def _open(self, key: TableKey, *, create: bool) -> DeltaTable | None:
-        table = self._tables.get(key)
-        if table is not None:
-            table.update_incremental()
-            return table
-        location = self.warehouse.bronze(key)
-        table = open_table(location, self.warehouse)
-        if table is None and create:
-            table = DeltaTable.create(
-                location,
-                BRONZE_SCHEMA,
-                mode="ignore",
-                description=f"convex-cdc bronze CDC log of {key.qualified} "
-                f"from {self.source.deployment_url}",
-                configuration=APPEND_ONLY,
-                storage_options=self.warehouse.options(),
-            )
-        if table is not None:
-            self._tables[key] = table
-        return table
+    def _writer(self, key: TableKey) -> WriterTable:
+        writer = self._tables.get(key)
+        if writer is None:
+            location = self.warehouse.bronze(key)
+
+            def create() -> DeltaTable:
+                return DeltaTable.create(
+                    location,
+                    BRONZE_SCHEMA,
+                    mode="ignore",
+                    description=f"convex-cdc bronze CDC log of {key.qualified} "
+                    f"from {self.source.deployment_url}",
+                    configuration=APPEND_ONLY,
+                    storage_options=self.warehouse.options(),
+                )
+
+            writer = self._tables[key] = WriterTable(location, self.warehouse, create)
+        return writer

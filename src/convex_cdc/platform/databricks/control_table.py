@@ -206,6 +206,15 @@ class DeltaCheckpointStore:
             return None
         return commit.checkpoint
 
+    def _refuse_if_saved_elsewhere(self, committed: int | None, known: int) -> None:
+        if committed is not None and committed > known:
+            raise CheckpointError(
+                f"another process saved a checkpoint to {self.warehouse.checkpoints} "
+                f"(save {committed}) since this one read it (save {known})",
+                hint="run one extractor per warehouse (the bundle's job has "
+                "max_concurrent_runs: 1); this run stopped without writing",
+            )
+
     def _append(self, checkpoint: Checkpoint, *, reason: str) -> None:
         previous = self._latest
         if previous is None or previous.checkpoint.snapshot_started_at != (
@@ -215,18 +224,12 @@ class DeltaCheckpointStore:
             first = checkpoint.batch_seq + 1
         else:
             first = previous.walk_first_batch
-        table = self._log.table(create=True)
-        assert table is not None
+        # The check and the append go through the same object (see writer_table): if
+        # another extractor saved since, the append fails instead of interleaving.
+        table = self._log.writable()
         app_id = control_app_id(self.source)
         known = previous.save_seq if previous is not None else 0
-        committed = table.transaction_version(app_id) or 0
-        if committed > known:
-            raise CheckpointError(
-                f"another process saved a checkpoint to {self.warehouse.checkpoints} "
-                f"(save {committed}) since this one read it (save {known})",
-                hint="run one extractor per warehouse (the bundle's job has "
-                "max_concurrent_runs: 1); this run stopped without writing",
-            )
+        self._refuse_if_saved_elsewhere(table.transaction_version(app_id), known)
         save_seq = known + 1
         row = _control_row(checkpoint, save_seq=save_seq, walk_first_batch=first, reason=reason)
         try:
@@ -238,6 +241,9 @@ class DeltaCheckpointStore:
                 ),
             )
         except SinkError as exc:
+            latest = self._log.table()
+            if latest is not None:
+                self._refuse_if_saved_elsewhere(latest.transaction_version(app_id), known)
             raise CheckpointError(
                 f"could not save the checkpoint to {self.warehouse.checkpoints}: {exc.message}",
                 hint=exc.hint,

@@ -18,18 +18,18 @@ older than a live row is harmless: every decision compares against the newer of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
+from convex_cdc.core.document_columns import field_columns, parse_documents, paused_gc
 from convex_cdc.core.type_mapping import (
     ColumnType,
-    infer_column_types,
-    system_columns,
-    typed_columns,
+    creation_time_array,
+    typed_array,
+    values_column_type,
 )
 from convex_cdc.platform.databricks.delta_read import read_table, sql_ident
 from convex_cdc.platform.databricks.table_spec import TableSpec
@@ -65,6 +65,8 @@ def latest_per_key(changes: pa.Table) -> pa.Table:
     """
     if changes.num_rows == 0:
         return changes
+    # One chunk first: take over many chunks (one per scanned batch) is far slower.
+    changes = changes.combine_chunks()
     ordered = changes.take(pc.sort_indices(changes, [("_id", "ascending"), ("_ts", "ascending")]))
     ids = ordered.column("_id").combine_chunks()
     last_of_run = pc.not_equal(ids.slice(0, len(ids) - 1), ids.slice(1))
@@ -86,20 +88,29 @@ def silver_rows(changes: pa.Table, spec: TableSpec) -> pa.Table:
     Raises:
         SpecNotCovered: a document has a field or type the spec lacks (widen it first).
     """
-    loads = orjson.loads
-    documents: list[dict[str, Any] | None] = [
-        loads(text) if text is not None else None for text in changes.column("document").to_pylist()
-    ]
-    observed = infer_column_types(documents)
-    if spec.widened(observed).columns != spec.columns:
-        raise SpecNotCovered(observed)
-    ids = changes.column("_id").to_pylist()
-    tss = changes.column("_ts").to_pylist()
-    columns = system_columns(ids, documents, tss)
-    columns.update(typed_columns(documents, spec.typed_columns))
+    rows = changes.num_rows
+    # Bytes, not str: orjson parses them without a UTF-8 decode into Python first.
+    texts = changes.column("document").cast(pa.binary()).to_pylist()
+    with paused_gc():  # the parsed documents are alive until the columns are built
+        fields = field_columns(parse_documents(texts))
+        observed = {
+            name: values_column_type(values) for name, values in fields.items() if name[:1] != "_"
+        }
+        if spec.widened(observed).columns != spec.columns:
+            raise SpecNotCovered(observed)
+        columns: dict[str, pa.Array | pa.ChunkedArray] = {
+            "_id": changes.column("_id"),
+            "_creationTime": creation_time_array(fields.get("_creationTime", [None] * rows)),
+            "_ts": changes.column("_ts"),
+        }
+        for name, kind in spec.typed_columns.items():
+            columns[name] = (
+                typed_array(fields[name], kind) if name in fields else pa.nulls(rows, kind.arrow)
+            )
+        del fields  # freed while the collector is paused, so it never scans the documents
     if spec.keep_document:
-        columns["document"] = changes.column("document").combine_chunks()
-    columns["_deleted"] = changes.column("_deleted").combine_chunks()
+        columns["document"] = changes.column("document")
+    columns["_deleted"] = changes.column("_deleted")
     schema = pa.schema([*spec.silver_schema(), pa.field("_deleted", pa.bool_(), nullable=False)])
     return pa.table(columns).select(schema.names).cast(schema)
 

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.document_columns import parse_documents, paused_gc
 from convex_cdc.core.events import tables_in
 from convex_cdc.core.type_mapping import ColumnType, infer_column_types, widen
 from convex_cdc.platform.databricks.append_log import AppendOnlyLog
@@ -119,16 +120,20 @@ class TableSpec:
 def observed_types(events: pa.Table) -> dict[TableKey, dict[str, ColumnType]]:
     """Column types of every table's documents in a batch of change events."""
     result: dict[TableKey, dict[str, ColumnType]] = {}
-    loads = orjson.loads
-    for key in tables_in(events):
-        mask = pc.and_(
-            pc.equal(events.column("_component"), key.component),
-            pc.equal(events.column("_table"), key.table),
-        )
-        texts = events.column("document").filter(mask).to_pylist()
-        result[key] = infer_column_types(
-            loads(text) if text is not None else None for text in texts
-        )
+    keys = tables_in(events)
+    for key in keys:
+        rows = events
+        if len(keys) > 1:
+            rows = events.filter(
+                pc.and_(
+                    pc.equal(events.column("_component"), key.component),
+                    pc.equal(events.column("_table"), key.table),
+                )
+            )
+        # Bytes, not str: orjson parses them without a UTF-8 decode into Python first.
+        texts = rows.column("document").cast(pa.binary()).to_pylist()
+        with paused_gc():  # the documents die before the collector would scan them
+            result[key] = infer_column_types(parse_documents(texts))
     return result
 
 
