@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convex_cdc.core.checkpoint import (
+    ONE_PAGE_BATCHES,
+    BatchLimits,
     Checkpoint,
     DeltaCursor,
     DeltaTail,
@@ -128,6 +130,23 @@ def test_a_resnapshot_keeps_counting_and_never_reuses_a_batch_that_may_be_in_fli
     assert begin_snapshot(walking, source=SOURCE, snapshot=S + 1).batch_seq == 1
 
 
+def test_each_checkpoint_records_how_the_batch_after_it_is_cut() -> None:
+    small, large = BatchLimits(rows=10, document_bytes=100, pages=2), BatchLimits(rows=99)
+    walk = begin_snapshot(None, source=SOURCE, snapshot=S, batch_limits=small)
+    assert walk.batch_limits == small  # the walk's first batch
+    same = after_snapshot_page(walk, cursor="c", has_more=True, tables=[MESSAGES])
+    assert same.batch_limits == small  # unchanged unless given
+    moved = after_snapshot_page(walk, cursor="c", has_more=True, batch_limits=large)
+    assert moved.batch_limits == large
+    done = after_delta_page(in_delta(), cursor=S + 1, batch_limits=small)
+    assert done.batch_limits == small
+    # Saves before a batch (fingerprints, a pending end) keep the limits it is cut with.
+    assert with_schema_fingerprints(moved, {"m": "sha256:1"}).batch_limits == large
+    assert with_pending_delta(done, batch_seq=5, end_cursor=S + 2).batch_limits == small
+    with pytest.raises(ValueError, match="positive"):
+        BatchLimits(rows=0)
+
+
 def test_fingerprints_can_be_recorded_without_moving_the_position() -> None:
     checkpoint = with_schema_fingerprints(in_delta(), {"messages": "sha256:01"})
     assert checkpoint.schema_fingerprints == {"messages": "sha256:01"}
@@ -174,6 +193,9 @@ checkpoints = st.builds(
     pending=st.one_of(
         st.none(), st.builds(PendingDelta, st.integers(0, 2**40), timestamps.map(DeltaCursor))
     ),
+    batch_limits=st.builds(
+        BatchLimits, st.integers(1, 2**40), st.integers(1, 2**40), st.integers(1, 2**20)
+    ),
 )
 
 
@@ -189,7 +211,7 @@ def test_the_serialised_form_is_the_documented_json() -> None:
     checkpoint = after_snapshot_page(pinned(), cursor="c1", has_more=True, tables=[ENTRIES])
     assert checkpoint_to_json(checkpoint) == {
         "format": "convex-cdc.checkpoint",
-        "version": 1,
+        "version": 2,
         "source": {"deployment_url": "https://happy-animal-123.convex.cloud"},
         "position": {"InitialSnapshot": {"snapshot": S, "cursor": "c1"}},
         "batch_seq": 1,
@@ -197,6 +219,7 @@ def test_the_serialised_form_is_the_documented_json() -> None:
         "tables_seen": ["waitlist/entries"],
         "snapshot_started_at": S,
         "pending": None,
+        "batch_limits": {"rows": 16384, "document_bytes": 64 * 1024 * 1024, "pages": 512},
     }
     assert json.loads(dumps_checkpoint(checkpoint))["position"]["InitialSnapshot"]["snapshot"] == S
 
@@ -243,6 +266,12 @@ def _mutated(**changes: object) -> bytes:
         (_mutated(snapshot_started_at="now"), "snapshot_started_at"),
         (_mutated(pending={"batch_seq": 1}), "pending"),
         (_mutated(pending={"batch_seq": 1, "end_cursor": "2"}), "pending"),
+        (_mutated(batch_limits=KeyError), "missing field"),
+        (_mutated(batch_limits=None), "batch_limits"),
+        (_mutated(batch_limits={"rows": 1, "document_bytes": 1}), "batch_limits"),
+        (_mutated(batch_limits={"rows": 0, "document_bytes": 1, "pages": 1}), "batch_limits"),
+        (_mutated(batch_limits={"rows": 1, "document_bytes": 1, "pages": True}), "batch_limits"),
+        (_mutated(version=1), "unknown fields"),  # version 1 had no batch_limits
         (b"[]", "expected a JSON object"),
     ],
 )
@@ -257,8 +286,21 @@ def test_a_checkpoint_that_is_not_exactly_right_is_refused_not_reset(
 
 def test_a_checkpoint_from_a_newer_convex_cdc_asks_for_an_upgrade() -> None:
     with pytest.raises(CheckpointError, match="newer convex-cdc") as caught:
-        loads_checkpoint(_mutated(version=2))
+        loads_checkpoint(_mutated(version=3))
     assert caught.value.hint == "upgrade convex-cdc"
+
+
+def test_a_version_1_checkpoint_loads_with_the_one_page_batches_that_version_wrote() -> None:
+    """After an upgrade, the first batch may replay one the old version half-wrote, a
+    single page: it must be cut the same way."""
+    data = _valid()
+    del data["batch_limits"]
+    data["version"] = 1
+    loaded = loads_checkpoint(json.dumps(data).encode())
+    assert loaded.batch_limits == ONE_PAGE_BATCHES
+    assert loaded == dataclasses.replace(
+        loads_checkpoint(json.dumps(_valid()).encode()), batch_limits=ONE_PAGE_BATCHES
+    )
 
 
 @pytest.mark.parametrize(
@@ -295,8 +337,10 @@ def test_no_field_of_a_checkpoint_can_hold_a_key() -> None:
         "tables_seen",
         "snapshot_started_at",
         "pending",
+        "batch_limits",
     }
     assert {f.name for f in dataclasses.fields(SourceIdentity)} == {"deployment_url"}
+    assert {f.name for f in dataclasses.fields(BatchLimits)} == {"rows", "document_bytes", "pages"}
     assert set(_valid()) == {
         "format",
         "version",
@@ -307,4 +351,5 @@ def test_no_field_of_a_checkpoint_can_hold_a_key() -> None:
         "tables_seen",
         "snapshot_started_at",
         "pending",
+        "batch_limits",
     }

@@ -3,13 +3,21 @@
 The oracle (after the Fivetran connector's ``assert_in_sync``): whatever happened before,
 once a run completes, the sink's current state equals the deployment's state at the
 checkpoint's timestamp, no document version landed twice, and every delete arrived as a
-delete event.
+delete event. Throughout, the sink checks that a batch number it has seen before comes
+back with exactly the same events.
+
+Every scenario runs with batches of one page and with batches of several pages (spanning
+tables, and ending with a pending exhausting delta page), and a restart after a crash is
+given other batch limits than the run that crashed: the replay must still rebuild the
+batch the crashed run may have written.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +29,7 @@ from convex_cdc.core.checkpoint import (
     SourceIdentity,
     begin_snapshot,
     dumps_checkpoint,
+    loads_checkpoint,
 )
 from convex_cdc.core.errors import CheckpointError, MalformedResponse, SourceUnavailable
 from convex_cdc.core.orchestrator import SyncOptions, SyncReport, run_sync
@@ -116,81 +125,144 @@ def fresh(
     return injector, DurableSink(injector), MemoryCheckpointStore(injector)
 
 
-def _first_run_points() -> list[CrashPoint]:
+BATCHINGS = {
+    # With 2-document snapshot pages and 3-row delta pages:
+    "one-page": SyncOptions(batch_rows=1),  # every non-empty page its own batch
+    "few-pages": SyncOptions(batch_rows=5, batch_pages=4),  # batches of 2-4 pages
+    "whole-walk": SyncOptions(),  # the defaults: one batch per walk and catch-up
+}
+RESTART = {"one-page": "few-pages", "few-pages": "whole-walk", "whole-walk": "one-page"}
+"""The limits a restart is given: never those of the run that crashed."""
+
+
+@dataclass
+class PageLog:
+    """A :class:`SyncObserver` that keeps every page it is told about."""
+
+    pages: list[tuple[str, int, Checkpoint]] = field(default_factory=list)
+
+    def on_page(
+        self,
+        *,
+        kind: Literal["snapshot", "delta"],
+        events: int,
+        response_bytes: int,
+        checkpoint: Checkpoint,
+    ) -> None:
+        self.pages.append((kind, events, checkpoint))
+
+    def on_idle(self, *, seconds: float, checkpoint: Checkpoint) -> None:
+        pass
+
+    def batches(self) -> list[tuple[str, list[int], Checkpoint]]:
+        """(kind, events per page, checkpoint) of each batch: its pages share the checkpoint
+        saved after it."""
+        grouped: list[tuple[str, list[int], Checkpoint]] = []
+        for kind, events, checkpoint in self.pages:
+            if grouped and grouped[-1][2] is checkpoint:
+                grouped[-1][1].append(events)
+            else:
+                grouped.append((kind, [events], checkpoint))
+        return grouped
+
+
+def _first_run_points(batching: str) -> list[CrashPoint]:
     injector, sink, store = fresh()
-    run_sync(build_scenario().fake, sink, store)
+    run_sync(build_scenario().fake, sink, store, BATCHINGS[batching])
     return injector.points()
 
 
-def _prepare_second_run(s: Scenario, sink: DurableSink, store: MemoryCheckpointStore) -> None:
-    run_sync(s.fake, sink, store)
+def _prepare_second_run(
+    s: Scenario, sink: DurableSink, store: MemoryCheckpointStore, options: SyncOptions
+) -> None:
+    run_sync(s.fake, sink, store, options)
     s.fake.transact(
         [
             Replace("messages", s.messages[3], {"body": "second run"}),
             Delete("entries", s.entries[1], "waitlist"),
         ]
     )
+    s.fake.transact([Insert("messages", {"body": f"more {i}"}) for i in range(4)])
 
 
-def _second_run_points() -> list[CrashPoint]:
+def _second_run_points(batching: str) -> list[CrashPoint]:
     s = build_scenario()
     injector, sink, store = fresh()
-    _prepare_second_run(s, sink, store)
+    _prepare_second_run(s, sink, store, BATCHINGS[batching])
     first = len(injector.ops)
-    run_sync(s.fake, sink, store)
+    run_sync(s.fake, sink, store, BATCHINGS[batching])
     return [CrashPoint(p.op - first, p.phase) for p in injector.points() if p.op >= first]
 
 
-FIRST_RUN_POINTS = _first_run_points()
-SECOND_RUN_POINTS = _second_run_points()
+FIRST_RUN_POINTS = [(b, point) for b in BATCHINGS for point in _first_run_points(b)]
+SECOND_RUN_POINTS = [(b, point) for b in BATCHINGS for point in _second_run_points(b)]
 
 
-def _crash_id(point: CrashPoint) -> str:
-    return f"op{point.op:02d}-{point.phase}"
+def _crash_id(case: tuple[str, CrashPoint]) -> str:
+    batching, point = case
+    return f"{batching}-op{point.op:02d}-{point.phase}"
 
 
 def test_the_crash_scenarios_cover_every_kind_of_operation() -> None:
     injector, sink, store = fresh()
-    run_sync(build_scenario().fake, sink, store)
+    log = PageLog()
+    run_sync(build_scenario().fake, sink, store, BATCHINGS["few-pages"], observer=log)
     kinds = {(op.kind, op.detail.split()[0]) for op in injector.ops}
     assert ("save", "snapshot") in kinds and ("save", "delta") in kinds
     assert ("save", "delta+pending") in kinds  # an exhausting delta page was written
     assert any(op.kind == "write" and op.tables > 1 for op in injector.ops)  # multi-table
-    assert len(FIRST_RUN_POINTS) > 40 and len(SECOND_RUN_POINTS) > 8
+    batches = {cp.batch_seq: (kind, pages) for kind, pages, cp in log.batches() if sum(pages)}
+    # A snapshot batch of several non-empty pages spans tables...
+    assert any(
+        kind == "snapshot"
+        and sum(map(bool, pages)) > 1
+        and len([table for n, table in sink.files if n == seq]) > 1
+        for seq, (kind, pages) in batches.items()
+    )
+    # ... and a pending delta batch (written after its pending save) spans several pages.
+    pending = [int(op.detail.split()[1]) for op in injector.ops if op.detail.endswith(" pending")]
+    assert pending and all(len(batches[seq][1]) > 1 for seq in pending)
+    for batching in BATCHINGS:
+        first = [point for b, point in FIRST_RUN_POINTS if b == batching]
+        second = [point for b, point in SECOND_RUN_POINTS if b == batching]
+        assert len(first) > 16 and len(second) > 8, batching
 
 
-@pytest.mark.parametrize("point", FIRST_RUN_POINTS, ids=_crash_id)
+@pytest.mark.parametrize("case", FIRST_RUN_POINTS, ids=_crash_id)
 def test_a_crash_anywhere_in_the_first_run_then_a_restart_yields_the_source_state(
-    point: CrashPoint,
+    case: tuple[str, CrashPoint],
 ) -> None:
+    batching, point = case
+    restart = BATCHINGS[RESTART[batching]]
     s = build_scenario()
     injector, sink, store = fresh(point)
     with pytest.raises(SimulatedCrash):
-        run_sync(s.fake, sink, store)
+        run_sync(s.fake, sink, store, BATCHINGS[batching])
     land_writes_after_crash(s)
     injector.target = None
-    assert_in_sync(s.fake, sink, run_sync(s.fake, sink, store))
+    assert_in_sync(s.fake, sink, run_sync(s.fake, sink, store, restart))
     if injector.ops[point.op].kind == "write" and point.phase != "before":
         assert sink.replays >= 1  # the half-landed batch really was replayed
     land_writes_later(s)
-    report = run_sync(s.fake, sink, store)
+    report = run_sync(s.fake, sink, store, restart)
     assert assert_in_sync(s.fake, sink, report).consistent_as_of == s.fake.now
     assert sink.state() == s.fake.truth()
 
 
-@pytest.mark.parametrize("point", SECOND_RUN_POINTS, ids=_crash_id)
+@pytest.mark.parametrize("case", SECOND_RUN_POINTS, ids=_crash_id)
 def test_a_crash_anywhere_in_an_incremental_run_then_a_restart_yields_the_source_state(
-    point: CrashPoint,
+    case: tuple[str, CrashPoint],
 ) -> None:
+    batching, point = case
     s = build_scenario()
     injector, sink, store = fresh()
-    _prepare_second_run(s, sink, store)
+    _prepare_second_run(s, sink, store, BATCHINGS[batching])
     injector.target = CrashPoint(len(injector.ops) + point.op, point.phase)
     with pytest.raises(SimulatedCrash):
-        run_sync(s.fake, sink, store)
+        run_sync(s.fake, sink, store, BATCHINGS[batching])
     land_writes_after_crash(s)
     injector.target = None
-    assert_in_sync(s.fake, sink, run_sync(s.fake, sink, store))
+    assert_in_sync(s.fake, sink, run_sync(s.fake, sink, store, BATCHINGS[RESTART[batching]]))
     assert sink.state() == s.fake.truth()
 
 
@@ -254,6 +326,8 @@ class Case:
     crashes: list[tuple[int | str, str]]
     """Per attempt: (n, phase) = the n-th durable operation of that attempt, or
     ("save"|"write", phase) = the next operation touching a pending delta batch."""
+    batchings: list[tuple[int, int]]
+    """Per attempt (cycling): (batch_rows, batch_pages), so restarts change the limits."""
     fail_rate: float
     seed: int
 
@@ -271,6 +345,13 @@ cases = st.builds(
             st.tuples(st.sampled_from(["save", "write"]), st.sampled_from(["before", "after"])),
         ),
         max_size=8,
+    ),
+    # A failed fetch drops the pages of the open batch, so with 1 call in 4 failing
+    # (twice per page) batches of more than 4 pages would rarely land.
+    batchings=st.lists(
+        st.tuples(st.sampled_from([1, 2, 3, 5, 8, 10**6]), st.integers(1, 4)),
+        min_size=1,
+        max_size=4,
     ),
     fail_rate=st.sampled_from([0.0, 0.0, 0.1, 0.25]),
     seed=st.integers(0, 2**16),
@@ -298,8 +379,9 @@ def test_random_workloads_with_random_crashes_converge_to_the_source(case: Case)
                 injector.target = CrashPoint(len(injector.ops) + where, phase)
             else:
                 injector.target_pending = (where, phase)
+        rows, pages = case.batchings[attempt % len(case.batchings)]
         try:
-            report = run_sync(source, sink, store)
+            report = run_sync(source, sink, store, SyncOptions(batch_rows=rows, batch_pages=pages))
             break
         except (SimulatedCrash, SourceUnavailable):
             if pending_between:
@@ -356,9 +438,9 @@ def test_a_resnapshot_interrupted_by_a_crash_resumes_the_new_walk() -> None:
     injector, sink, store = fresh()
     run_sync(s.fake, sink, store)
     s.fake.drop_table("entries", "waitlist")
-    injector.target = CrashPoint(len(injector.ops) + 4, "after")
+    injector.target = CrashPoint(len(injector.ops) + 4, "after")  # mid-walk
     with pytest.raises(SimulatedCrash):
-        run_sync(s.fake, sink, store, SyncOptions(resnapshot=True))
+        run_sync(s.fake, sink, store, SyncOptions(resnapshot=True, batch_rows=3))
     land_writes_later(s)
     injector.target = None
     assert_in_sync(s.fake, sink, run_sync(s.fake, sink, store))
@@ -474,15 +556,22 @@ class _HostilePage:
         return self.inner.document_deltas(**kwargs)  # type: ignore[arg-type]
 
 
-def test_a_malformed_page_stops_the_run_before_anything_of_it_is_written() -> None:
+@pytest.mark.parametrize(("batch_rows", "durable"), [(1, 1), (4, 0)], ids=["before", "inside"])
+def test_a_malformed_page_stops_the_run_before_anything_of_its_batch_is_written(
+    batch_rows: int, durable: int
+) -> None:
+    """The walk's pages hold 0, 2, 1, 2... documents: with one page per batch, the page
+    before the bad one is batch 1; with 4 rows per batch, the bad page is in batch 1, so
+    nothing at all is written, not even the walk's pin."""
     fake = build_scenario().fake
     _, sink, store = fresh()
     source = _HostilePage(fake)
     with pytest.raises(MalformedResponse, match="not a Convex table name"):
-        run_sync(source, sink, store)  # type: ignore[arg-type]
+        run_sync(source, sink, store, SyncOptions(batch_rows=batch_rows))  # type: ignore[arg-type]
     saved = store.load()
-    assert saved is not None
-    assert {seq for seq, _ in sink.files} == set(range(1, saved.batch_seq + 1))
+    assert (saved.batch_seq if saved is not None else 0) == durable
+    assert (saved is None) == (durable == 0)
+    assert {seq for seq, _ in sink.files} == set(range(1, durable + 1))
     assert all("etc" not in table.table for _, table in sink.files)
 
 
@@ -511,18 +600,121 @@ class _FailingFetch:
         return self.inner.document_deltas(**kwargs)  # type: ignore[arg-type]
 
 
-def test_a_failed_fetch_stops_the_run_right_after_the_batches_before_it_are_checkpointed() -> None:
+@pytest.mark.parametrize(
+    ("batch_rows", "durable"),
+    [(1, 3), (4, 1), (10**6, 0)],
+    ids=["one-page", "two-pages", "whole-walk"],
+)
+def test_a_failed_fetch_stops_the_run_right_after_the_batches_before_it_are_checkpointed(
+    batch_rows: int, durable: int
+) -> None:
     fake = FakeConvex(snapshot_page_size=2, seed=3)
     for i in range(9):
         fake.insert("messages", {"n": i})
     _, sink, store = fresh()
     source = _FailingFetch(fake, failing=4)
     with pytest.raises(SourceUnavailable):
-        run_sync(source, sink, store)  # type: ignore[arg-type]
+        run_sync(source, sink, store, SyncOptions(batch_rows=batch_rows))  # type: ignore[arg-type]
+    # Page 4's fetch failed: the batches before the one it belongs to are durable and
+    # checkpointed; the pages of its own batch were dropped, not written.
     saved = store.load()
-    assert saved is not None
-    # Pages 1-3 were fetched and written (page 4's fetch failed while 3 was written).
-    assert saved.batch_seq == 3 and {seq for seq, _ in sink.files} == {1, 2, 3}
-    report = run_sync(fake, sink, store)  # the next run resumes after page 3
+    assert (saved.batch_seq if saved is not None else 0) == durable
+    assert {seq for seq, _ in sink.files} == set(range(1, durable + 1))
+    report = run_sync(fake, sink, store)  # the next run resumes after the last batch
+    assert_in_sync(fake, sink, report)
+    assert sink.state() == fake.truth()
+
+
+# --- batches of several pages -------------------------------------------------------------
+
+
+def _synced_with_backlog() -> tuple[FakeConvex, DurableSink, MemoryCheckpointStore]:
+    """A completed first run (one page per batch), then 20 transactions = 7 delta pages."""
+    fake = FakeConvex(snapshot_page_size=2, delta_row_limit=3, seed=5)
+    for i in range(5):
+        fake.insert("messages", {"n": i})
+    _, sink, store = fresh()
+    run_sync(fake, sink, store, SyncOptions(batch_rows=1))
+    for i in range(20):
+        fake.insert("users" if i % 2 else "messages", {"n": i})
+    return fake, sink, store
+
+
+def test_new_batch_limits_apply_from_the_second_batch_of_a_run() -> None:
+    """The first batch may be the replay of one a crash left without its checkpoint, so it
+    is cut as the saved checkpoint says; the run's own limits apply after it."""
+    fake, sink, store = _synced_with_backlog()
+    log = PageLog()
+    report = run_sync(fake, sink, store, SyncOptions(batch_rows=10**6), observer=log)
+    assert [sum(pages) for _, pages, _ in log.batches()] == [3, 17]
+    assert report.batches == 2 and report.events == 20
+    saved = store.load()
+    assert saved is not None and saved.batch_limits.rows == 10**6
+    assert_in_sync(fake, sink, report)
+
+
+def test_the_observer_hears_of_every_page_once_with_the_checkpoint_of_its_batch() -> None:
+    s = build_scenario()
+    _, sink, store = fresh()
+    log = PageLog()
+    report = run_sync(s.fake, sink, store, BATCHINGS["few-pages"], observer=log)
+    assert len(log.pages) == report.snapshot_pages + report.delta_pages
+    assert sum(events for _, events, _ in log.pages) == report.events
+    batches = log.batches()
+    assert sum(1 for _, pages, _ in batches if sum(pages)) == report.batches
+    assert [cp.batch_seq for _, pages, cp in batches if sum(pages)] == list(
+        range(1, report.batches + 1)
+    )
+    assert any(len(pages) > 1 for _, pages, _ in batches)
+    assert log.pages[-1][2] == store.load() == report.checkpoint
+    assert [kind for kind, _, _ in log.pages] == sorted(
+        (kind for kind, _, _ in log.pages), key=["snapshot", "delta"].index
+    )
+
+
+def test_a_stop_inside_a_batch_writes_nothing_of_it() -> None:
+    fake, sink, store = _synced_with_backlog()
+    before, writes = store.raw, sink.writes
+    report = run_sync(
+        fake,
+        sink,
+        store,
+        SyncOptions(batch_rows=10**6),  # (the first batch: one page, as saved)
+        should_stop=lambda: fake.calls.count("document_deltas") >= 3,
+    )
+    assert 1 <= report.delta_pages < 7
+    # The first batch was one page (the saved checkpoint said so); the stop came inside
+    # the second, whose pages were dropped.
+    assert sink.writes == writes + 1 and report.batches == 1
+    saved = store.load()
+    assert saved is not None and before is not None
+    assert saved.batch_seq == loads_checkpoint(before).batch_seq + 1
+    assert_in_sync(fake, sink, run_sync(fake, sink, store))
+    assert sink.state() == fake.truth()
+
+
+def test_a_batch_half_written_by_the_one_page_version_is_replayed_as_one_page() -> None:
+    """After an upgrade, a version 1 checkpoint's next batch is one page, as it was."""
+    one_page = SyncOptions(batch_rows=1, batch_pages=1)
+    fake, sink, store = _synced_with_backlog()
+    injector, start = sink.crash, len(sink.crash.ops)
+    run_sync(fake, sink, store, one_page)
+    first_write = next(
+        i for i in range(start, len(injector.ops)) if injector.ops[i].kind == "write"
+    )
+
+    fake, sink, store = _synced_with_backlog()
+    injector = sink.crash
+    injector.target = CrashPoint(first_write, "after")  # written, never checkpointed
+    with pytest.raises(SimulatedCrash):
+        run_sync(fake, sink, store, one_page)
+    old = json.loads(store.raw or b"")
+    del old["batch_limits"]
+    old["version"] = 1
+    store.raw = json.dumps(old).encode()
+    injector.target = None
+    replays = sink.replays
+    report = run_sync(fake, sink, store)  # DurableSink: batch n comes back identical
+    assert sink.replays == replays + 1
     assert_in_sync(fake, sink, report)
     assert sink.state() == fake.truth()

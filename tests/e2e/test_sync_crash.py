@@ -52,8 +52,19 @@ def test_sync_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path: Pa
     dest = tmp_path / "lake"
     env = {**os.environ, "CONVEX_URL": url, "CONVEX_DEPLOY_KEY": key}
     try:
+        # Batches of 3 snapshot or 4 delta pages, so the kills land inside and between
+        # batches; the final run uses the default limits.
         kills = kill_at_random_moments(
-            [sys.executable, "-m", "convex_cdc", "sync", "--dest", str(dest)],
+            [
+                sys.executable,
+                "-m",
+                "convex_cdc",
+                "sync",
+                "--dest",
+                str(dest),
+                "--batch-rows",
+                "100",
+            ],
             env=env,
             phase=lambda: _phase(dest),
             control=control,

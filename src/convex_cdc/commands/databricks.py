@@ -13,6 +13,7 @@ from typing import Literal, cast
 import click
 
 from convex_cdc.commands.connection import connect, source_options
+from convex_cdc.commands.options import batch_rows_option
 from convex_cdc.core.errors import ConfigError
 
 _WAREHOUSE_ENV = "CONVEX_CDC_WAREHOUSE"
@@ -52,6 +53,7 @@ def databricks() -> None:
     help="On Databricks: read the deploy key (`deploy-key`) and optional S3 credentials "
     "from this secret scope.",
 )
+@batch_rows_option
 def extract(
     *,
     warehouse: str,
@@ -61,6 +63,7 @@ def extract(
     resnapshot: bool,
     follow: bool,
     secret_scope: str | None,
+    batch_rows: int,
 ) -> None:
     """Land the deployment in bronze CDC Delta tables (one per Convex table).
 
@@ -78,7 +81,7 @@ def extract(
     if secret_scope:
         load_secret_scope(secret_scope, deploy_key_env=deploy_key_env)
     target = Warehouse.from_uri(warehouse, endpoint_url=endpoint_url)
-    options = SyncOptions(resnapshot=resnapshot, follow=follow)
+    options = SyncOptions(resnapshot=resnapshot, follow=follow, batch_rows=batch_rows)
     with connect(url, deploy_key_env) as source, SyncProgress("extract") as progress:
         result = run_extract(source, target, options, observer=progress)
     report = result.sync

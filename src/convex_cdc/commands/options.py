@@ -7,6 +7,8 @@ from typing import TypeVar
 
 import click
 
+from convex_cdc.core.checkpoint import DEFAULT_BATCH_ROWS
+
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -18,6 +20,19 @@ def dest_option(command: F) -> F:
         type=click.Path(file_okay=False, dir_okay=True),
         metavar="DIR",
         help="Destination directory (checkpoint, raw_change_log/, staging/).",
+    )(command)
+
+
+def batch_rows_option(command: F) -> F:
+    """``--batch-rows N``: change events a batch collects before it is written."""
+    return click.option(
+        "--batch-rows",
+        type=click.IntRange(min=1),
+        default=DEFAULT_BATCH_ROWS,
+        show_default=True,
+        help="Collect pages until a batch holds this many change events, then write it "
+        "(one file or commit per table, one checkpoint save). Larger batches are faster; "
+        "a crash re-fetches at most one batch.",
     )(command)
 
 

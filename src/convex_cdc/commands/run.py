@@ -6,7 +6,12 @@ import click
 
 from convex_cdc.commands.connection import source_options
 from convex_cdc.commands.materialize import materialize_step
-from convex_cdc.commands.options import dest_option, publish_options, selection_options
+from convex_cdc.commands.options import (
+    batch_rows_option,
+    dest_option,
+    publish_options,
+    selection_options,
+)
 from convex_cdc.commands.publish import publish_step
 from convex_cdc.commands.sync import sync_step
 
@@ -21,6 +26,7 @@ from convex_cdc.commands.sync import sync_step
     help="Publish target (s3://bucket/prefix or a directory); without it, publish is skipped.",
 )
 @publish_options
+@batch_rows_option
 def run(
     *,
     dest: str,
@@ -32,13 +38,21 @@ def run(
     endpoint_url: str | None,
     keep: int,
     include_raw: bool,
+    batch_rows: int,
 ) -> None:
     """Sync until caught up, materialize staging, then publish (if --to is given).
 
     Each step is safe to interrupt and re-run; a failed step stops the run with a
     non-zero exit code and the next run picks up where it stopped.
     """
-    sync_step(dest=dest, url=url, deploy_key_env=deploy_key_env, include=include, exclude=exclude)
+    sync_step(
+        dest=dest,
+        url=url,
+        deploy_key_env=deploy_key_env,
+        include=include,
+        exclude=exclude,
+        batch_rows=batch_rows,
+    )
     materialize_step(dest=dest)
     if to:
         publish_step(

@@ -11,9 +11,9 @@ from types import FrameType
 import click
 
 from convex_cdc.commands.connection import connect, source_options
-from convex_cdc.commands.options import dest_option, selection_options
+from convex_cdc.commands.options import batch_rows_option, dest_option, selection_options
 from convex_cdc.commands.progress import SyncProgress
-from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, InitialSnapshot
+from convex_cdc.core.checkpoint import DEFAULT_BATCH_ROWS, Checkpoint, DeltaTail, InitialSnapshot
 from convex_cdc.core.events import DEFAULT_MAX_DOCUMENT_BYTES
 from convex_cdc.core.orchestrator import SyncOptions, SyncReport, run_sync
 from convex_cdc.core.selection import Selection
@@ -33,6 +33,7 @@ def sync_step(
     follow: bool = False,
     resnapshot: bool = False,
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> SyncReport:
     """Run the extraction into ``dest`` and print what happened (shared with ``run``)."""
     layout = DestinationLayout.at(dest)
@@ -42,6 +43,7 @@ def sync_step(
         resnapshot=resnapshot,
         follow=follow,
         max_document_bytes=max_document_bytes,
+        batch_rows=batch_rows,
     )
     stop = threading.Event()
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -93,7 +95,7 @@ def format_ts(ts: int) -> str:
 
 
 class _stop_on_sigterm:
-    """Turn SIGTERM into a graceful stop after the current page (for --follow)."""
+    """Turn SIGTERM into a graceful stop after the batch being written (for --follow)."""
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
@@ -132,6 +134,7 @@ class _stop_on_sigterm:
     show_default=True,
     help="Refuse documents larger than this (Convex caps documents at 1 MiB).",
 )
+@batch_rows_option
 def sync(
     *,
     dest: str,
@@ -142,6 +145,7 @@ def sync(
     follow: bool,
     resnapshot: bool,
     max_document_bytes: int,
+    batch_rows: int,
 ) -> None:
     """Extract changes from Convex into DIR/raw_change_log until caught up.
 
@@ -158,4 +162,5 @@ def sync(
         follow=follow,
         resnapshot=resnapshot,
         max_document_bytes=max_document_bytes,
+        batch_rows=batch_rows,
     )

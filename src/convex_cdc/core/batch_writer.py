@@ -1,10 +1,10 @@
-"""Making a page's batch durable and then saving its checkpoint, on a writer thread.
+"""Making a batch durable and then saving its checkpoint, on a writer thread.
 
-The orchestrator hands each page over as a :class:`PageCommit` and goes on normalising
-the next page while this one is written. One commit is in flight at a time: handing over
-the next one first waits for it, so batches land and checkpoints are saved strictly in
-page order, each checkpoint only after its batch is durable. A failed commit surfaces at
-that wait, and nothing after it is written.
+The orchestrator hands each batch over as a :class:`BatchCommit` and goes on normalising
+the pages of the next one while this one is written. One commit is in flight at a time:
+handing over the next one first waits for it, so batches land and checkpoints are saved
+strictly in page order, each checkpoint only after its batch is durable. A failed commit
+surfaces at that wait, and nothing after it is written.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Final, Literal
 
 import pyarrow as pa
 
+from convex_cdc.core.batch_assembler import PageTally
 from convex_cdc.core.checkpoint import Checkpoint, InitialSnapshot
 from convex_cdc.core.errors import ConvexCdcError, SinkError, StepFailed
 from convex_cdc.core.events import ChangeBatch
@@ -30,31 +31,37 @@ failure elsewhere; the thread is a daemon and never keeps the process alive)."""
 
 
 @dataclass(frozen=True, slots=True)
-class PageCommit:
-    """What the writer does for one page, in this order."""
+class BatchCommit:
+    """What the writer does for one batch of consecutive pages, in this order."""
 
     previous: Checkpoint
+    """The checkpoint the batch starts from."""
     following: Checkpoint
-    """The checkpoint that is true once ``events`` are durable."""
+    """The checkpoint that is true once ``events`` are durable (after the last page)."""
     events: pa.Table
     kind: Literal["snapshot", "delta"]
-    response_bytes: int
+    pages: tuple[PageTally, ...]
     save_first: Checkpoint | None = None
     """A checkpoint that must be durable before the batch is written (a new walk's pin,
     or a pending delta batch)."""
 
+    @property
+    def response_bytes(self) -> int:
+        """Bytes of every page's HTTP response body."""
+        return sum(page.response_bytes for page in self.pages)
+
 
 class BatchWriter:
-    """Commits pages on a background thread, one at a time, in the order handed over."""
+    """Commits batches on a background thread, one at a time, in the order handed over."""
 
     def __init__(self, sink: Sink, store: CheckpointStore) -> None:
         self.sink = sink
         self.store = store
-        self._jobs: queue.SimpleQueue[tuple[PageCommit, Future[None]] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[BatchCommit, Future[None]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._in_flight: tuple[PageCommit, Future[None]] | None = None
+        self._in_flight: tuple[BatchCommit, Future[None]] | None = None
 
-    def submit(self, commit: PageCommit) -> PageCommit | None:
+    def submit(self, commit: BatchCommit) -> BatchCommit | None:
         """Settle the commit in flight, then start ``commit``; returns the settled one.
 
         Raises:
@@ -69,7 +76,7 @@ class BatchWriter:
         self._in_flight = (commit, done)
         return settled
 
-    def settle(self) -> PageCommit | None:
+    def settle(self) -> BatchCommit | None:
         """Wait for the commit in flight; returns it once its checkpoint is saved.
 
         Raises:
@@ -110,7 +117,7 @@ class BatchWriter:
             else:
                 done.set_result(None)
 
-    def _commit(self, commit: PageCommit) -> None:
+    def _commit(self, commit: BatchCommit) -> None:
         """Write the batch (if any), then — and only then — save its checkpoint."""
         if commit.save_first is not None:
             self.store.save(commit.save_first)

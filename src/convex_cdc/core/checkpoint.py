@@ -11,10 +11,14 @@ A source is in one of two positions:
 No checkpoint at all means "start a new snapshot". Transitions here do no I/O; the
 orchestrator applies them and saves the result only after the sink made the batch durable.
 
-Replays are exact. A walk is pinned (``begin_snapshot``) before its first page is written,
-so every snapshot page can be fetched again identically; a delta page that exhausted the
-log is recorded as ``pending`` before it is written, so its replay can be cut to the same
-end. A sink that sees batch ``n`` twice therefore sees the same events twice.
+Replays are exact. A batch holds one or more consecutive pages of one phase, and the
+checkpoint is the position after its last page. A walk is pinned (``begin_snapshot``)
+before its first batch is written, so every snapshot page can be fetched again
+identically; a delta batch that ends with a page that exhausted the log is recorded as
+``pending`` before it is written, so its replay can be cut to the same end; and every
+checkpoint records the :class:`BatchLimits` the batch after it is cut with, so a replay
+groups the same pages even when a later run is given other limits. A sink that sees batch
+``n`` twice therefore sees the same events twice.
 """
 
 from __future__ import annotations
@@ -34,7 +38,19 @@ DeltaCursor = NewType("DeltaCursor", int)
 """The exclusive document_deltas cursor (ns)."""
 
 CHECKPOINT_FORMAT: Final = "convex-cdc.checkpoint"
-CHECKPOINT_VERSION: Final = 1
+CHECKPOINT_VERSION: Final = 2
+"""Version 2 added ``batch_limits``; version 1 checkpoints load with :data:`ONE_PAGE_BATCHES`
+(the batches that version wrote)."""
+
+DEFAULT_BATCH_ROWS: Final = 16_384
+"""Change events a batch collects before it ends (16 full snapshot pages, 128 delta pages):
+enough to spread a sink's fixed cost per batch (files, fsyncs, a Delta commit), little
+enough to keep two batches in memory."""
+DEFAULT_BATCH_DOCUMENT_BYTES: Final = 64 * 1024 * 1024
+"""Document text a batch collects before it ends, whatever its row count (bounded memory)."""
+DEFAULT_BATCH_PAGES: Final = 512
+"""Pages a batch spans at most, empty ones included: bounds what a crash makes the next
+run fetch again, and how long a stretch of empty pages goes without a checkpoint."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -90,6 +106,25 @@ Position = InitialSnapshot | DeltaTail
 
 
 @dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """Where a batch of consecutive pages ends: with the page that brings it to ``rows``
+    change events, ``document_bytes`` of document text or ``pages`` pages, whichever comes
+    first (or earlier, at the end of a walk or with a page that exhausts the log)."""
+
+    rows: int = DEFAULT_BATCH_ROWS
+    document_bytes: int = DEFAULT_BATCH_DOCUMENT_BYTES
+    pages: int = DEFAULT_BATCH_PAGES
+
+    def __post_init__(self) -> None:
+        if min(self.rows, self.document_bytes, self.pages) < 1:
+            raise ValueError(f"batch limits must be positive, got {self}")
+
+
+ONE_PAGE_BATCHES: Final = BatchLimits(rows=1, document_bytes=1, pages=1)
+"""Every page its own batch: how checkpoint version 1 batches were cut."""
+
+
+@dataclass(frozen=True, slots=True)
 class PendingDelta:
     """A delta batch that may be partly written: replay it truncated to ``end_cursor``."""
 
@@ -113,6 +148,10 @@ class Checkpoint:
     """Timestamp of the snapshot walk this history started from (changes on --resnapshot)."""
     pending: PendingDelta | None = None
     """Set between the save before an exhausting delta batch is written and the save after."""
+    batch_limits: BatchLimits = BatchLimits()
+    """How the batch after this checkpoint is cut. It may be durable already (written, then
+    a crash before the save), so its replay must be cut the same way, whatever limits the
+    next run is given; those apply from the batch after it on."""
 
     @property
     def phase(self) -> str:
@@ -144,14 +183,19 @@ class Checkpoint:
 
 
 def begin_snapshot(
-    previous: Checkpoint | None, *, source: SourceIdentity, snapshot: int
+    previous: Checkpoint | None,
+    *,
+    source: SourceIdentity,
+    snapshot: int,
+    batch_limits: BatchLimits = BatchLimits(),
 ) -> Checkpoint:
-    """Pin a new snapshot walk at ``snapshot`` before its first page is written.
+    """Pin a new snapshot walk at ``snapshot`` before its first batch is written.
 
     Saving this makes every later page of the walk reproducible (``list_snapshot`` with a
     pinned ``snapshot`` and ``cursor`` always answers the same page), so a crash between a
     sink write and the checkpoint save replays exactly the same batch. ``batch_seq`` keeps
-    counting across re-snapshots so batch numbers never repeat.
+    counting across re-snapshots so batch numbers never repeat. The walk's first batch is
+    cut with ``batch_limits``.
     """
     batch_seq = 0
     if previous is not None:
@@ -167,6 +211,7 @@ def begin_snapshot(
         schema_fingerprints=dict(previous.schema_fingerprints) if previous is not None else {},
         tables_seen=previous.tables_seen if previous is not None else frozenset(),
         snapshot_started_at=snapshot,
+        batch_limits=batch_limits,
     )
 
 
@@ -176,13 +221,17 @@ def after_snapshot_page(
     cursor: str | None,
     has_more: bool,
     tables: Iterable[TableKey] = (),
+    batch_limits: BatchLimits | None = None,
 ) -> Checkpoint:
-    """The checkpoint that is true once a list_snapshot page of the pinned walk is durable.
+    """The checkpoint that is true once a batch of list_snapshot pages is durable.
 
-    More pages → ``InitialSnapshot(snapshot, cursor)``; the last page hands off to
+    ``previous`` is the checkpoint the batch started from; ``cursor`` and ``has_more``
+    are those of its last page, ``tables`` those of all its pages. More pages →
+    ``InitialSnapshot(snapshot, cursor)``; the last page hands off to
     ``DeltaTail(snapshot)``: deltas are exclusive of the cursor and the snapshot holds
     everything up to and including it, so there is neither gap nor overlap. ``batch_seq``
-    advances only when the page carried events (``tables`` non-empty).
+    advances only when the batch carried events (``tables`` non-empty). ``batch_limits``
+    (default: unchanged) is how the next batch will be cut.
     """
     if not isinstance(previous.position, InitialSnapshot):
         raise ValueError("list_snapshot pages only follow a pinned snapshot walk")
@@ -194,7 +243,7 @@ def after_snapshot_page(
         if has_more
         else DeltaTail(DeltaCursor(snapshot))
     )
-    return _advance(previous, position, tables)
+    return _advance(previous, position, tables, batch_limits)
 
 
 def with_pending_delta(previous: Checkpoint, *, batch_seq: int, end_cursor: int) -> Checkpoint:
@@ -215,16 +264,20 @@ def after_delta_page(
     *,
     cursor: int,
     tables: Iterable[TableKey] = (),
+    batch_limits: BatchLimits | None = None,
 ) -> Checkpoint:
-    """The checkpoint that is true once a document_deltas page is durable.
+    """The checkpoint that is true once a batch of document_deltas pages is durable.
 
-    The server's cursor is stored as returned, even when it moves backwards (a cursor
-    from the future is answered with the server's current timestamp). ``batch_seq``
-    advances only when the page carried events. Any pending marker is cleared.
+    ``previous`` is the checkpoint the batch started from, ``cursor`` where its last page
+    ended, ``tables`` those of all its pages. The server's cursor is stored as returned,
+    even when it moves backwards (a cursor from the future is answered with the server's
+    current timestamp). ``batch_seq`` advances only when the batch carried events. Any
+    pending marker is cleared. ``batch_limits`` (default: unchanged) is how the next batch
+    will be cut.
     """
     if not isinstance(previous.position, DeltaTail):
         raise ValueError("document_deltas pages only follow a completed snapshot")
-    return _advance(previous, DeltaTail(DeltaCursor(cursor)), tables)
+    return _advance(previous, DeltaTail(DeltaCursor(cursor)), tables, batch_limits)
 
 
 def with_schema_fingerprints(checkpoint: Checkpoint, fingerprints: Mapping[str, str]) -> Checkpoint:
@@ -232,7 +285,12 @@ def with_schema_fingerprints(checkpoint: Checkpoint, fingerprints: Mapping[str, 
     return replace(checkpoint, schema_fingerprints=dict(fingerprints))
 
 
-def _advance(previous: Checkpoint, position: Position, tables: Iterable[TableKey]) -> Checkpoint:
+def _advance(
+    previous: Checkpoint,
+    position: Position,
+    tables: Iterable[TableKey],
+    batch_limits: BatchLimits | None,
+) -> Checkpoint:
     delivered = {t.qualified for t in tables}
     return replace(
         previous,
@@ -240,6 +298,7 @@ def _advance(previous: Checkpoint, position: Position, tables: Iterable[TableKey
         batch_seq=previous.batch_seq + (1 if delivered else 0),
         tables_seen=previous.tables_seen | delivered,
         pending=None,
+        batch_limits=previous.batch_limits if batch_limits is None else batch_limits,
     )
 
 
@@ -256,6 +315,7 @@ _TOP_LEVEL_KEYS: Final = frozenset(
         "tables_seen",
         "snapshot_started_at",
         "pending",
+        "batch_limits",
     }
 )
 
@@ -287,6 +347,11 @@ def checkpoint_to_json(checkpoint: Checkpoint) -> dict[str, Any]:
             if checkpoint.pending is not None
             else None
         ),
+        "batch_limits": {
+            "rows": checkpoint.batch_limits.rows,
+            "document_bytes": checkpoint.batch_limits.document_bytes,
+            "pages": checkpoint.batch_limits.pages,
+        },
     }
 
 
@@ -320,7 +385,7 @@ def checkpoint_from_json(data: object, *, where: str = "checkpoint") -> Checkpoi
         )
     if version < 1:
         raise fail(f"unknown version {version}")
-    unknown = set(data) - _TOP_LEVEL_KEYS
+    unknown = set(data) - (_TOP_LEVEL_KEYS if version >= 2 else _TOP_LEVEL_KEYS - {"batch_limits"})
     if unknown:
         raise fail(f"unknown fields {sorted(unknown)}")
     try:
@@ -346,6 +411,11 @@ def checkpoint_from_json(data: object, *, where: str = "checkpoint") -> Checkpoi
         if started is not None and not _is_int(started):
             raise fail("snapshot_started_at must be an integer or null")
         pending = _pending_from_json(data.get("pending"), fail)
+        limits = (
+            _batch_limits_from_json(data["batch_limits"], fail)
+            if version >= 2
+            else ONE_PAGE_BATCHES
+        )
     except KeyError as missing:
         raise fail(f"missing field {missing}") from None
     return Checkpoint(
@@ -356,6 +426,7 @@ def checkpoint_from_json(data: object, *, where: str = "checkpoint") -> Checkpoi
         tables_seen=frozenset(seen),
         snapshot_started_at=started,
         pending=pending,
+        batch_limits=limits,
     )
 
 
@@ -411,6 +482,17 @@ def _pending_from_json(value: object, fail: Any) -> PendingDelta | None:
     ):
         raise fail("pending must be null or {batch_seq, end_cursor}")
     return PendingDelta(value["batch_seq"], DeltaCursor(value["end_cursor"]))
+
+
+def _batch_limits_from_json(value: object, fail: Any) -> BatchLimits:
+    names = ("rows", "document_bytes", "pages")
+    if (
+        not isinstance(value, dict)
+        or set(value) != set(names)
+        or not all(_is_int(value[name]) and value[name] >= 1 for name in names)
+    ):
+        raise fail("batch_limits must be {rows, document_bytes, pages}, positive integers")
+    return BatchLimits(value["rows"], value["document_bytes"], value["pages"])
 
 
 def _is_int(value: object) -> bool:

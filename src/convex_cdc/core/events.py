@@ -1,9 +1,9 @@
 """Change events and batches: the one shape every target receives.
 
-A page from Convex becomes one :class:`ChangeBatch`: an Arrow table of change events in
-the raw_change_log layout (design.md section 3) plus the checkpoint that becomes true
-once the batch is durable. Documents travel as lossless ``export_json`` text, so no
-target has to know the Convex wire format to store them.
+One or more consecutive pages from Convex become one :class:`ChangeBatch`: an Arrow
+table of change events in the raw_change_log layout (design.md section 3) plus the
+checkpoint that becomes true once the batch is durable. Documents travel as lossless
+``export_json`` text, so no target has to know the Convex wire format to store them.
 """
 
 from __future__ import annotations
@@ -84,10 +84,11 @@ class ChangeEvent:
 
 @dataclass(frozen=True, slots=True)
 class ChangeBatch:
-    """One page of change events and the checkpoint that is true once it is durable."""
+    """The change events of one or more consecutive pages of one phase, and the checkpoint
+    that is true once they are durable (the position after the last page)."""
 
     seq: int
-    """``batch_seq`` of this batch; replays of the same page carry the same number."""
+    """``batch_seq`` of this batch; a replay of the batch carries the same number."""
     kind: Literal["snapshot", "delta"]
     events: pa.Table
     """Rows in :data:`RAW_CHANGE_LOG_SCHEMA`, in server order."""
@@ -98,7 +99,7 @@ class ChangeBatch:
     (``--resnapshot`` is a truncate-and-reload)."""
     wire_format: str
     response_bytes: int
-    """Bytes of the HTTP response body this batch came from (for throughput figures)."""
+    """Bytes of the HTTP response bodies this batch came from (for throughput figures)."""
 
     @property
     def num_events(self) -> int:
@@ -171,6 +172,7 @@ def events_from_values(
     extracted_at: datetime | None = None,
     endpoint: str,
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+    consume_values: bool = False,
 ) -> pa.Table:
     """Normalise the ``values`` of one page into change-event rows.
 
@@ -179,12 +181,13 @@ def events_from_values(
     ``_deleted``; snapshot values are never tombstones; table and component names are
     Convex identifiers (so they are safe to turn into paths downstream); no document is
     larger than ``max_document_bytes``. Values of system tables are dropped. ``values``
-    is not modified.
+    is not modified, unless ``consume_values``: then the caller gives them up (they are
+    used as the documents, without their metadata keys), which saves copying each one.
 
     Raises:
         MalformedResponse: naming the first offending value, before anything is written.
     """
-    columns = _page_columns(values, kind, max_document_bytes)
+    columns = _page_columns(values, kind, max_document_bytes, consume_values)
     if columns is None:
         # Something is unusual (a bad value, a system table, an unknown underscore field):
         # the value-by-value path drops it or refuses it, naming the first offender.
@@ -209,12 +212,17 @@ _dumps_sorted: Final = functools.partial(orjson.dumps, option=orjson.OPT_SORT_KE
 
 
 def _page_columns(
-    values: Sequence[Any], kind: Literal["snapshot", "delta"], max_document_bytes: int
+    values: Sequence[Any],
+    kind: Literal["snapshot", "delta"],
+    max_document_bytes: int,
+    consume: bool,
 ) -> _Columns | None:
     """The columns of a well-formed page of user-table values, ``None`` for anything else.
 
     The hot path: the same checks as :func:`_checked_columns`, made column by column with
     C-level iteration (``map``, ``set``, ``min``/``max``) instead of value by value.
+    ``consume``: the documents are the values themselves, stripped of their metadata keys
+    (which are put back if the page turns out to need the value-by-value path).
     """
     if not values:
         return _Columns([], [], [], [], [], [])
@@ -249,26 +257,37 @@ def _page_columns(
     extra = set[Any]().union(*values) - _KNOWN_KEYS
     if any(type(key) is not str or key[:1] == "_" for key in extra):
         return None
-    documents = _documents(values, deleted if kind == "delta" else None)
+    # Shallow copies keep the page's own values intact, unless the caller gave them up.
+    fields: Sequence[dict[str, Any]] = values if consume else list(map(dict.copy, values))
+    for key in ("_component", "_table", "_ts"):
+        deque(map(dict.pop, fields, repeat(key)), maxlen=0)
+    popped_flags = list(map(dict.pop, fields, repeat("_deleted"), repeat(_ABSENT)))
+    documents = _documents(fields, deleted if kind == "delta" else None)
     if documents is None or max(map(len, filter(None, documents)), default=0) > max_document_bytes:
+        if consume:  # the value-by-value path looks at the values whole
+            for value, *metadata in zip(fields, components, tables, tss, popped_flags, strict=True):
+                value.update(
+                    (key, item)
+                    for key, item in zip(_METADATA_KEYS, metadata, strict=True)
+                    if item is not _ABSENT
+                )
         return None
     return _Columns(components, tables, ids, tss, deleted, documents)
 
 
+_ABSENT: Final = object()
+"""Marks a value without a ``_deleted`` key."""
+
+
 def _documents(
-    values: Sequence[dict[str, Any]], deleted: list[bool] | None
+    fields: Sequence[dict[str, Any]], deleted: list[bool] | None
 ) -> list[bytes | None] | None:
-    """Each value without its metadata keys, as sorted-key JSON; ``None`` if one cannot be."""
-    documents = list(map(dict.copy, values))  # shallow: the page's own values stay intact
-    for key in ("_component", "_table", "_ts"):
-        deque(map(dict.pop, documents, repeat(key)), maxlen=0)
-    deque(map(dict.pop, documents, repeat("_deleted"), repeat(None)), maxlen=0)
+    """Each value's fields as sorted-key JSON; ``None`` if one cannot be encoded."""
     try:
         if deleted is None:
-            return list(map(_dumps_sorted, documents))
+            return list(map(_dumps_sorted, fields))
         return [
-            None if gone else _dumps_sorted(doc)
-            for doc, gone in zip(documents, deleted, strict=True)
+            None if gone else _dumps_sorted(doc) for doc, gone in zip(fields, deleted, strict=True)
         ]
     except TypeError:  # orjson.JSONEncodeError is one
         return None

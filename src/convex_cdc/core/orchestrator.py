@@ -1,19 +1,25 @@
 """Snapshot and delta orchestration: the one place that orders writes and checkpoints.
 
-For every page: normalise → ``sink.write(batch)`` (durable) → ``store.save(checkpoint)``.
-Never the other order. A crash between the two replays the page; because walks are
-pinned and exhausting delta pages are recorded as pending first (see
+Consecutive pages of one phase are collected into a batch (where a batch ends is decided
+by :mod:`convex_cdc.core.batch_assembler`). For every batch: normalise its pages →
+``sink.write(batch)`` (durable) → ``store.save(checkpoint)``, the checkpoint being the
+position after the batch's last page. Never the other order, and never a checkpoint for
+a page inside a batch. A crash before the save replays the batch from its first page;
+because walks are pinned, exhausting delta batches are recorded as pending first, and
+each checkpoint records how the batch after it is cut (see
 :mod:`convex_cdc.core.checkpoint`), the replay carries exactly the same events, and sinks
-make a repeated batch harmless.
+make a repeated batch harmless. A run that stops (a failed fetch, a malformed page,
+``should_stop``) inside a batch writes nothing of that batch: its pages are fetched again.
 
 The steps are pipelined over three threads. A fetch thread walks ahead (see
 :mod:`convex_cdc.core.page_stream`: each page names the request for the next one, the
 pinned snapshot and its cursor, or the returned delta cursor), the caller's thread
-normalises page n+1, and a writer thread makes batch n durable and then saves its
-checkpoint (:mod:`convex_cdc.core.batch_writer`). The writer handles one batch at a time,
-in page order, so the order above holds for every batch; and a failure anywhere surfaces
-only once the batch before it is settled, so a run stops right after its last durable
-batch, as it would unpipelined.
+normalises the pages of batch n+1, and a writer thread makes batch n durable and then
+saves its checkpoint (:mod:`convex_cdc.core.batch_writer`). The writer handles one batch
+at a time, in page order, so the order above holds for every batch; and a failure
+anywhere surfaces only once the batch before it is settled, so a run stops right after
+its last durable batch, as it would unpipelined. Memory holds at most the batch being
+written, the one being collected and the pages fetched ahead.
 """
 
 from __future__ import annotations
@@ -23,14 +29,14 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, Literal, Protocol
+from typing import Final, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from convex_cdc.core.batch_writer import BatchWriter, PageCommit
+from convex_cdc.core.batch_assembler import BatchAssembler
+from convex_cdc.core.batch_writer import BatchCommit, BatchWriter
 from convex_cdc.core.checkpoint import (
     Checkpoint,
     DeltaTail,
@@ -44,66 +50,16 @@ from convex_cdc.core.checkpoint import (
     with_schema_fingerprints,
 )
 from convex_cdc.core.errors import MalformedResponse
-from convex_cdc.core.events import (
-    DEFAULT_MAX_DOCUMENT_BYTES,
-    events_from_values,
-    tables_in,
-)
+from convex_cdc.core.events import events_from_values, tables_in
 from convex_cdc.core.page_stream import PageStream
 from convex_cdc.core.schema import fetch_schema_fingerprints
 from convex_cdc.core.sink import CheckpointStore, Sink
-from convex_cdc.core.source import DeltaPage, Selection, SnapshotPage, Source
+from convex_cdc.core.source import DeltaPage, SnapshotPage, Source
+from convex_cdc.core.sync_options import SyncObserver, SyncOptions, SyncReport
+
+__all__ = ["SyncObserver", "SyncOptions", "SyncReport", "run_sync"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SyncOptions:
-    """How one ``sync`` run behaves."""
-
-    selection: Selection | None = None
-    resnapshot: bool = False
-    """Start a new snapshot walk even if a checkpoint exists (truncate-and-reload)."""
-    follow: bool = False
-    """Keep polling document_deltas after catching up, backing off while idle."""
-    idle_initial_seconds: float = 1.0
-    idle_max_seconds: float = 30.0
-    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
-
-
-class SyncObserver(Protocol):
-    """Receives progress; the CLI renders it as a progress display or log lines."""
-
-    def on_page(
-        self,
-        *,
-        kind: Literal["snapshot", "delta"],
-        events: int,
-        response_bytes: int,
-        checkpoint: Checkpoint,
-    ) -> None:
-        """A page was made durable (or was empty) and its checkpoint saved."""
-        ...
-
-    def on_idle(self, *, seconds: float, checkpoint: Checkpoint) -> None:
-        """Caught up in follow mode; sleeping ``seconds`` before polling again."""
-        ...
-
-
-@dataclass(slots=True)
-class SyncReport:
-    """What one run did."""
-
-    snapshot_pages: int = 0
-    delta_pages: int = 0
-    batches: int = 0
-    events: int = 0
-    deletes: int = 0
-    response_bytes: int = 0
-    started_new_snapshot: bool = False
-    checkpoint: Checkpoint | None = None
-    elapsed_seconds: float = 0.0
-    tables: set[str] = field(default_factory=set)
 
 
 def run_sync(
@@ -121,13 +77,18 @@ def run_sync(
     Resumes from ``store``: an incomplete snapshot walk continues after its cursor; a
     completed one reads document_deltas after the saved cursor. ``sink.write`` and
     ``store.save`` are called from a writer thread, one at a time and in order; the
-    observer is called from the caller's thread.
+    observer is called from the caller's thread. Pages are written in batches (see
+    :class:`SyncOptions` and :mod:`convex_cdc.core.batch_assembler`); the first batch of
+    a run is cut as the saved checkpoint records, in case it is the replay of a batch a
+    crash left without its checkpoint.
 
     Raises:
         ConvexCdcError: source errors as raised by the client (authentication, retention,
-            malformed responses...), :class:`StepFailed` wrapping a sink failure.
+            malformed responses...), :class:`StepFailed` wrapping a sink failure,
+            :class:`ConfigError` for batch limits below 1.
     """
     options = options or SyncOptions()
+    limits = options.batch_limits  # refuses a limit below 1 before anything happens
     started = time.monotonic()
     identity = SourceIdentity.from_url(source.deployment_url)
     report = SyncReport()
@@ -140,7 +101,9 @@ def run_sync(
     saved = checkpoint
     if checkpoint is None or options.resnapshot:
         first_page = source.list_snapshot(snapshot=None, cursor=None, selection=options.selection)
-        checkpoint = begin_snapshot(checkpoint, source=identity, snapshot=first_page.snapshot)
+        checkpoint = begin_snapshot(
+            checkpoint, source=identity, snapshot=first_page.snapshot, batch_limits=limits
+        )
         report.started_new_snapshot = True
         log.info("starting a snapshot walk at ts=%d", first_page.snapshot)
     if fingerprints is not None:
@@ -201,7 +164,7 @@ def _walk(run: _Run, checkpoint: Checkpoint, first_page: SnapshotPage | None) ->
     pin = first_page is not None
     with PageStream(first, after, name="convex-cdc-snapshot") as pages:
         while isinstance(checkpoint.position, InitialSnapshot):
-            checkpoint = run.snapshot_page(checkpoint, pages.next(), pin=pin)
+            checkpoint = run.snapshot_batch(checkpoint, pages, pin=pin)
             pin = False
     return checkpoint
 
@@ -232,9 +195,9 @@ def _tail(
 def _catch_up(
     run: _Run, checkpoint: Checkpoint, should_stop: Callable[[], bool]
 ) -> tuple[Checkpoint, bool]:
-    """document_deltas pages until the log is exhausted (or ``should_stop``).
+    """Batches of document_deltas pages until the log is exhausted (or ``should_stop``).
 
-    Returns the checkpoint after the last page and whether that page delivered events.
+    Returns the checkpoint after the last batch and whether that batch delivered events.
     """
     source, selection = run.source, run.options.selection
 
@@ -246,23 +209,36 @@ def _catch_up(
 
     position = checkpoint.position
     assert isinstance(position, DeltaTail)
+    delivered = False
     if checkpoint.pending is not None:
-        # A replay is cut to the recorded end, so the walk goes on from there, not from
-        # the cursor the page returned: fetch this one page on its own.
-        checkpoint, has_more, delivered = run.delta_page(checkpoint, fetch(position.cursor)())
+        # A replay is cut at the recorded end, so the walk goes on from there, not from
+        # the cursor its last page returned: the pages up to the end are a walk of their own.
+        end = int(checkpoint.pending.end_cursor)
+
+        def up_to_end(page: DeltaPage) -> Callable[[], DeltaPage] | None:
+            return after(page) if page.cursor < end else None
+
+        with PageStream(fetch(position.cursor), up_to_end, name="convex-cdc-replay") as pages:
+            batch = run.delta_batch(checkpoint, pages, should_stop, replay_end=end)
+        if batch is None:
+            return checkpoint, delivered
+        checkpoint, has_more, delivered = batch
         if not has_more or should_stop():
             return checkpoint, delivered
         position = checkpoint.position
         assert isinstance(position, DeltaTail)
     with PageStream(fetch(position.cursor), after, name="convex-cdc-deltas") as pages:
         while True:
-            checkpoint, has_more, delivered = run.delta_page(checkpoint, pages.next())
+            batch = run.delta_batch(checkpoint, pages, should_stop)
+            if batch is None:
+                return checkpoint, delivered
+            checkpoint, has_more, delivered = batch
             if not has_more or should_stop():
                 return checkpoint, delivered
 
 
 class _Run:
-    """The per-page steps of one run, sharing its collaborators and the pipeline."""
+    """The per-batch steps of one run, sharing its collaborators and the pipeline."""
 
     def __init__(
         self,
@@ -275,73 +251,104 @@ class _Run:
     ) -> None:
         self.source = source
         self.options = options
+        self.limits = options.batch_limits
         self.observer = observer
         self.report = report
         self.writer = writer
 
-    def snapshot_page(
-        self, checkpoint: Checkpoint, page: SnapshotPage, *, pin: bool = False
+    def snapshot_batch(
+        self, start: Checkpoint, pages: PageStream[SnapshotPage], *, pin: bool = False
     ) -> Checkpoint:
-        """One page of the pinned walk, handed to the writer; ``pin``: the walk's
-        checkpoint is not saved yet. Returns the checkpoint the page leads to."""
-        position = checkpoint.position
+        """The next batch of pages of the pinned walk, handed to the writer.
+
+        ``pin``: the walk's checkpoint (``start``) is not saved yet. Returns the checkpoint
+        the batch leads to.
+        """
+        position = start.position
         assert isinstance(position, InitialSnapshot)
-        if page.snapshot != position.snapshot:
-            raise MalformedResponse(
-                f"list_snapshot answered snapshot {page.snapshot} for a walk pinned at "
-                f"{position.snapshot}",
-                endpoint="list_snapshot",
+        batch = BatchAssembler(start.batch_limits)
+        while True:
+            page = pages.next()
+            if page.snapshot != position.snapshot:
+                raise MalformedResponse(
+                    f"list_snapshot answered snapshot {page.snapshot} for a walk pinned at "
+                    f"{position.snapshot}",
+                    endpoint="list_snapshot",
+                )
+            events = self._normalise(
+                page.values, "snapshot", start.batch_seq + 1, position.snapshot, "list_snapshot"
             )
-        events = self._normalise(
-            page.values, "snapshot", checkpoint.batch_seq + 1, position.snapshot, "list_snapshot"
-        )
+            self.report.snapshot_pages += 1
+            cursor, has_more, response_bytes = page.cursor, page.has_more, page.response_bytes
+            del page  # its values are normalised; let them go while the batch fills
+            last = not (has_more and cursor is not None)  # as the stream's ``after`` decides
+            if batch.add(events, response_bytes=response_bytes, last=last):
+                break
         following = after_snapshot_page(
-            checkpoint, cursor=page.cursor, has_more=page.has_more, tables=tables_in(events)
+            start, cursor=cursor, has_more=has_more, tables=batch.tables(), batch_limits=self.limits
         )
-        self.report.snapshot_pages += 1
-        # The pin is saved only now that the first page is known to be well-formed, and
-        # before it is written: a replay after a crash must walk the same snapshot.
-        pin_first = checkpoint if pin and events.num_rows else None
+        # The pin is saved only now that the pages of the first batch are known to be
+        # well-formed, and before they are written: a replay after a crash must walk the
+        # same snapshot.
+        pin_first = start if pin and batch.rows else None
         self._write(
-            PageCommit(checkpoint, following, events, "snapshot", page.response_bytes, pin_first)
+            BatchCommit(start, following, batch.events(), "snapshot", tuple(batch.pages), pin_first)
         )
         return following
 
-    def delta_page(self, checkpoint: Checkpoint, page: DeltaPage) -> tuple[Checkpoint, bool, bool]:
-        """One document_deltas page, handed to the writer.
+    def delta_batch(
+        self,
+        start: Checkpoint,
+        pages: PageStream[DeltaPage],
+        should_stop: Callable[[], bool],
+        *,
+        replay_end: int | None = None,
+    ) -> tuple[Checkpoint, bool, bool] | None:
+        """The next batch of document_deltas pages, handed to the writer.
 
-        Returns the checkpoint the page leads to, whether the log has more, and whether
-        the page delivered any events.
+        ``replay_end``: the batch is the replay of a pending one, which ends exactly at this
+        cursor. Returns the checkpoint the batch leads to, whether the log has more, and
+        whether the batch delivered any events; ``None`` when ``should_stop`` ended the
+        run inside the batch (nothing of it is written).
         """
-        events = self._normalise(
-            page.values, "delta", checkpoint.batch_seq + 1, None, "document_deltas"
-        )
-        end, has_more = page.cursor, page.has_more
-        if events.num_rows and _max_ts(events) > end:
-            raise MalformedResponse(
-                f"document_deltas returned a value with _ts above its cursor {end}",
-                endpoint="document_deltas",
+        batch = BatchAssembler(start.batch_limits if replay_end is None else None)
+        while True:
+            page = pages.next()
+            events = self._normalise(
+                page.values, "delta", start.batch_seq + 1, None, "document_deltas"
             )
-        pending = checkpoint.pending
-        if pending is not None:
-            # Replaying a batch the sink may already hold: cut it to the recorded end so it
-            # carries exactly the same events as the first attempt.
-            end = int(pending.end_cursor)
-            kept = events.filter(pc.less_equal(events.column("_ts"), end))
-            has_more = has_more or kept.num_rows < events.num_rows
-            events = kept
-        following = after_delta_page(checkpoint, cursor=end, tables=tables_in(events))
+            end, has_more, response_bytes = page.cursor, page.has_more, page.response_bytes
+            del page
+            if events.num_rows and _max_ts(events) > end:
+                raise MalformedResponse(
+                    f"document_deltas returned a value with _ts above its cursor {end}",
+                    endpoint="document_deltas",
+                )
+            self.report.delta_pages += 1
+            last = not has_more
+            if replay_end is not None and (last or end >= replay_end):
+                # Replaying a batch the sink may already hold: cut it at the recorded end
+                # so it carries exactly the same events as the first attempt.
+                kept = events.filter(pc.less_equal(events.column("_ts"), replay_end))
+                has_more = has_more or kept.num_rows < events.num_rows
+                events, end, last = kept, replay_end, True
+            if batch.add(events, response_bytes=response_bytes, last=last):
+                break
+            if should_stop():
+                return None
+        following = after_delta_page(
+            start, cursor=end, tables=batch.tables(), batch_limits=self.limits
+        )
         pending_first = None
-        if events.num_rows and not has_more and pending is None:
-            # This page ended at the server's "now"; asked again it could return more.
-            pending_first = with_pending_delta(
-                checkpoint, batch_seq=following.batch_seq, end_cursor=end
-            )
-        self.report.delta_pages += 1
+        if batch.rows and not has_more and replay_end is None:
+            # This batch ends at the server's "now"; asked again it could return more.
+            pending_first = with_pending_delta(start, batch_seq=following.batch_seq, end_cursor=end)
         self._write(
-            PageCommit(checkpoint, following, events, "delta", page.response_bytes, pending_first)
+            BatchCommit(
+                start, following, batch.events(), "delta", tuple(batch.pages), pending_first
+            )
         )
-        return following, has_more, events.num_rows > 0
+        return following, has_more, batch.rows > 0
 
     def settle(self) -> None:
         """Wait for the batch being written, then report it.
@@ -351,11 +358,11 @@ class _Run:
         """
         self._report(self.writer.settle())
 
-    def _write(self, commit: PageCommit) -> None:
+    def _write(self, commit: BatchCommit) -> None:
         """Hand ``commit`` to the writer once the batch before it is settled."""
         self._report(self.writer.submit(commit))
 
-    def _report(self, commit: PageCommit | None) -> None:
+    def _report(self, commit: BatchCommit | None) -> None:
         if commit is None:
             return
         report = self.report
@@ -367,12 +374,13 @@ class _Run:
             report.deletes += pc.sum(events.column("_deleted").cast(pa.int64())).as_py() or 0
             report.tables.update(key.qualified for key in tables_in(events))
         if self.observer is not None:
-            self.observer.on_page(
-                kind=commit.kind,
-                events=events.num_rows,
-                response_bytes=commit.response_bytes,
-                checkpoint=commit.following,
-            )
+            for page in commit.pages:
+                self.observer.on_page(
+                    kind=commit.kind,
+                    events=page.events,
+                    response_bytes=page.response_bytes,
+                    checkpoint=commit.following,
+                )
 
     def _normalise(
         self,
@@ -382,6 +390,7 @@ class _Run:
         snapshot_ts: int | None,
         endpoint: str,
     ) -> pa.Table:
+        # The page's values are the run's own and never looked at again: no need to copy.
         return events_from_values(
             values,
             kind=kind,
@@ -390,6 +399,7 @@ class _Run:
             extracted_at=datetime.now(UTC),
             endpoint=endpoint,
             max_document_bytes=self.options.max_document_bytes,
+            consume_values=True,
         )
 
 

@@ -45,7 +45,8 @@ from convex_cdc.target_s3.raw_batch_index import (
 from convex_cdc.target_s3.table_paths import resolve_table_dir
 
 RAW_ROW_GROUP_ROWS: Final = 64 * 1024
-"""Pages hold at most a few thousand events, so a batch file is usually one row group."""
+"""A batch holds about ``DEFAULT_BATCH_ROWS`` (16Ki) events, so a batch file is usually one
+row group."""
 
 RAW_ZSTD_LEVEL: Final = 1
 """Documents compress ~5x at level 1 already; higher levels cost more than they save."""

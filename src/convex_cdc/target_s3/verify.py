@@ -219,6 +219,7 @@ class _SourceWalk:
                 batch_seq=0,
                 snapshot_ts=page.snapshot,
                 endpoint="list_snapshot",
+                consume_values=True,  # the page is this walk's own and its values not reused
             )
             columns = [events.column(n).to_pylist() for n in ("_component", "_table", "_id")]
             for component, table, doc_id, text in zip(

@@ -159,11 +159,19 @@ def run_with(plan: _Plan, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Extr
     return extract
 
 
+# 3-document pages, batches of 2 pages (spanning tables); the restart is given other
+# limits, yet replays the first batch as the crashed run cut it.
+CRASHING_RUN = SyncOptions(batch_rows=4)
+RESTART = SyncOptions()
+
+
 def test_a_crash_at_any_append_or_save_then_a_restart_converges(
     warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     dry = _Plan(None)
-    run_with(dry, monkeypatch)(deployment(), Warehouse.from_uri(str(tmp_path / "dry")))
+    run_with(dry, monkeypatch)(
+        deployment(), Warehouse.from_uri(str(tmp_path / "dry")), CRASHING_RUN
+    )
     points = [(op, phase) for op in range(1, dry.ops + 1) for phase in ("before", "after")]
     assert len(points) >= 20
 
@@ -172,8 +180,8 @@ def test_a_crash_at_any_append_or_save_then_a_restart_converges(
         target = Warehouse.from_uri(str(tmp_path / f"w{n}"))
         fake = deployment()
         with pytest.raises(Crash):
-            run_with(_Plan(point), monkeypatch)(fake, target)
-        result = run_with(_Plan(None), monkeypatch)(fake, target)  # the restart completes
+            run_with(_Plan(point), monkeypatch)(fake, target, CRASHING_RUN)
+        result = run_with(_Plan(None), monkeypatch)(fake, target, RESTART)  # it completes
 
         assert_bronze_exactly_once(target)
         assert_silver_equals_truth(target, fake)
