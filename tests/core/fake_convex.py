@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 import orjson
 import pyarrow as pa
 
-from convex_cdc.core.checkpoint import Checkpoint, TableKey, dumps_checkpoint, loads_checkpoint
+from convex_cdc.core.checkpoint import Checkpoint, TableKey
+from convex_cdc.core.checkpoint_json import dumps_checkpoint, loads_checkpoint
 from convex_cdc.core.errors import ConvexApiError, RetentionExpired, SourceUnavailable
 from convex_cdc.core.events import ChangeBatch
 from convex_cdc.core.selection import Selection

@@ -24,13 +24,11 @@ from convex_cdc.core.checkpoint import (
     after_delta_page,
     after_snapshot_page,
     begin_snapshot,
-    checkpoint_to_json,
-    dumps_checkpoint,
     ensure_same_source,
-    loads_checkpoint,
     with_pending_delta,
     with_schema_fingerprints,
 )
+from convex_cdc.core.checkpoint_json import checkpoint_to_json, dumps_checkpoint, loads_checkpoint
 from convex_cdc.core.errors import CheckpointError
 
 SOURCE = SourceIdentity.from_url("https://happy-animal-123.convex.cloud/")

@@ -23,14 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convex_cdc.core.checkpoint import (
-    Checkpoint,
-    DeltaTail,
-    SourceIdentity,
-    begin_snapshot,
-    dumps_checkpoint,
-    loads_checkpoint,
-)
+from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, SourceIdentity, begin_snapshot
+from convex_cdc.core.checkpoint_json import dumps_checkpoint, loads_checkpoint
 from convex_cdc.core.errors import CheckpointError, MalformedResponse, SourceUnavailable
 from convex_cdc.core.orchestrator import SyncOptions, SyncReport, run_sync
 from convex_cdc.core.selection import Selection

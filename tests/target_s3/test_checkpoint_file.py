@@ -15,8 +15,8 @@ from convex_cdc.core.checkpoint import (
     TableKey,
     after_snapshot_page,
     begin_snapshot,
-    dumps_checkpoint,
 )
+from convex_cdc.core.checkpoint_json import dumps_checkpoint
 from convex_cdc.core.errors import CheckpointError, SinkError
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from convex_cdc.core.checkpoint import TableKey, checkpoint_to_json
+from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import SinkError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.target_s3 import raw_change_log

@@ -15,7 +15,8 @@ from rich.table import Table
 from convex_cdc.commands.connection import connect, source_options
 from convex_cdc.commands.options import dest_option
 from convex_cdc.commands.sync import describe_position, format_ts
-from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, InitialSnapshot, checkpoint_to_json
+from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, InitialSnapshot
+from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import ConvexCdcError
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.layout import DestinationLayout

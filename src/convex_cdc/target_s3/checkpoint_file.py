@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from convex_cdc.core.checkpoint import Checkpoint, dumps_checkpoint, loads_checkpoint
+from convex_cdc.core.checkpoint import Checkpoint
+from convex_cdc.core.checkpoint_json import dumps_checkpoint, loads_checkpoint
 from convex_cdc.core.errors import CheckpointError, SinkError
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
 from convex_cdc.target_s3.layout import DestinationLayout

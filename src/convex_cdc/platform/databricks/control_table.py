@@ -35,9 +35,8 @@ from convex_cdc.core.checkpoint import (
     InitialSnapshot,
     SourceIdentity,
     TableKey,
-    checkpoint_from_json,
-    checkpoint_to_json,
 )
+from convex_cdc.core.checkpoint_json import checkpoint_from_json, checkpoint_to_json
 from convex_cdc.core.errors import CheckpointError, SinkError
 from convex_cdc.platform.databricks.append_log import AppendOnlyLog
 from convex_cdc.platform.databricks.bronze import bronze_app_id, find_batch_commit

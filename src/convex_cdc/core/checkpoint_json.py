@@ -1,0 +1,215 @@
+"""The checkpoint's JSON form: versioned, canonical, and decoded strictly.
+
+A checkpoint file (or control-table row) that is corrupt, foreign or from a newer version
+is refused with :class:`~convex_cdc.core.errors.CheckpointError`, never silently reset.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final, assert_never
+
+from convex_cdc.core.checkpoint import (
+    ONE_PAGE_BATCHES,
+    BatchLimits,
+    Checkpoint,
+    DeltaCursor,
+    DeltaTail,
+    InitialSnapshot,
+    PendingDelta,
+    Position,
+    SnapshotCursor,
+    SnapshotTs,
+    SourceIdentity,
+)
+from convex_cdc.core.errors import CheckpointError
+
+CHECKPOINT_FORMAT: Final = "convex-cdc.checkpoint"
+CHECKPOINT_VERSION: Final = 2
+"""Version 2 added ``batch_limits``; version 1 checkpoints load with :data:`ONE_PAGE_BATCHES`
+(the batches that version wrote)."""
+
+_TOP_LEVEL_KEYS: Final = frozenset(
+    {
+        "format",
+        "version",
+        "source",
+        "position",
+        "batch_seq",
+        "schema_fingerprints",
+        "tables_seen",
+        "snapshot_started_at",
+        "pending",
+        "batch_limits",
+    }
+)
+
+
+def checkpoint_to_json(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The checkpoint as a JSON-ready dict (see design.md section 2)."""
+    position: dict[str, Any]
+    match checkpoint.position:
+        case InitialSnapshot(snapshot=snapshot, cursor=cursor):
+            position = {"InitialSnapshot": {"snapshot": int(snapshot), "cursor": cursor}}
+        case DeltaTail(cursor=delta_cursor):
+            position = {"DeltaTail": {"cursor": int(delta_cursor)}}
+        case _:
+            assert_never(checkpoint.position)
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "source": {"deployment_url": checkpoint.source.deployment_url},
+        "position": position,
+        "batch_seq": checkpoint.batch_seq,
+        "schema_fingerprints": dict(sorted(checkpoint.schema_fingerprints.items())),
+        "tables_seen": sorted(checkpoint.tables_seen),
+        "snapshot_started_at": checkpoint.snapshot_started_at,
+        "pending": (
+            {
+                "batch_seq": checkpoint.pending.batch_seq,
+                "end_cursor": int(checkpoint.pending.end_cursor),
+            }
+            if checkpoint.pending is not None
+            else None
+        ),
+        "batch_limits": {
+            "rows": checkpoint.batch_limits.rows,
+            "document_bytes": checkpoint.batch_limits.document_bytes,
+            "pages": checkpoint.batch_limits.pages,
+        },
+    }
+
+
+def dumps_checkpoint(checkpoint: Checkpoint) -> bytes:
+    """Canonical JSON bytes of a checkpoint (sorted, stable across runs)."""
+    return (json.dumps(checkpoint_to_json(checkpoint), indent=2, sort_keys=True) + "\n").encode()
+
+
+def checkpoint_from_json(data: object, *, where: str = "checkpoint") -> Checkpoint:
+    """Decode a checkpoint strictly: unknown fields, types or versions are refused."""
+
+    def fail(why: str) -> CheckpointError:
+        return CheckpointError(
+            f"{where} is not a usable convex-cdc checkpoint: {why}",
+            hint="restore it from a backup, or move it aside and run `sync --resnapshot` "
+            "to start a new snapshot (nothing already landed is lost)",
+        )
+
+    if not isinstance(data, dict):
+        raise fail("expected a JSON object")
+    if data.get("format") != CHECKPOINT_FORMAT:
+        raise fail(f"format is {data.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise fail("missing integer version")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{where} was written by a newer convex-cdc (checkpoint version {version}, "
+            f"this one understands {CHECKPOINT_VERSION})",
+            hint="upgrade convex-cdc",
+        )
+    if version < 1:
+        raise fail(f"unknown version {version}")
+    unknown = set(data) - (_TOP_LEVEL_KEYS if version >= 2 else _TOP_LEVEL_KEYS - {"batch_limits"})
+    if unknown:
+        raise fail(f"unknown fields {sorted(unknown)}")
+    try:
+        source = data["source"]
+        if not isinstance(source, dict) or set(source) != {"deployment_url"}:
+            raise fail("source must be {deployment_url}")
+        url = source["deployment_url"]
+        if not isinstance(url, str) or not url:
+            raise fail("source.deployment_url must be a non-empty string")
+        position = _position_from_json(data["position"], fail)
+        batch_seq = data["batch_seq"]
+        if not _is_int(batch_seq) or batch_seq < 0:
+            raise fail("batch_seq must be a non-negative integer")
+        fingerprints = data.get("schema_fingerprints", {})
+        if not isinstance(fingerprints, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in fingerprints.items()
+        ):
+            raise fail("schema_fingerprints must map table names to strings")
+        seen = data.get("tables_seen", [])
+        if not isinstance(seen, list) or not all(isinstance(t, str) for t in seen):
+            raise fail("tables_seen must be a list of table names")
+        started = data.get("snapshot_started_at")
+        if started is not None and not _is_int(started):
+            raise fail("snapshot_started_at must be an integer or null")
+        pending = _pending_from_json(data.get("pending"), fail)
+        limits = (
+            _batch_limits_from_json(data["batch_limits"], fail)
+            if version >= 2
+            else ONE_PAGE_BATCHES
+        )
+    except KeyError as missing:
+        raise fail(f"missing field {missing}") from None
+    return Checkpoint(
+        source=SourceIdentity(url),
+        position=position,
+        batch_seq=batch_seq,
+        schema_fingerprints=dict(fingerprints),
+        tables_seen=frozenset(seen),
+        snapshot_started_at=started,
+        pending=pending,
+        batch_limits=limits,
+    )
+
+
+def loads_checkpoint(raw: bytes, *, where: str = "checkpoint") -> Checkpoint:
+    """Parse checkpoint bytes; corrupt JSON is a :class:`CheckpointError`, never a reset."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(
+            f"{where} is corrupt (not JSON: {exc.__class__.__name__})",
+            hint="restore it from a backup, or move it aside and run `sync --resnapshot`",
+        ) from None
+    return checkpoint_from_json(data, where=where)
+
+
+def _position_from_json(value: object, fail: Any) -> Position:
+    if not isinstance(value, dict) or len(value) != 1:
+        raise fail("position must be {InitialSnapshot: ...} or {DeltaTail: ...}")
+    ((kind, body),) = value.items()
+    if kind == "InitialSnapshot":
+        if not isinstance(body, dict) or set(body) != {"snapshot", "cursor"}:
+            raise fail("InitialSnapshot must be {snapshot, cursor}")
+        snapshot, cursor = body["snapshot"], body["cursor"]
+        if not _is_int(snapshot) or (cursor is not None and not isinstance(cursor, str)):
+            raise fail("InitialSnapshot.snapshot must be an integer and cursor a string or null")
+        return InitialSnapshot(
+            SnapshotTs(snapshot), SnapshotCursor(cursor) if cursor is not None else None
+        )
+    if kind == "DeltaTail":
+        if not isinstance(body, dict) or set(body) != {"cursor"} or not _is_int(body["cursor"]):
+            raise fail("DeltaTail must be {cursor: integer}")
+        return DeltaTail(DeltaCursor(body["cursor"]))
+    raise fail(f"unknown position {kind!r}")
+
+
+def _pending_from_json(value: object, fail: Any) -> PendingDelta | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"batch_seq", "end_cursor"}
+        or not _is_int(value["batch_seq"])
+        or not _is_int(value["end_cursor"])
+    ):
+        raise fail("pending must be null or {batch_seq, end_cursor}")
+    return PendingDelta(value["batch_seq"], DeltaCursor(value["end_cursor"]))
+
+
+def _batch_limits_from_json(value: object, fail: Any) -> BatchLimits:
+    names = ("rows", "document_bytes", "pages")
+    if (
+        not isinstance(value, dict)
+        or set(value) != set(names)
+        or not all(_is_int(value[name]) and value[name] >= 1 for name in names)
+    ):
+        raise fail("batch_limits must be {rows, document_bytes, pages}, positive integers")
+    return BatchLimits(value["rows"], value["document_bytes"], value["pages"])
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
