@@ -140,20 +140,9 @@ def manifest_to_json(manifest: Manifest) -> dict[str, Any]:
                 "table": t.table,
                 "row_count": t.row_count,
                 "schema_fingerprint": t.schema_fingerprint,
-                "columns": [
-                    {"name": c.name, "type": c.type.value, "nullable": c.nullable}
-                    for c in t.columns
-                ],
+                "columns": [c.to_json() for c in t.columns],
                 "files": [_file_to_json(f) for f in t.files],
-                "widenings": [
-                    {
-                        "column": w.column,
-                        "from": w.from_type.value,
-                        "to": w.to_type.value,
-                        "batch": w.batch,
-                    }
-                    for w in t.widenings
-                ],
+                "widenings": [w.to_json() for w in t.widenings],
             }
             for t in manifest.tables
         ],

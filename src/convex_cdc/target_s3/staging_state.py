@@ -29,6 +29,10 @@ class ColumnSpec:
     type: ColumnType
     nullable: bool = True
 
+    def to_json(self) -> dict[str, Any]:
+        """``{"name", "type", "nullable"}``, as staging state and manifests write it."""
+        return {"name": self.name, "type": self.type.value, "nullable": self.nullable}
+
 
 @dataclass(frozen=True, slots=True)
 class StagingFile:
@@ -50,6 +54,15 @@ class Widening:
     from_type: ColumnType
     to_type: ColumnType
     batch: int
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"column", "from", "to", "batch"}``, as staging state and manifests write it."""
+        return {
+            "column": self.column,
+            "from": self.from_type.value,
+            "to": self.to_type.value,
+            "batch": self.batch,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +116,7 @@ def state_to_json(state: StagingState) -> dict[str, Any]:
                 "row_count": t.row_count,
                 "last_batch": t.last_batch,
                 "schema_fingerprint": t.schema_fingerprint,
-                "columns": [
-                    {"name": c.name, "type": c.type.value, "nullable": c.nullable}
-                    for c in t.columns
-                ],
+                "columns": [c.to_json() for c in t.columns],
                 "buckets": t.buckets,
                 "files": [
                     {
@@ -118,15 +128,7 @@ def state_to_json(state: StagingState) -> dict[str, Any]:
                     }
                     for f in t.files
                 ],
-                "widenings": [
-                    {
-                        "column": w.column,
-                        "from": w.from_type.value,
-                        "to": w.to_type.value,
-                        "batch": w.batch,
-                    }
-                    for w in t.widenings
-                ],
+                "widenings": [w.to_json() for w in t.widenings],
             }
             for t in sorted(state.tables, key=lambda t: t.key)
         ],
