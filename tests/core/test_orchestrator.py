@@ -413,7 +413,7 @@ def test_resnapshot_truncates_and_reloads_so_dropped_tables_disappear() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known gap (reported to the lead): a resnapshot walk with no events writes no "
+    reason="known gap: a resnapshot walk with no events writes no "
     "batch, so a sink never learns of the new walk and keeps the old rows",
 )
 def test_a_resnapshot_of_a_deployment_whose_tables_were_all_dropped_empties_the_sink() -> None:
