@@ -15,7 +15,7 @@ from rich.table import Table
 from convex_cdc.commands.connection import connect, source_options
 from convex_cdc.commands.options import dest_option
 from convex_cdc.commands.sync import describe_position, format_ts
-from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, InitialSnapshot
+from convex_cdc.core.checkpoint import Checkpoint, DeltaTail
 from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import ConvexCdcError
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
@@ -155,6 +155,3 @@ def status(dest: str, url: str | None, deploy_key_env: str, as_json: bool, offli
         click.echo(json.dumps(result, indent=2, sort_keys=True))
     else:
         _render(result)
-
-
-__all__ = ["InitialSnapshot", "collect_status", "status"]

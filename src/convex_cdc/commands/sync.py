@@ -48,7 +48,7 @@ def sync_step(
     stop = threading.Event()
     layout.root.mkdir(parents=True, exist_ok=True)
     with (
-        _stop_on_sigterm(stop),
+        StopOnSigterm(stop),
         DestinationLock(layout.root, "sync"),
         connect(url, deploy_key_env) as client,
         SyncProgress("sync") as progress,
@@ -94,7 +94,7 @@ def format_ts(ts: int) -> str:
     return f"{when} (ts {ts})"
 
 
-class _stop_on_sigterm:
+class StopOnSigterm:
     """Turn SIGTERM into a graceful stop after the batch being written (for --follow)."""
 
     def __init__(self, stop: threading.Event) -> None:
