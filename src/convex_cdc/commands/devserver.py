@@ -18,6 +18,11 @@ from types import FrameType
 
 import click
 
+from convex_cdc.devserver.settings import DevServerSettings
+
+_DEFAULTS = DevServerSettings()
+"""The server's own defaults, shown by --help (one place to change them)."""
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -37,7 +42,7 @@ import click
 )
 @click.option(
     "--fail-rate",
-    default=0.0,
+    default=_DEFAULTS.fail_rate,
     show_default=True,
     type=click.FloatRange(0.0, 1.0),
     help="Probability that an /api request fails (500, 503, 429, dropped body or stall).",
@@ -45,7 +50,7 @@ import click
 @click.option("--fault-seed", type=int, default=None, help="Seed of the fault-injection RNG.")
 @click.option(
     "--stall-seconds",
-    default=2.0,
+    default=_DEFAULTS.stall_seconds,
     show_default=True,
     type=float,
     help="How long a 'stall' fault sleeps before answering.",
@@ -59,28 +64,28 @@ import click
 )
 @click.option(
     "--snapshot-page-size",
-    default=1024,
+    default=_DEFAULTS.snapshot_page_size,
     show_default=True,
     type=click.IntRange(min=1),
     help="Documents per list_snapshot page.",
 )
 @click.option(
     "--deltas-row-limit",
-    default=128,
+    default=_DEFAULTS.deltas_row_limit,
     show_default=True,
     type=click.IntRange(min=1),
     help="Log rows per document_deltas page before the page end is chosen.",
 )
 @click.option(
     "--retention-seconds",
-    default=14 * 86400.0,
+    default=_DEFAULTS.retention_seconds,
     show_default=True,
     type=click.FloatRange(min=0.0),
     help="Document-log retention: older delta cursors get InvalidWindowToReadDocuments.",
 )
 @click.option(
     "--snapshot-max-age-seconds",
-    default=5 * 86400.0,
+    default=_DEFAULTS.snapshot_max_age_seconds,
     show_default=True,
     type=click.FloatRange(min=0.0),
     help="Oldest usable list_snapshot snapshot (older: SnapshotTooOld).",
@@ -112,7 +117,6 @@ def devserver(
     printed on the ready line.
     """
     from convex_cdc.devserver.server import DevServer
-    from convex_cdc.devserver.settings import DevServerSettings
     from convex_cdc.logs import register_secret
 
     settings = DevServerSettings(
