@@ -29,10 +29,11 @@ from typing import Any, NamedTuple
 import orjson
 import pyarrow as pa
 
-from convex_cdc.core.checkpoint import Checkpoint, TableKey
+from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.checkpoint_json import dumps_checkpoint, loads_checkpoint
 from convex_cdc.core.errors import ConvexApiError, RetentionExpired, SourceUnavailable
 from convex_cdc.core.events import ChangeBatch
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.selection import Selection
 from convex_cdc.core.source import DeltaPage, SnapshotPage
 from convex_cdc.devserver.writes import Delete, Insert, Replace, Write

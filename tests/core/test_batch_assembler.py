@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convex_cdc.core.batch_assembler import BatchAssembler, PageTally, document_text_bytes
-from convex_cdc.core.checkpoint import BatchLimits, TableKey
+from convex_cdc.core.checkpoint import BatchLimits
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, events_from_values
+from convex_cdc.core.names import TableKey
 
 _counter = iter(range(10**9))
 

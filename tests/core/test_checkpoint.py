@@ -20,7 +20,6 @@ from convex_cdc.core.checkpoint import (
     SnapshotCursor,
     SnapshotTs,
     SourceIdentity,
-    TableKey,
     after_delta_page,
     after_snapshot_page,
     begin_snapshot,
@@ -30,6 +29,7 @@ from convex_cdc.core.checkpoint import (
 )
 from convex_cdc.core.checkpoint_json import checkpoint_to_json, dumps_checkpoint, loads_checkpoint
 from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.names import TableKey
 
 SOURCE = SourceIdentity.from_url("https://happy-animal-123.convex.cloud/")
 S = 1_755_820_800_123_456_789  # above 2**53, as real timestamps are

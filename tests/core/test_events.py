@@ -15,17 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convex_cdc.core.checkpoint import SourceIdentity, TableKey, begin_snapshot
+from convex_cdc.core.checkpoint import SourceIdentity, begin_snapshot
 from convex_cdc.core.errors import MalformedResponse
 from convex_cdc.core.events import (
     RAW_CHANGE_LOG_SCHEMA,
     ChangeBatch,
     Op,
     events_from_values,
-    is_valid_component_path,
-    is_valid_table_name,
     tables_in,
 )
+from convex_cdc.core.names import TableKey, is_valid_component_path, is_valid_table_name
 
 TS = 1_755_820_790_000_000_001
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import ConfigError
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.selection import Pattern, Selection, pattern_text, validate_selection
 
 MESSAGES = TableKey("", "messages")

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType, decode_float, to_column_value
 
 TruthRows = dict[TableKey, dict[str, dict[str, Any]]]

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from deltalake import DeltaTable
 
 from convex_cdc.cli import cli
-from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.delta_read import open_table, read_table
 from convex_cdc.platform.databricks.silver import read_silver
 from convex_cdc.platform.databricks.table_spec import TableSpecStore

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from convex_cdc.cli import cli
-from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.published_reader import read_published
 from convex_cdc.target_s3.staging_state import load_staging_state

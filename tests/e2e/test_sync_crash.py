@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging import StagingMaterializer
 from convex_cdc.target_s3.staging_reader import read_staging_table

@@ -15,13 +15,13 @@ from typing import Any, Literal
 from convex_cdc.core.checkpoint import (
     Checkpoint,
     SourceIdentity,
-    TableKey,
     after_delta_page,
     after_snapshot_page,
     begin_snapshot,
     with_schema_fingerprints,
 )
 from convex_cdc.core.events import ChangeBatch, events_from_values, tables_in
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.source import WIRE_FORMAT
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.raw_change_log import RawChangeLogSink

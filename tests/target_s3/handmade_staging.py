@@ -14,8 +14,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from convex_cdc.core.checkpoint import Checkpoint, DeltaCursor, DeltaTail, SourceIdentity, TableKey
+from convex_cdc.core.checkpoint import Checkpoint, DeltaCursor, DeltaTail, SourceIdentity
 from convex_cdc.core.checkpoint_json import dumps_checkpoint
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import infer_column_types, system_columns, typed_columns
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging_buckets import positions_by_bucket, write_bucket_file

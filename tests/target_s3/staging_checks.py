@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.staging_reader import read_staging_table
 from convex_cdc.target_s3.staging_state import StagingState, load_staging_state
 

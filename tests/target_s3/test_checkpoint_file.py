@@ -12,12 +12,12 @@ import pytest
 from convex_cdc.core.checkpoint import (
     Checkpoint,
     SourceIdentity,
-    TableKey,
     after_snapshot_page,
     begin_snapshot,
 )
 from convex_cdc.core.checkpoint_json import dumps_checkpoint
 from convex_cdc.core.errors import CheckpointError, SinkError
+from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 
 SOURCE = SourceIdentity("https://happy-animal-123.convex.cloud")

@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import ConfigError, SinkError
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.orchestrator import run_sync
 from convex_cdc.devserver.writes import Replace
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore

@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import SinkError
+from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.manifest import ManifestFormatError
 from convex_cdc.target_s3.publish import publish
 from convex_cdc.target_s3.published_reader import read_published

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import SinkError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
+from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3 import raw_change_log
 from convex_cdc.target_s3.raw_change_log import RawChangeLog, RawChangeLogSink, read_file_metadata
 from tests.target_s3.change_batches import ScriptedSync, doc, key, tombstone

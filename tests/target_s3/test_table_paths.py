@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import SinkError
+from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.table_paths import resolve_table_dir, table_dir_name
 
 

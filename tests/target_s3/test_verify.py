@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import ConfigError
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.orchestrator import run_sync
 from convex_cdc.core.source import DeltaPage, Selection, SnapshotPage
 from convex_cdc.devserver.writes import Delete, Insert

@@ -201,7 +201,7 @@ def render(
     Typed columns come from the table spec the extractor keeps in --warehouse; with
     --tables alone the silver tables carry the document JSON instead.
     """
-    from convex_cdc.core.checkpoint import TableKey
+    from convex_cdc.core.names import TableKey
     from convex_cdc.platform.databricks.render import RenderOptions, write_rendered
     from convex_cdc.platform.databricks.render import render as run_render
     from convex_cdc.platform.databricks.table_spec import TableSpec, TableSpecStore

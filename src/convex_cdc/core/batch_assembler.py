@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from convex_cdc.core.checkpoint import BatchLimits, TableKey
+from convex_cdc.core.checkpoint import BatchLimits
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, tables_in
+from convex_cdc.core.names import TableKey
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final, NewType, assert_never
 
 from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.names import TableKey
 
 SnapshotTs = NewType("SnapshotTs", int)
 """A list_snapshot timestamp (ns)."""
@@ -47,28 +48,6 @@ DEFAULT_BATCH_DOCUMENT_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_BATCH_PAGES: Final = 512
 """Pages a batch spans at most, empty ones included: bounds what a crash makes the next
 run fetch again, and how long a stretch of empty pages goes without a checkpoint."""
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class TableKey:
-    """A Convex table: table names are unique only within a component."""
-
-    component: str
-    table: str
-
-    @property
-    def qualified(self) -> str:
-        """``table`` for the root component, ``component/table`` otherwise."""
-        return f"{self.component}/{self.table}" if self.component else self.table
-
-    @classmethod
-    def parse(cls, qualified: str) -> TableKey:
-        """Inverse of :attr:`qualified` (table names never contain ``/``)."""
-        component, _, table = qualified.rpartition("/")
-        return cls(component, table)
-
-    def __str__(self) -> str:
-        return self.qualified
 
 
 @dataclass(frozen=True, slots=True)

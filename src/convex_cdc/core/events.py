@@ -9,7 +9,6 @@ checkpoint that becomes true once the batch is durable. Documents travel as loss
 from __future__ import annotations
 
 import functools
-import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,8 +21,14 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from convex_cdc.core.checkpoint import Checkpoint, TableKey
+from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.errors import MalformedResponse
+from convex_cdc.core.names import (
+    TableKey,
+    is_system_table_name,
+    is_valid_component_path,
+    is_valid_table_name,
+)
 
 
 class Op(StrEnum):
@@ -57,9 +62,6 @@ DEFAULT_MAX_DOCUMENT_BYTES: Final = 8 * 1024 * 1024
 """Convex caps documents at 1 MiB; export_json text of one can be ~1.4x that (base64).
 Anything far beyond is not a Convex document and is refused rather than buffered."""
 
-# Convex identifiers: letters, digits and underscores, at most 64 characters. User tables
-# cannot start with "_" (those are system tables, which are never exported).
-_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _METADATA_KEYS: Final = ("_component", "_table", "_ts", "_deleted")
 _KEPT_UNDERSCORE_FIELDS: Final = frozenset({"_id", "_creationTime"})
 
@@ -151,16 +153,6 @@ def tables_in(events: pa.Table) -> list[TableKey]:
             strict=True,
         )
     )
-
-
-def is_valid_table_name(name: str) -> bool:
-    """A Convex user table name: an identifier that does not start with ``_``."""
-    return not name.startswith("_") and _IDENTIFIER.fullmatch(name) is not None
-
-
-def is_valid_component_path(path: str) -> bool:
-    """``""`` for the app, else ``/``-joined identifiers such as ``waitlist/ratelimiter``."""
-    return path == "" or all(_IDENTIFIER.fullmatch(part) for part in path.split("/"))
 
 
 def events_from_values(
@@ -319,7 +311,7 @@ def _checked_columns(
             raise MalformedResponse(f"value {doc_id} has no string _component", endpoint=endpoint)
         if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts <= _INT64_MAX:
             raise MalformedResponse(f"value {doc_id} has no integer _ts", endpoint=endpoint)
-        if table.startswith("_") and _IDENTIFIER.fullmatch(table):
+        if is_system_table_name(table):
             continue  # a system table: never exported, never landed
         if not is_valid_table_name(table):
             raise MalformedResponse(

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import AuthenticationError, ConvexApiError
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.source import Source
 
 log = logging.getLogger(__name__)

@@ -37,9 +37,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import ConfigError
-from convex_cdc.core.events import is_valid_component_path, is_valid_table_name
+from convex_cdc.core.names import TableKey, is_valid_component_path, is_valid_table_name
 
 INCLUDED: Final = "included"
 EXCLUDED: Final = "excluded"

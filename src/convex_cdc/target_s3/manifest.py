@@ -37,8 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import SinkError
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.staging_state import ColumnSpec, Widening
 

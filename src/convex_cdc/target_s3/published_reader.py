@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import SinkError
+from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.manifest import Manifest, ManifestFile, ManifestTable
 from convex_cdc.target_s3.object_store import PublishTarget, open_publish_target
 from convex_cdc.target_s3.remote_manifests import read_pointer

@@ -20,9 +20,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from convex_cdc.core.checkpoint import Checkpoint, TableKey
+from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.checkpoint_json import checkpoint_from_json, checkpoint_to_json
 from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.names import TableKey
 
 BATCH_INDEX_FORMAT: Final = "convex-cdc.raw-batch"
 BATCH_INDEX_VERSION: Final = 1

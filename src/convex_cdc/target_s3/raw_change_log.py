@@ -31,10 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import SinkError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
+from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3 import atomic_file
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.raw_batch_index import (

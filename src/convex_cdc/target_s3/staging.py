@@ -36,8 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from convex_cdc.core.checkpoint import Checkpoint, TableKey
+from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock

@@ -34,9 +34,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.document_columns import field_columns, parse_documents, paused_gc
 from convex_cdc.core.errors import SinkError
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import (
     ColumnType,
     creation_time_array,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging_buckets import read_bucket_file
 from convex_cdc.target_s3.staging_columns import SYSTEM_COLUMN_SPECS, arrow_schema

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
 

@@ -1,11 +1,9 @@
 """Turn a Convex table into a directory name that cannot escape the destination.
 
 Table and component names come from the server, so they are untrusted input. The
-directory name is the table name for the root component and
-``<component segments joined by ".">.<table>`` otherwise (``waitlist/ratelimiter`` +
-``limits`` → ``waitlist.ratelimiter.limits``). Convex identifiers never contain ``.``, so
-the mapping is injective, and a root table (no ``.``) never collides with a component
-table (at least one ``.``).
+directory name is :func:`convex_cdc.core.names.table_dir_name` (the same in every
+target): the table name for the root component, ``<component segments joined by
+".">.<table>`` otherwise.
 
 Every name is checked twice: first against the Convex identifier grammar (which already
 excludes NUL, separators, ``..``, and non-ASCII lookalikes), then, as defence in depth,
@@ -18,9 +16,9 @@ import os
 from pathlib import Path
 from typing import Final
 
-from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core import names
 from convex_cdc.core.errors import SinkError
-from convex_cdc.core.events import is_valid_component_path, is_valid_table_name
+from convex_cdc.core.names import TableKey
 
 MAX_DIR_NAME_BYTES: Final = 255
 """The usual file-name limit (ext4, APFS, NTFS)."""
@@ -40,17 +38,10 @@ def table_dir_name(key: TableKey) -> str:
         SinkError: the table or component name is not a Convex identifier, the result is
             too long for a file name, or it is a name the destination reserves.
     """
-    if not is_valid_table_name(key.table):
-        raise SinkError(
-            f"refusing table name {_show(key.table)}: not a Convex table name", hint=_HINT
-        )
-    if not is_valid_component_path(key.component):
-        raise SinkError(
-            f"refusing component path {_show(key.component)} (table {_show(key.table)}): "
-            "not a Convex component path",
-            hint=_HINT,
-        )
-    name = ".".join([*key.component.split("/"), key.table]) if key.component else key.table
+    try:
+        name = names.table_dir_name(key)
+    except ValueError as exc:
+        raise SinkError(str(exc), hint=_HINT) from None
     if len(name.encode()) > MAX_DIR_NAME_BYTES:
         raise SinkError(
             f"refusing table {_show(key.qualified)}: its directory name would be "

@@ -25,9 +25,9 @@ from typing import Any, Final
 
 import orjson
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import ConfigError, MalformedResponse
 from convex_cdc.core.events import events_from_values
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.source import Selection, SnapshotPage, Source
 from convex_cdc.core.type_mapping import json_text_column
 from convex_cdc.target_s3.layout import DestinationLayout

@@ -10,9 +10,10 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from convex_cdc.core.checkpoint import SourceIdentity, TableKey
+from convex_cdc.core.checkpoint import SourceIdentity
 from convex_cdc.core.errors import SinkError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
+from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks import bronze as bronze_module
 from convex_cdc.platform.databricks.bronze import (
     BRONZE_SCHEMA,

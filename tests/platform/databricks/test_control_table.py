@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from convex_cdc.core.checkpoint import SourceIdentity, TableKey
+from convex_cdc.core.checkpoint import SourceIdentity
 from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks import bronze as bronze_module
 from convex_cdc.platform.databricks.bronze import BronzeSink
 from convex_cdc.platform.databricks.control_table import (

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from convex_cdc.core.checkpoint import Checkpoint, SourceIdentity, TableKey
+from convex_cdc.core.checkpoint import Checkpoint, SourceIdentity
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.orchestrator import SyncOptions
 from convex_cdc.devserver.writes import Delete, Insert, Replace
 from convex_cdc.platform.databricks import extractor as extractor_module

@@ -18,8 +18,8 @@ import yaml
 from click.testing import CliRunner
 
 from convex_cdc.cli import cli
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import ConfigError
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType as C
 from convex_cdc.platform.databricks.bronze import BronzeSink
 from convex_cdc.platform.databricks.render import RenderOptions, render

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.events import ChangeBatch
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.platform.databricks.bronze import BronzeSink
 from convex_cdc.platform.databricks.control_table import DeltaCheckpointStore

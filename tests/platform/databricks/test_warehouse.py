@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import ConfigError, SinkError
+from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.warehouse import Warehouse, table_dir, table_key_from_dir
 
 

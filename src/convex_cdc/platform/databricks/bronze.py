@@ -35,10 +35,11 @@ from deltalake import (
 )
 from deltalake.exceptions import CommitFailedError
 
-from convex_cdc.core.checkpoint import Checkpoint, SourceIdentity, TableKey
+from convex_cdc.core.checkpoint import Checkpoint, SourceIdentity
 from convex_cdc.core.checkpoint_json import checkpoint_from_json, checkpoint_to_json
 from convex_cdc.core.errors import SinkError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
+from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.append_log import APPEND_ONLY
 from convex_cdc.platform.databricks.delta_read import open_table
 from convex_cdc.platform.databricks.table_spec import TableSpecStore, observed_types

@@ -29,15 +29,10 @@ from typing import Final
 import pyarrow as pa
 from deltalake import CommitProperties, Transaction
 
-from convex_cdc.core.checkpoint import (
-    Checkpoint,
-    DeltaTail,
-    InitialSnapshot,
-    SourceIdentity,
-    TableKey,
-)
+from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, InitialSnapshot, SourceIdentity
 from convex_cdc.core.checkpoint_json import checkpoint_from_json, checkpoint_to_json
 from convex_cdc.core.errors import CheckpointError, SinkError
+from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.append_log import AppendOnlyLog
 from convex_cdc.platform.databricks.bronze import bronze_app_id, find_batch_commit
 from convex_cdc.platform.databricks.delta_read import open_table, query

@@ -27,7 +27,7 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.schema import Field, PrimitiveType
 
-from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.platform.databricks.append_log import AppendOnlyLog
 from convex_cdc.platform.databricks.control_table import read_control_state

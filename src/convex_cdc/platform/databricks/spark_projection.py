@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.errors import ConfigError
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.platform.databricks.table_spec import TableSpec
 

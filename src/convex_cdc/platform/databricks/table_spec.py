@@ -31,9 +31,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from convex_cdc.core.checkpoint import TableKey
 from convex_cdc.core.document_columns import parse_documents, paused_gc
 from convex_cdc.core.events import tables_in
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType, infer_column_types, widen
 from convex_cdc.platform.databricks.append_log import AppendOnlyLog
 from convex_cdc.platform.databricks.warehouse import Warehouse, table_dir

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlparse
 
-from convex_cdc.core.checkpoint import TableKey
+from convex_cdc.core import names
 from convex_cdc.core.errors import ConfigError, SinkError
-from convex_cdc.core.events import is_valid_component_path, is_valid_table_name
+from convex_cdc.core.names import TableKey
 
 CONTROL_DIR: Final = "_convex_cdc"
 
@@ -140,17 +140,10 @@ def table_dir(key: TableKey) -> str:
     Raises:
         SinkError: the table or component name is not a Convex identifier.
     """
-    if not is_valid_table_name(key.table):
-        raise SinkError(
-            f"refusing table name {key.table[:80]!r}: not a Convex table name",
-            hint="this name did not come from a Convex deployment; check --url",
-        )
-    if not is_valid_component_path(key.component):
-        raise SinkError(
-            f"refusing component path {key.component[:80]!r}: not a Convex component path",
-            hint="this name did not come from a Convex deployment; check --url",
-        )
-    return ".".join([*key.component.split("/"), key.table]) if key.component else key.table
+    try:
+        return names.table_dir_name(key)
+    except ValueError as exc:
+        raise SinkError(str(exc), hint=_HINT) from None
 
 
 def table_key_from_dir(name: str) -> TableKey:
@@ -159,10 +152,13 @@ def table_key_from_dir(name: str) -> TableKey:
     Raises:
         SinkError: ``name`` is not a table directory name.
     """
-    *component, table = name.split(".")
-    key = TableKey("/".join(component), table)
-    table_dir(key)
-    return key
+    try:
+        return names.table_key_from_dir_name(name)
+    except ValueError as exc:
+        raise SinkError(str(exc), hint=_HINT) from None
+
+
+_HINT: Final = "this name did not come from a Convex deployment; check --url"
 
 
 def _s3_storage_options(env: Mapping[str, str], endpoint_url: str | None) -> dict[str, str]:
