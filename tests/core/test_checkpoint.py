@@ -28,7 +28,7 @@ from convex_cdc.core.checkpoint import (
     with_schema_fingerprints,
 )
 from convex_cdc.core.checkpoint_json import checkpoint_to_json, dumps_checkpoint, loads_checkpoint
-from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.errors import StateError
 from convex_cdc.core.names import TableKey
 
 SOURCE = SourceIdentity.from_url("https://happy-animal-123.convex.cloud/")
@@ -159,7 +159,7 @@ def test_table_keys_round_trip_through_their_qualified_name() -> None:
 
 def test_a_checkpoint_of_another_deployment_is_refused() -> None:
     ensure_same_source(pinned(), SourceIdentity.from_url(SOURCE.deployment_url + "/"), where="x")
-    with pytest.raises(CheckpointError, match="belongs to https://happy-animal-123"):
+    with pytest.raises(StateError, match="belongs to https://happy-animal-123"):
         ensure_same_source(pinned(), SourceIdentity("https://other.convex.cloud"), where="x")
 
 
@@ -276,14 +276,14 @@ def _mutated(**changes: object) -> bytes:
 def test_a_checkpoint_that_is_not_exactly_right_is_refused_not_reset(
     raw: bytes, problem: str
 ) -> None:
-    with pytest.raises(CheckpointError, match=problem) as caught:
+    with pytest.raises(StateError, match=problem) as caught:
         loads_checkpoint(raw, where="dest/checkpoint.json")
     assert "dest/checkpoint.json" in str(caught.value)
     assert caught.value.hint  # names the fix
 
 
 def test_a_checkpoint_from_a_newer_convex_cdc_asks_for_an_upgrade() -> None:
-    with pytest.raises(CheckpointError, match="newer convex-cdc") as caught:
+    with pytest.raises(StateError, match="newer convex-cdc") as caught:
         loads_checkpoint(_mutated(version=3))
     assert caught.value.hint == "upgrade convex-cdc"
 
@@ -307,7 +307,7 @@ def test_a_version_1_checkpoint_loads_with_the_one_page_batches_that_version_wro
     ids=["empty", "truncated", "not-utf8", "null", "deep-array", "deep-object", "nan"],
 )
 def test_corrupt_bytes_are_a_checkpoint_error(raw: bytes) -> None:
-    with pytest.raises(CheckpointError):
+    with pytest.raises(StateError):
         loads_checkpoint(raw)
 
 
@@ -319,7 +319,7 @@ def test_corrupt_bytes_are_a_checkpoint_error(raw: bytes) -> None:
 def test_arbitrary_bytes_either_load_or_raise_a_checkpoint_error(raw: bytes) -> None:
     try:
         loaded = loads_checkpoint(raw)
-    except CheckpointError:
+    except StateError:
         return
     assert loaded == pinned()  # only the complete file can load, and then exactly
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, SourceIdentity, begin_snapshot
 from convex_cdc.core.checkpoint_json import dumps_checkpoint, loads_checkpoint
-from convex_cdc.core.errors import CheckpointError, MalformedResponse, SourceUnavailable
+from convex_cdc.core.errors import MalformedResponse, SourceUnavailable, StateError
 from convex_cdc.core.orchestrator import SyncOptions, SyncReport, run_sync
 from convex_cdc.core.selection import Selection
 from convex_cdc.core.source import SnapshotPage
@@ -505,7 +505,7 @@ def test_a_checkpoint_of_another_deployment_is_refused_and_nothing_is_written() 
         None, source=SourceIdentity("https://other-animal-9.convex.cloud"), snapshot=5
     )
     store.raw = dumps_checkpoint(other)
-    with pytest.raises(CheckpointError, match="other-animal-9"):
+    with pytest.raises(StateError, match="other-animal-9"):
         run_sync(fake, sink, store)
     assert sink.writes == 0 and store.raw == dumps_checkpoint(other)
 

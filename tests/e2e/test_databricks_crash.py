@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.errors import StateError
 from convex_cdc.platform.databricks.control_table import read_control_state
 from convex_cdc.platform.databricks.delta_read import open_table, read_table
 from convex_cdc.platform.databricks.silver import apply_silver, read_silver
@@ -36,7 +36,7 @@ MIN_KILLS = 20
 def _phase(warehouse: Warehouse) -> str:
     try:
         state = read_control_state(warehouse)
-    except CheckpointError:
+    except StateError:
         return "none"
     return "none" if state is None else state.checkpoint.phase
 

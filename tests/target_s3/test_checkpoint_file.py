@@ -16,7 +16,7 @@ from convex_cdc.core.checkpoint import (
     begin_snapshot,
 )
 from convex_cdc.core.checkpoint_json import dumps_checkpoint
-from convex_cdc.core.errors import CheckpointError, SinkError
+from convex_cdc.core.errors import StateError, TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 
@@ -68,14 +68,14 @@ def test_a_file_that_is_not_a_checkpoint_is_an_error_never_a_reset(
     tmp_path: Path, content: bytes, match: str
 ) -> None:
     (tmp_path / "checkpoint.json").write_bytes(content)
-    with pytest.raises(CheckpointError, match=match):
+    with pytest.raises(StateError, match=match):
         FileCheckpointStore(tmp_path).load()
 
 
 def test_a_truncated_real_checkpoint_is_an_error(tmp_path: Path) -> None:
     whole = dumps_checkpoint(_checkpoint(2))
     (tmp_path / "checkpoint.json").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(CheckpointError, match="corrupt"):
+    with pytest.raises(StateError, match="corrupt"):
         FileCheckpointStore(tmp_path).load()
 
 
@@ -83,7 +83,7 @@ def test_a_checkpoint_from_a_newer_version_asks_for_an_upgrade(tmp_path: Path) -
     data = json.loads(dumps_checkpoint(_checkpoint()))
     data["version"] = 99
     (tmp_path / "checkpoint.json").write_text(json.dumps(data))
-    with pytest.raises(CheckpointError, match="newer convex-cdc") as raised:
+    with pytest.raises(StateError, match="newer convex-cdc") as raised:
         FileCheckpointStore(tmp_path).load()
     assert raised.value.hint == "upgrade convex-cdc"
 
@@ -99,7 +99,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(SinkError, match="No space left") as raised:
+    with pytest.raises(TargetError, match="No space left") as raised:
         store.save(_checkpoint(2))
     monkeypatch.undo()
 

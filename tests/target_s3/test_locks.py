@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from convex_cdc.core.errors import ConfigError
+from convex_cdc.core.errors import DestinationBusy
 from convex_cdc.target_s3.locks import DestinationLock
 
 HOLDER = """
@@ -42,7 +42,7 @@ def test_a_role_held_by_another_process_is_refused_naming_its_pid(tmp_path: Path
     holder = _hold(tmp_path, "sync")
     try:
         expected = rf"another convex-cdc sync is running on .* \(pid {holder.pid}\)"
-        with pytest.raises(ConfigError, match=expected), DestinationLock(tmp_path, "sync"):
+        with pytest.raises(DestinationBusy, match=expected), DestinationLock(tmp_path, "sync"):
             pass
     finally:
         _release(holder)
@@ -66,8 +66,26 @@ def test_different_roles_do_not_block_each_other(tmp_path: Path) -> None:
 def test_a_second_lock_in_the_same_process_is_refused(tmp_path: Path) -> None:
     with (
         DestinationLock(tmp_path, "publish"),
-        pytest.raises(ConfigError, match="another convex-cdc publish"),
+        pytest.raises(DestinationBusy, match="another convex-cdc publish"),
     ):
         DestinationLock(tmp_path, "publish").acquire()
     with DestinationLock(tmp_path, "publish"):
         pass
+
+
+def test_a_command_on_a_busy_destination_exits_75_with_one_line(tmp_path: Path) -> None:
+    """A scheduler tells "skip this run" from "fix your flags" by the exit code alone."""
+    holder = _hold(tmp_path, "staging")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "convex_cdc", "materialize", "--dest", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        _release(holder)
+    assert result.returncode == DestinationBusy.exit_code == 75
+    assert result.stderr.startswith("error: another convex-cdc staging is running")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

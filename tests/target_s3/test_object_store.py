@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from convex_cdc.core.errors import ConfigError, SinkError
+from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.target_s3.object_store import PublishTarget, open_publish_target
 from tests.fixtures.moto_s3 import S3Endpoint
 
@@ -73,7 +73,7 @@ def test_a_missing_bucket_is_one_clear_line(
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     target = open_publish_target("s3://no-such-bucket-here/lake", endpoint_url=s3_server.url)
-    with pytest.raises(SinkError, match="bucket 'no-such-bucket-here' does not exist") as err:
+    with pytest.raises(TargetError, match="bucket 'no-such-bucket-here' does not exist") as err:
         target.get("manifest.json")
     message = str(err.value)
     assert "\n" not in message
@@ -91,7 +91,7 @@ def test_an_unreachable_endpoint_is_a_network_error_without_credentials(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     target = open_publish_target("s3://lake/p", endpoint_url=f"http://127.0.0.1:{port}")
-    with pytest.raises(SinkError, match="cannot reach the object store") as err:
+    with pytest.raises(TargetError, match="cannot reach the object store") as err:
         target.put("x", b"1")
     assert "very-secret-value" not in str(err.value)
     assert "\n" not in str(err.value)

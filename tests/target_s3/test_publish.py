@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from convex_cdc.core.errors import ConfigError, SinkError
+from convex_cdc.core.errors import ConfigError, DestinationBusy, TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.orchestrator import run_sync
 from convex_cdc.devserver.writes import Replace
@@ -203,7 +203,7 @@ def test_a_concurrent_publisher_that_took_the_sequence_makes_publish_fail_cleanl
         if event.stage == "manifest":
             where.target().put_if_absent("manifests/000000000002.json", b'{"theirs": true}')
 
-    with pytest.raises(SinkError, match=r"another publisher already wrote .*000000000002\.json"):
+    with pytest.raises(TargetError, match=r"another publisher already wrote .*000000000002\.json"):
         publish(dest, where.url, endpoint_url=where.endpoint_url, progress=other_publisher_wins)
 
     assert where.target().get("manifest.json") == pointer_before
@@ -259,7 +259,7 @@ def test_publishing_to_a_missing_bucket_is_a_clear_one_line_error(
         monkeypatch.setenv(name, value)
     dest = tmp_path / "dest"
     stage(dest)
-    with pytest.raises(SinkError, match="bucket 'not-created' does not exist") as err:
+    with pytest.raises(TargetError, match="bucket 'not-created' does not exist") as err:
         publish(dest, "s3://not-created/lake", endpoint_url=s3_server.url)
     assert "\n" not in str(err.value)
 
@@ -293,7 +293,7 @@ def test_a_damaged_staging_file_is_never_published(tmp_path: Path) -> None:
     state = stage(dest)
     victim = dest / state.tables[0].files[0].path
     victim.write_bytes(victim.read_bytes()[:-1] + b"\x00")
-    with pytest.raises(SinkError, match="does not match the size/sha256"):
+    with pytest.raises(TargetError, match="does not match the size/sha256"):
         publish(dest, str(out))
     assert not (out / "manifest.json").exists()
 
@@ -417,7 +417,7 @@ def test_only_one_publish_runs_per_destination(tmp_path: Path) -> None:
     stage(dest)
     with (
         DestinationLock(dest, "publish"),
-        pytest.raises(ConfigError, match="another convex-cdc publish is running"),
+        pytest.raises(DestinationBusy, match="another convex-cdc publish is running"),
     ):
         publish(dest, str(tmp_path / "out"))
     assert publish(dest, str(tmp_path / "out")).sequence == 1

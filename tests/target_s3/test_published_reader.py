@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.manifest import ManifestFormatError
 from convex_cdc.target_s3.publish import publish
@@ -51,7 +51,7 @@ def test_a_changed_object_fails_its_digest(published: Path) -> None:
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    with pytest.raises(SinkError, match="does not match the size/sha256 in the manifest"):
+    with pytest.raises(TargetError, match="does not match the size/sha256 in the manifest"):
         read_published(str(published))
 
 
@@ -59,7 +59,7 @@ def test_a_missing_object_is_named(published: Path) -> None:
     manifest = read_published(str(published)).manifest
     path = manifest.tables[1].files[0].path
     (published / path).unlink()
-    with pytest.raises(SinkError, match=f"{path} is named by the manifest but missing"):
+    with pytest.raises(TargetError, match=f"{path} is named by the manifest but missing"):
         read_published(str(published))
 
 
@@ -68,12 +68,12 @@ def test_a_row_count_that_disagrees_with_the_files_is_refused(published: Path) -
     data = json.loads(pointer.read_bytes())
     data["tables"][1]["row_count"] = 13
     pointer.write_text(json.dumps(data))
-    with pytest.raises(SinkError, match="has 12 rows in its files, the manifest says 13"):
+    with pytest.raises(TargetError, match="has 12 rows in its files, the manifest says 13"):
         read_published(str(published))
 
 
 def test_nothing_published_and_foreign_manifests_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(SinkError, match="nothing is published"):
+    with pytest.raises(TargetError, match="nothing is published"):
         read_published(str(tmp_path / "nowhere"))
     assert not (tmp_path / "nowhere").exists()  # a reader creates nothing
     (tmp_path / "other").mkdir()

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from convex_cdc.core.checkpoint_json import checkpoint_to_json
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3 import raw_change_log
@@ -146,7 +146,7 @@ def test_a_hostile_table_name_is_refused_before_anything_is_written(
 ) -> None:
     (good,) = ScriptedSync(tmp_path / "source").snapshot([[doc("aaa", "m1", 10)]], snapshot_ts=50)
     dest = tmp_path / "dest"
-    with pytest.raises(SinkError, match="refusing"):
+    with pytest.raises(TargetError, match="refusing"):
         RawChangeLogSink(dest).write(_batch_with_table(good, hostile))
     assert not dest.exists() or _files(dest) == []
     assert not (tmp_path / "etc").exists()
@@ -175,7 +175,7 @@ def test_a_full_disk_is_a_sink_error_leaving_no_partial_file_and_no_index(
     monkeypatch.setattr(
         raw_change_log, "_write_parquet", _disk_full_after(tables_written_before_failure)
     )
-    with pytest.raises(SinkError, match="No space left on device") as raised:
+    with pytest.raises(TargetError, match="No space left on device") as raised:
         sync.delta([doc("messages", "m2", 60), doc("users", "u1", 61)])
     assert "free disk space" in (raised.value.hint or "")
     files = _files(tmp_path / "raw_change_log")
@@ -224,5 +224,5 @@ def test_a_missing_committed_file_is_a_clear_error(tmp_path: Path) -> None:
     sync = ScriptedSync(tmp_path)
     sync.snapshot([[doc("messages", "m1", 10)]], snapshot_ts=50)
     (tmp_path / "raw_change_log/messages/batch=000000000001.parquet").unlink()
-    with pytest.raises(SinkError, match="missing although batch 1 is indexed"):
+    with pytest.raises(TargetError, match="missing although batch 1 is indexed"):
         RawChangeLog(tmp_path).read_table_batches(key("messages"), [1])

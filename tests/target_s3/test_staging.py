@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from convex_cdc.core.errors import CheckpointError, ConfigError
+from convex_cdc.core.errors import DestinationBusy, StateError
 from convex_cdc.target_s3 import staging
 from convex_cdc.target_s3.locks import DestinationLock
 from convex_cdc.target_s3.raw_change_log import RawChangeLog, RawChangeLogSink
@@ -377,7 +377,7 @@ def test_a_second_materialize_on_the_same_destination_is_refused(tmp_path: Path)
     ScriptedSync(tmp_path).snapshot([[doc("messages", "m1", 1)]], snapshot_ts=5)
     with (
         DestinationLock(tmp_path, "staging"),
-        pytest.raises(ConfigError, match="another convex-cdc staging is running"),
+        pytest.raises(DestinationBusy, match="another convex-cdc staging is running"),
     ):
         StagingMaterializer(tmp_path).materialize()
 
@@ -387,7 +387,7 @@ def test_staging_built_from_another_deployment_is_refused(tmp_path: Path) -> Non
     StagingMaterializer(tmp_path).materialize()
     state_file = tmp_path / "staging" / "_state.json"
     state_file.write_text(state_file.read_text().replace("happy-animal-123", "other-place-9"))
-    with pytest.raises(CheckpointError, match="other-place-9"):
+    with pytest.raises(StateError, match="other-place-9"):
         StagingMaterializer(tmp_path).materialize()
 
 
@@ -399,5 +399,5 @@ def test_staging_ahead_of_the_checkpoint_is_refused(tmp_path: Path) -> None:
     StagingMaterializer(tmp_path).materialize()
     assert restored is not None
     sync.store.save(restored)
-    with pytest.raises(CheckpointError, match="beyond the checkpoint's 1"):
+    with pytest.raises(StateError, match="beyond the checkpoint's 1"):
         StagingMaterializer(tmp_path).materialize()

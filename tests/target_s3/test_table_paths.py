@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.table_paths import resolve_table_dir, table_dir_name
 
@@ -57,7 +57,7 @@ HOSTILE_TABLES = [
 @pytest.mark.parametrize("table", HOSTILE_TABLES, ids=repr)
 def test_hostile_table_names_are_refused_and_nothing_is_created(tmp_path: Path, table: str) -> None:
     root = tmp_path / "raw_change_log"
-    with pytest.raises(SinkError, match="refusing"):
+    with pytest.raises(TargetError, match="refusing"):
         resolve_table_dir(root, TableKey("", table))
     assert not root.exists()
 
@@ -68,19 +68,19 @@ def test_hostile_table_names_are_refused_and_nothing_is_created(tmp_path: Path, 
     ids=repr,
 )
 def test_hostile_component_paths_are_refused(tmp_path: Path, component: str) -> None:
-    with pytest.raises(SinkError, match="refusing component path"):
+    with pytest.raises(TargetError, match="refusing component path"):
         resolve_table_dir(tmp_path, TableKey(component, "messages"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_directory_name_over_255_bytes_is_refused(tmp_path: Path) -> None:
     component = "/".join(["c" * 64] * 4)  # every segment is a valid identifier
-    with pytest.raises(SinkError, match="255-byte"):
+    with pytest.raises(TargetError, match="255-byte"):
         resolve_table_dir(tmp_path, TableKey(component, "messages"))
 
 
 def test_names_the_destination_reserves_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(SinkError, match="reserved"):
+    with pytest.raises(TargetError, match="reserved"):
         resolve_table_dir(tmp_path, TableKey("_state", "json"))
 
 
@@ -90,7 +90,7 @@ def test_a_symlink_planted_in_the_destination_is_not_followed_outside(tmp_path: 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     os.symlink(outside, root / "messages")
-    with pytest.raises(SinkError, match="outside"):
+    with pytest.raises(TargetError, match="outside"):
         resolve_table_dir(root, TableKey("", "messages"))
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from convex_cdc.core.batch_assembler import PageTally
 from convex_cdc.core.checkpoint import Checkpoint, InitialSnapshot
-from convex_cdc.core.errors import ConvexCdcError, SinkError, StepFailed
+from convex_cdc.core.errors import ConvexCdcError, StepFailed, TargetError
 from convex_cdc.core.events import ChangeBatch
 from convex_cdc.core.sink import CheckpointStore, Sink
 from convex_cdc.core.source import WIRE_FORMAT
@@ -140,7 +140,7 @@ class BatchWriter:
             except ConvexCdcError as exc:
                 raise StepFailed(step="write", batch_seq=batch.seq, cause=exc) from exc
             except OSError as exc:
-                cause = SinkError(
+                cause = TargetError(
                     f"could not make batch {batch.seq} durable: {exc.strerror or exc}",
                     hint="free disk space or fix permissions, then run sync again; "
                     "nothing was lost",

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, NewType, assert_never
 
-from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.errors import StateError
 from convex_cdc.core.names import TableKey
 
 SnapshotTs = NewType("SnapshotTs", int)
@@ -280,7 +280,7 @@ def _advance(
 def ensure_same_source(checkpoint: Checkpoint, source: SourceIdentity, *, where: str) -> None:
     """Refuse to resume a checkpoint that belongs to another deployment."""
     if checkpoint.source != source:
-        raise CheckpointError(
+        raise StateError(
             f"{where} belongs to {checkpoint.source.deployment_url}, not {source.deployment_url}",
             hint="use a separate --dest per deployment",
         )

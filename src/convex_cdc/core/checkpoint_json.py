@@ -1,7 +1,7 @@
 """The checkpoint's JSON form: versioned, canonical, and decoded strictly.
 
 A checkpoint file (or control-table row) that is corrupt, foreign or from a newer version
-is refused with :class:`~convex_cdc.core.errors.CheckpointError`, never silently reset.
+is refused with :class:`~convex_cdc.core.errors.StateError`, never silently reset.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from convex_cdc.core.checkpoint import (
     SnapshotTs,
     SourceIdentity,
 )
-from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.errors import StateError
 
 CHECKPOINT_FORMAT: Final = "convex-cdc.checkpoint"
 CHECKPOINT_VERSION: Final = 2
@@ -88,8 +88,8 @@ def dumps_checkpoint(checkpoint: Checkpoint) -> bytes:
 def checkpoint_from_json(data: object, *, where: str = "checkpoint") -> Checkpoint:
     """Decode a checkpoint strictly: unknown fields, types or versions are refused."""
 
-    def fail(why: str) -> CheckpointError:
-        return CheckpointError(
+    def fail(why: str) -> StateError:
+        return StateError(
             f"{where} is not a usable convex-cdc checkpoint: {why}",
             hint="restore it from a backup, or move it aside and run `sync --resnapshot` "
             "to start a new snapshot (nothing already landed is lost)",
@@ -103,7 +103,7 @@ def checkpoint_from_json(data: object, *, where: str = "checkpoint") -> Checkpoi
     if not isinstance(version, int) or isinstance(version, bool):
         raise fail("missing integer version")
     if version > CHECKPOINT_VERSION:
-        raise CheckpointError(
+        raise StateError(
             f"{where} was written by a newer convex-cdc (checkpoint version {version}, "
             f"this one understands {CHECKPOINT_VERSION})",
             hint="upgrade convex-cdc",
@@ -156,11 +156,11 @@ def checkpoint_from_json(data: object, *, where: str = "checkpoint") -> Checkpoi
 
 
 def loads_checkpoint(raw: bytes, *, where: str = "checkpoint") -> Checkpoint:
-    """Parse checkpoint bytes; corrupt JSON is a :class:`CheckpointError`, never a reset."""
+    """Parse checkpoint bytes; corrupt JSON is a :class:`StateError`, never a reset."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise CheckpointError(
+        raise StateError(
             f"{where} is corrupt (not JSON: {exc.__class__.__name__})",
             hint="restore it from a backup, or move it aside and run `sync --resnapshot`",
         ) from None

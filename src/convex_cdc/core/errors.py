@@ -1,18 +1,26 @@
-"""Errors, split by what the caller can do next.
+"""Errors, split by what the caller can do next; the exit code is on the class.
 
 ::
 
-    ConvexCdcError                      every error this package raises on purpose
-    ├── ConfigError                     bad flags, config file or selection
-    ├── SourceError                     talking to Convex failed
-    │   ├── SourceUnavailable           network, 408, 429, 5xx outlasted the retry budget
-    │   ├── MalformedResponse           the server answered something that breaks the contract
-    │   └── ConvexApiError              Convex answered 4xx with {code, message}: do not retry
-    │       ├── AuthenticationError     401/403: wrong, missing or under-privileged deploy key
-    │       └── RetentionExpired        cursor or snapshot outside retention: re-snapshot
-    ├── CheckpointError                 stored checkpoint corrupt, foreign or too new
-    ├── SinkError                       a target could not make a batch durable
-    └── StepFailed                      wraps any of the above with the step and batch that failed
+    exit  class                             what the user does next
+    ----  --------------------------------  -----------------------------------------------
+     1    ConvexCdcError                    (base class; also unexpected failures)
+     2    ├── ConfigError                   fix the flags, config file, environment or selection
+     3    ├── SourceError                   check the deployment / network, then re-run
+          │   ├── SourceUnavailable         network, 408, 429, 5xx outlasted the retry budget
+          │   ├── MalformedResponse         the server broke the export contract: report it
+          │   └── ConvexApiError            Convex answered 4xx {code, message}: never retried
+     4    │       ├── AuthenticationError   fix the deploy key (wrong, missing, no permission)
+     5    │       └── RetentionExpired      cursor or snapshot outside retention: --resnapshot
+     6    ├── StateError                    local state (checkpoint, staging state, manifest,
+          │                                 control table) is unusable: rebuild or restore it
+     7    ├── TargetError                   the target could not write or read (disk full,
+          │                                 permissions, object store, Delta): fix the target
+    75    ├── DestinationBusy               another run holds the destination: skip this run
+          └── StepFailed                    wraps any of the above with the step and batch
+
+A scheduler can therefore tell "skip this run" (75, like sysexits' ``EX_TEMPFAIL``)
+from "fix your flags" (2) and "fix the target" (7) by the exit code alone.
 
 Every message is one line that names the problem and the fix. No error ever carries
 the deploy key: ``ConvexClient`` never formats it, and ``redact`` is applied to any
@@ -101,16 +109,24 @@ class RetentionExpired(ConvexApiError):
     exit_code = 5
 
 
-class CheckpointError(ConvexCdcError):
-    """The stored checkpoint cannot be used: corrupt, foreign, or from a newer version."""
+class StateError(ConvexCdcError):
+    """Stored state cannot be used: a checkpoint, staging state, manifest or control table
+    that is corrupt, foreign, from a newer version, or inconsistent with the others."""
 
     exit_code = 6
 
 
-class SinkError(ConvexCdcError):
-    """A target could not make a batch durable (disk full, permissions, bad name...)."""
+class TargetError(ConvexCdcError):
+    """A target could not write or read (disk full, permissions, a bad name, an object
+    store or Delta failure...)."""
 
     exit_code = 7
+
+
+class DestinationBusy(ConvexCdcError):
+    """Another process holds the lock this run needs: skip this run, or wait."""
+
+    exit_code = 75
 
 
 class StepFailed(ConvexCdcError):

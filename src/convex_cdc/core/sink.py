@@ -17,7 +17,7 @@ class Sink(Protocol):
     """
 
     def write(self, batch: ChangeBatch) -> None:
-        """Make ``batch`` durable, or raise :class:`~convex_cdc.core.errors.SinkError`."""
+        """Make ``batch`` durable, or raise :class:`~convex_cdc.core.errors.TargetError`."""
         ...
 
 
@@ -28,7 +28,7 @@ class CheckpointStore(Protocol):
         """The last saved checkpoint, ``None`` if there is none.
 
         Raises:
-            CheckpointError: the stored checkpoint is corrupt, foreign or too new; it is
+            StateError: the stored checkpoint is corrupt, foreign or too new; it is
                 never silently replaced.
         """
         ...

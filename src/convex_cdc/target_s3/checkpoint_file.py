@@ -13,7 +13,7 @@ from pathlib import Path
 
 from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.checkpoint_json import dumps_checkpoint, loads_checkpoint
-from convex_cdc.core.errors import CheckpointError, SinkError
+from convex_cdc.core.errors import StateError, TargetError
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
 from convex_cdc.target_s3.layout import DestinationLayout
 
@@ -28,7 +28,7 @@ class FileCheckpointStore:
         """The saved checkpoint, ``None`` if the file does not exist.
 
         Raises:
-            CheckpointError: the file is unreadable, corrupt, not a convex-cdc checkpoint,
+            StateError: the file is unreadable, corrupt, not a convex-cdc checkpoint,
                 or written by a newer version.
         """
         try:
@@ -36,7 +36,7 @@ class FileCheckpointStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise CheckpointError(
+            raise StateError(
                 f"cannot read {self.path}: {exc.strerror or exc}",
                 hint="fix the file's permissions",
             ) from None
@@ -46,13 +46,13 @@ class FileCheckpointStore:
         """Replace the checkpoint atomically and durably.
 
         Raises:
-            SinkError: the write failed (the previous checkpoint is left intact).
+            TargetError: the write failed (the previous checkpoint is left intact).
         """
         try:
             atomic_write_bytes(self.path, dumps_checkpoint(checkpoint))
         except OSError as exc:
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            raise SinkError(
+            raise TargetError(
                 f"could not save the checkpoint {self.path}: {exc.strerror or exc}",
                 hint=("free disk space" if full else "fix the destination's permissions")
                 + ", then run sync again; the previous checkpoint is intact and the last "

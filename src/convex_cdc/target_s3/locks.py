@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from convex_cdc.core.errors import ConfigError
+from convex_cdc.core.errors import DestinationBusy
 from convex_cdc.target_s3.layout import DestinationLayout
 
 LockRole = Literal["sync", "staging", "publish"]
@@ -39,7 +39,7 @@ class DestinationLock:
         """Take the lock.
 
         Raises:
-            ConfigError: another process (or another lock object) holds it.
+            DestinationBusy: another process (or another lock object) holds it.
         """
         if self._fd is not None:
             raise RuntimeError(f"{self.role} lock on {self.dest} is already held by this object")
@@ -51,7 +51,7 @@ class DestinationLock:
             holder = _read_pid(fd)
             os.close(fd)
             who = f"pid {holder}" if holder is not None else "pid unknown"
-            raise ConfigError(
+            raise DestinationBusy(
                 f"another convex-cdc {self.role} is running on {self.dest} ({who})",
                 hint="wait for it to finish or stop it; two at once would corrupt the destination",
             ) from None

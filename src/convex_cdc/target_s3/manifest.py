@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.staging_state import ColumnSpec, Widening
@@ -52,7 +52,7 @@ _NUMBERED: Final = re.compile(r"manifests/(\d{12})\.json")
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
 
-class ManifestFormatError(SinkError):
+class ManifestFormatError(TargetError):
     """A stored manifest is not one this version of convex-cdc can read."""
 
 

@@ -29,7 +29,7 @@ import obstore
 import obstore.exceptions as obs_errors
 from obstore.store import LocalStore, S3Store
 
-from convex_cdc.core.errors import ConfigError, SinkError, redact
+from convex_cdc.core.errors import ConfigError, TargetError, redact
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig, S3Config
@@ -98,7 +98,7 @@ class PublishTarget:
         """Write ``data`` to ``path``, replacing any existing object, atomically.
 
         Raises:
-            SinkError: the store refused or could not be reached.
+            TargetError: the store refused or could not be reached.
         """
         with self._translate("write", path):
             obstore.put(self._store, path, data, mode="overwrite", use_multipart=False)
@@ -111,7 +111,7 @@ class PublishTarget:
             (it was left untouched).
 
         Raises:
-            SinkError: the store refused or could not be reached.
+            TargetError: the store refused or could not be reached.
         """
         with self._translate("write", path):
             try:
@@ -126,7 +126,7 @@ class PublishTarget:
         """The content of ``path``, or ``None`` if there is no such object.
 
         Raises:
-            SinkError: the store refused or could not be reached (a missing bucket is an
+            TargetError: the store refused or could not be reached (a missing bucket is an
                 error, not a missing object).
         """
         with self._translate("read", path):
@@ -141,7 +141,7 @@ class PublishTarget:
         """Size and modification time of ``path``, or ``None`` if there is no such object.
 
         Raises:
-            SinkError: the store refused or could not be reached.
+            TargetError: the store refused or could not be reached.
         """
         with self._translate("read", path):
             try:
@@ -156,7 +156,7 @@ class PublishTarget:
         """Every object whose path starts with the directory ``prefix`` (recursively).
 
         Raises:
-            SinkError: the store refused or could not be reached.
+            TargetError: the store refused or could not be reached.
         """
         with self._translate("list", prefix):
             listed = obstore.list(self._store, prefix.rstrip("/") or None).collect()
@@ -166,7 +166,7 @@ class PublishTarget:
         """Delete ``paths``; objects that are already gone are fine.
 
         Raises:
-            SinkError: the store refused or could not be reached.
+            TargetError: the store refused or could not be reached.
         """
         for path in paths:
             # Deleting is idempotent: a crashed GC may have removed it already.
@@ -178,10 +178,10 @@ class PublishTarget:
 
     @contextmanager
     def _translate(self, action: str, path: str) -> Iterator[None]:
-        """Turn backend exceptions into one-line :class:`SinkError` with a fix."""
+        """Turn backend exceptions into one-line :class:`TargetError` with a fix."""
         try:
             yield
-        except SinkError:
+        except TargetError:
             raise
         except (obs_errors.BaseError, OSError) as exc:
             _raise_sink_error(exc, action=action, where=self.url_of(path), target=self)
@@ -198,7 +198,7 @@ def open_publish_target(
 
     Raises:
         ConfigError: the URL is not one of the supported forms.
-        SinkError: the local directory cannot be created.
+        TargetError: the local directory cannot be created.
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("s3", "s3a"):
@@ -224,7 +224,7 @@ def open_publish_target(
             "file:///abs/dir or a local directory",
         )
     if not create and not path.is_dir():
-        raise SinkError(
+        raise TargetError(
             f"nothing is published at {path.as_uri()}: no such directory",
             hint="check the path, or publish there first",
         )
@@ -233,7 +233,7 @@ def open_publish_target(
             path.mkdir(parents=True, exist_ok=True)
         store = LocalStore(path, automatic_cleanup=True)
     except (OSError, obs_errors.BaseError) as exc:
-        raise SinkError(
+        raise TargetError(
             f"cannot use {path} as a publish target: {_first_line(exc)}",
             hint="check the path and its permissions",
         ) from None
@@ -283,7 +283,7 @@ def _raise_sink_error(
 ) -> NoReturn:
     code = _s3_code(exc)
     if code == "NoSuchBucket":
-        raise SinkError(
+        raise TargetError(
             f"bucket {target.bucket!r} does not exist ({target.describe()})",
             hint="create the bucket first, or fix the bucket name / --endpoint-url",
         ) from None
@@ -291,19 +291,19 @@ def _raise_sink_error(
         exc,
         obs_errors.PermissionDeniedError | obs_errors.UnauthenticatedError | PermissionError,
     ) or code in {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}:
-        raise SinkError(
+        raise TargetError(
             f"access denied to {action} {where}" + (f" ({code})" if code else ""),
             hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the role) and that it "
             "may read, write, list and delete under the prefix",
         ) from None
     text = _quote(exc, target.endpoint_password)
     if "error sending request" in text or "Connect" in text or "dns error" in text:
-        raise SinkError(
+        raise TargetError(
             f"cannot reach the object store to {action} {where}: network error",
             hint="check --endpoint-url / AWS_ENDPOINT_URL and the network, then publish "
             "again (a publish interrupted before its manifest changes nothing readers see)",
         ) from None
-    raise SinkError(
+    raise TargetError(
         f"cannot {action} {where}: {text}",
         hint="check the target URL, the credentials and the network, then publish again",
     ) from None

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from convex_cdc.core.checkpoint import Checkpoint
-from convex_cdc.core.errors import ConfigError, SinkError
+from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
@@ -136,7 +136,8 @@ def publish(
     Raises:
         ConfigError: staging is missing or mid-snapshot, the target holds another
             deployment's data, or an option is invalid.
-        SinkError: a file could not be read or uploaded, another publisher wrote the same
+        DestinationBusy: another publish or materialize holds the destination's lock.
+        TargetError: a file could not be read or uploaded, another publisher wrote the same
             manifest sequence first, or the target is unreachable. Readers still see the
             previous manifest.
     """
@@ -343,12 +344,12 @@ def _upload_one(target: PublishTarget, file: ManifestFile, local: Path) -> bool:
     try:
         data = local.read_bytes()
     except FileNotFoundError:
-        raise SinkError(
+        raise TargetError(
             f"{local} is listed in the staging state but does not exist",
             hint="staging changed while publishing (a materialize ran?); publish again",
         ) from None
     if len(data) != file.bytes or hashlib.sha256(data).hexdigest() != file.sha256:
-        raise SinkError(
+        raise TargetError(
             f"{local} does not match the size/sha256 its state records",
             hint="staging is damaged or changed while publishing; run `convex-cdc materialize`"
             " and publish again",
@@ -358,7 +359,7 @@ def _upload_one(target: PublishTarget, file: ManifestFile, local: Path) -> bool:
     existing = target.head(file.path)
     if existing is not None and existing.size == file.bytes:
         return False  # content-named: same name and size is the same file
-    raise SinkError(
+    raise TargetError(
         f"{target.url_of(file.path)} already exists with different content "
         f"({existing.size if existing else 'no'} bytes, expected {file.bytes})",
         hint="another tool wrote into this prefix; publish to a prefix only convex-cdc uses",
@@ -373,7 +374,7 @@ def _write_manifest(
         progress(PublishEvent("manifest", path))
     body = dumps_manifest(manifest)
     if not target.put_if_absent(path, body):
-        raise SinkError(
+        raise TargetError(
             f"another publisher already wrote {target.url_of(path)}; this publish stopped "
             "before changing manifest.json",
             hint="make sure only one publish runs per prefix, then publish again",

@@ -57,7 +57,7 @@ def collect_garbage(
         on_delete: called with each deleted path.
 
     Raises:
-        SinkError: the target refused a list or a delete (the published state is intact).
+        TargetError: the target refused a list or a delete (the published state is intact).
     """
     target: PublishTarget = remote.target
     sequences = list_sequences(target)

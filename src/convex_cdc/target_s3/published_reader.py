@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.manifest import Manifest, ManifestFile, ManifestTable
 from convex_cdc.target_s3.object_store import PublishTarget, open_publish_target
@@ -43,14 +43,14 @@ def read_published(to: str, *, endpoint_url: str | None = None) -> PublishedSnap
     """Read every table of the state ``<to>/manifest.json`` describes, verified.
 
     Raises:
-        SinkError: nothing is published there, a file is missing, or a file's digest or
+        TargetError: nothing is published there, a file is missing, or a file's digest or
             row count differs from the manifest (``ManifestFormatError`` for a manifest
             this version cannot read).
     """
     target = open_publish_target(to, endpoint_url=endpoint_url, create=False)
     manifest = read_pointer(target)
     if manifest is None:
-        raise SinkError(
+        raise TargetError(
             f"nothing is published at {target.describe()} (no manifest.json)",
             hint="run `convex-cdc publish --to` with this URL first",
         )
@@ -66,13 +66,13 @@ def _read_table(target: PublishTarget, table: ManifestTable) -> pa.Table:
     try:
         rows = pa.concat_tables(parts)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        raise SinkError(
+        raise TargetError(
             f"the files of table {table.key} do not share one schema",
             hint="every file of a table has the table's columns; publish again from a "
             "freshly materialized staging",
         ) from None
     if rows.num_rows != table.row_count:
-        raise SinkError(
+        raise TargetError(
             f"table {table.key} has {rows.num_rows} rows in its files, the manifest says "
             f"{table.row_count}",
             hint="the published files are inconsistent with their manifest; publish again",
@@ -83,18 +83,18 @@ def _read_table(target: PublishTarget, table: ManifestTable) -> pa.Table:
 def _read_file(target: PublishTarget, file: ManifestFile) -> pa.Table:
     data = target.get(file.path)
     if data is None:
-        raise SinkError(
+        raise TargetError(
             f"{target.url_of(file.path)} is named by the manifest but missing",
             hint="something deleted published files; publish again to restore them",
         )
     if len(data) != file.bytes or hashlib.sha256(data).hexdigest() != file.sha256:
-        raise SinkError(
+        raise TargetError(
             f"{target.url_of(file.path)} does not match the size/sha256 in the manifest",
             hint="the object was changed after publishing; publish again",
         )
     rows = pq.read_table(io.BytesIO(data))
     if rows.num_rows != file.rows:
-        raise SinkError(
+        raise TargetError(
             f"{target.url_of(file.path)} has {rows.num_rows} rows, the manifest says {file.rows}",
             hint="the published files are inconsistent with their manifest; publish again",
         )

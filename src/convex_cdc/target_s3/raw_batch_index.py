@@ -22,7 +22,7 @@ from typing import Any, Final, Literal
 
 from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.checkpoint_json import checkpoint_from_json, checkpoint_to_json
-from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.errors import StateError
 from convex_cdc.core.names import TableKey
 
 BATCH_INDEX_FORMAT: Final = "convex-cdc.raw-batch"
@@ -99,7 +99,7 @@ def loads_batch_index(raw: bytes, *, where: str) -> BatchIndex:
     """Parse an index strictly.
 
     Raises:
-        CheckpointError: the file is not a batch index this version understands.
+        StateError: the file is not a batch index this version understands.
     """
     try:
         data = json.loads(raw)
@@ -132,10 +132,10 @@ def loads_batch_index(raw: bytes, *, where: str) -> BatchIndex:
             tables=tables,
             checkpoint=checkpoint,
         )
-    except CheckpointError:
+    except StateError:
         raise
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(
+        raise StateError(
             f"{where} is not a usable raw batch index: {exc}",
             hint="restore the raw_change_log directory from a backup, or run "
             "`sync --resnapshot` to land a fresh snapshot",

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from convex_cdc.core.checkpoint_json import checkpoint_to_json
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3 import atomic_file
@@ -83,7 +83,7 @@ class RawChangeLogSink:
         """Write one parquet file per table, then the batch index; durable on return.
 
         Raises:
-            SinkError: a table or component name is unsafe (nothing is written), or the
+            TargetError: a table or component name is unsafe (nothing is written), or the
                 disk refused a write (no partial file is left under a final name, and no
                 index is written, so the batch counts as not written).
         """
@@ -126,7 +126,7 @@ class RawChangeLogSink:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT)
                 else "fix the destination's permissions or storage, then run sync again"
             )
-            raise SinkError(
+            raise TargetError(
                 f"could not write raw change log batch {seq} to {path}: {reason}",
                 hint=f"{hint}; nothing already landed was lost",
             ) from exc
@@ -142,7 +142,7 @@ class RawChangeLog:
         """The index of batch ``seq``, ``None`` if that batch was never completed.
 
         Raises:
-            CheckpointError: the index exists but cannot be parsed.
+            StateError: the index exists but cannot be parsed.
         """
         path = self.layout.batch_index / f"{seq:012d}.json"
         try:
@@ -171,7 +171,7 @@ class RawChangeLog:
         """The rows of ``key`` in batches ``seqs``, concatenated in the order given.
 
         Raises:
-            SinkError: a file is missing or is not a raw change log file.
+            TargetError: a file is missing or is not a raw change log file.
         """
         schema = RAW_CHANGE_LOG_SCHEMA
         if columns is not None:
@@ -186,17 +186,17 @@ class RawChangeLog:
         try:
             table = pq.read_table(path, columns=schema.names)
         except FileNotFoundError:
-            raise SinkError(
+            raise TargetError(
                 f"raw change log file {path} is missing although batch {seq} is indexed",
                 hint="restore raw_change_log from a backup, or run `sync --resnapshot`",
             ) from None
         except (OSError, pa.ArrowInvalid) as exc:
-            raise SinkError(
+            raise TargetError(
                 f"cannot read raw change log file {path}: {exc}",
                 hint="restore raw_change_log from a backup, or run `sync --resnapshot`",
             ) from None
         if not table.schema.equals(schema, check_metadata=False):
-            raise SinkError(
+            raise TargetError(
                 f"{path} does not have the raw change log columns",
                 hint="remove files convex-cdc did not write from raw_change_log/",
             )

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.raw_change_log import RawChangeLog
 
@@ -35,15 +35,15 @@ def committed_raw_files(
     """The files of the completed batches ``after_batch < seq <= up_to_batch``, in order.
 
     Raises:
-        SinkError: an index names a file that does not exist.
-        CheckpointError: an index cannot be parsed.
+        TargetError: an index names a file that does not exist.
+        StateError: an index cannot be parsed.
     """
     files: list[RawLogFile] = []
     for index in RawChangeLog(layout.root).committed_batches(after_batch, up_to_batch):
         for entry in sorted(index.tables, key=lambda e: e.dir):
             path = f"{layout.raw_change_log.name}/{entry.dir}/{entry.file}"
             if not (layout.root / path).is_file():
-                raise SinkError(
+                raise TargetError(
                     f"raw batch {index.seq} lists {path}, which does not exist",
                     hint="restore raw_change_log from a backup, or publish without the raw "
                     "change log",

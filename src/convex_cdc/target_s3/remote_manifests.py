@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.target_s3.manifest import (
     MANIFESTS_DIR,
     POINTER_PATH,
@@ -27,7 +27,7 @@ def read_pointer(target: PublishTarget) -> Manifest | None:
 
     Raises:
         ManifestFormatError: the pointer is not a manifest this version reads.
-        SinkError: the target cannot be read.
+        TargetError: the target cannot be read.
     """
     raw = target.get(POINTER_PATH)
     if raw is None:
@@ -84,7 +84,7 @@ class RemoteManifests:
 
         Raises:
             ManifestFormatError: it is not a manifest this version reads.
-            SinkError: it cannot be read (or vanished).
+            TargetError: it cannot be read (or vanished).
         """
         cached = self._cache.get(sequence)
         if cached is not None:
@@ -92,7 +92,7 @@ class RemoteManifests:
         path = numbered_path(sequence)
         raw = self.target.get(path)
         if raw is None:
-            raise SinkError(
+            raise TargetError(
                 f"{self.target.url_of(path)} vanished while publishing",
                 hint="another publisher is cleaning up this prefix; publish again",
             )

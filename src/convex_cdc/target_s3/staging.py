@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from convex_cdc.core.checkpoint import Checkpoint
-from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.errors import StateError
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.layout import DestinationLayout
@@ -123,10 +123,10 @@ class StagingMaterializer:
         Holds the ``staging`` lock of the destination while it runs.
 
         Raises:
-            ConfigError: another materialize holds the staging lock.
-            CheckpointError: the checkpoint, a batch index, the staging state or a staging
+            DestinationBusy: another materialize holds the staging lock.
+            StateError: the checkpoint, a batch index, the staging state or a staging
                 file is unusable, or staging belongs to another deployment.
-            SinkError: a raw file is missing or unreadable, or the disk refused a write.
+            TargetError: a raw file is missing or unreadable, or the disk refused a write.
         """
         started = time.monotonic()
         with DestinationLock(self.layout.root, "staging"):
@@ -293,13 +293,13 @@ def _check_compatible(state: StagingState | None, checkpoint: Checkpoint, where:
     if state is None:
         return
     if state.deployment_url != checkpoint.source.deployment_url:
-        raise CheckpointError(
+        raise StateError(
             f"{where} was built from {state.deployment_url}, but the checkpoint belongs to "
             f"{checkpoint.source.deployment_url}",
             hint="delete the staging/ directory and run `convex-cdc materialize` to rebuild it",
         )
     if state.last_applied_batch > checkpoint.batch_seq:
-        raise CheckpointError(
+        raise StateError(
             f"{where} holds raw batches up to {state.last_applied_batch}, beyond the "
             f"checkpoint's {checkpoint.batch_seq} (was the checkpoint restored from a backup?)",
             hint="delete the staging/ directory and run `convex-cdc materialize` to rebuild it",

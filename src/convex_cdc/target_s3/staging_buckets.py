@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.errors import StateError
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
 from convex_cdc.target_s3.staging_columns import UserColumns, conform
 from convex_cdc.target_s3.staging_state import StagingFile
@@ -140,21 +140,21 @@ def read_bucket_file(
     """Read one listed staging file (optionally only some columns).
 
     Raises:
-        CheckpointError: the file is missing or does not have the table's columns (the
+        StateError: the file is missing or does not have the table's columns (the
             staging directory was changed behind convex-cdc's back).
     """
     path = root / file.path
     try:
         table = pq.read_table(path, columns=columns)
     except (OSError, pa.ArrowInvalid) as exc:
-        raise CheckpointError(
+        raise StateError(
             f"staging file {path} listed in the staging state cannot be read: {exc}",
             hint="delete the staging/ directory and run `convex-cdc materialize` to rebuild "
             "it from the raw change log",
         ) from None
     expected = schema if columns is None else pa.schema([schema.field(c) for c in columns])
     if not table.schema.equals(expected, check_metadata=False):
-        raise CheckpointError(
+        raise StateError(
             f"staging file {path} does not have the columns the staging state lists",
             hint="delete the staging/ directory and run `convex-cdc materialize` to rebuild it",
         )

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from convex_cdc.core.document_columns import field_columns, parse_documents, paused_gc
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import (
     ColumnType,
@@ -123,8 +123,8 @@ def apply_table_events(
     ``obsolete`` after saving the state that no longer lists them).
 
     Raises:
-        SinkError: a document cannot be typed (not valid export_json).
-        CheckpointError: a listed staging file is missing or damaged.
+        TargetError: a document cannot be typed (not valid export_json).
+        StateError: a listed staging file is missing or damaged.
     """
     events = _combined(events)
     # 1. The last new event per id, grouped by bucket.
@@ -303,7 +303,7 @@ def _parse(upserts: pa.Table, key: TableKey) -> dict[str, list[Any]]:
     if len(documents) != len(texts) or set(map(type, documents)) != {dict}:
         ids = upserts.column("_id").to_pylist()
         bad = next(i for i, text in enumerate(texts) if not _is_document(text))
-        raise SinkError(
+        raise TargetError(
             f"raw change log holds an unreadable document {ids[bad]} in table {key}",
             hint="restore raw_change_log from a backup, or run `sync --resnapshot`",
         )
@@ -348,7 +348,7 @@ def _typed_rows(
                 pa.nulls(rows, column.arrow) if values is None else typed_array(values, column)
             )
     except (TypeError, ValueError, OverflowError, KeyError, pa.ArrowException) as exc:
-        raise SinkError(
+        raise TargetError(
             f"cannot type a document of this batch: {exc}",
             hint="the raw change log holds a value convex-cdc cannot map; report it",
         ) from exc

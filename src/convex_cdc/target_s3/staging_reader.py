@@ -32,7 +32,7 @@ def read_staging_table(
     staging at all) is an empty table with the system columns.
 
     Raises:
-        CheckpointError: the state is unusable, or a listed file is missing or damaged.
+        StateError: the state is unusable, or a listed file is missing or damaged.
     """
     layout = DestinationLayout.at(dest)
     if state is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.errors import StateError
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
@@ -139,7 +139,7 @@ def state_from_json(data: Any, *, where: str) -> StagingState:
     """Decode a staging state strictly.
 
     Raises:
-        CheckpointError: the file is not a staging state this version understands.
+        StateError: the file is not a staging state this version understands.
     """
     try:
         if data.get("format") != STATE_FORMAT:
@@ -186,7 +186,7 @@ def state_from_json(data: Any, *, where: str) -> StagingState:
             tables=tables,
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(
+        raise StateError(
             f"{where} is not a usable staging state: {exc}",
             hint="delete the staging/ directory and run `convex-cdc materialize` to rebuild "
             "it from the raw change log",
@@ -202,7 +202,7 @@ def load_staging_state(path: Path) -> StagingState | None:
     try:
         data = json.loads(raw)
     except ValueError:
-        raise CheckpointError(
+        raise StateError(
             f"{path} is corrupt (not JSON)",
             hint="delete the staging/ directory and run `convex-cdc materialize` to rebuild it",
         ) from None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from convex_cdc.core import names
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
 
 MAX_DIR_NAME_BYTES: Final = 255
@@ -35,21 +35,21 @@ def table_dir_name(key: TableKey) -> str:
     """The directory name of ``key``'s table, validated.
 
     Raises:
-        SinkError: the table or component name is not a Convex identifier, the result is
+        TargetError: the table or component name is not a Convex identifier, the result is
             too long for a file name, or it is a name the destination reserves.
     """
     try:
         name = names.table_dir_name(key)
     except ValueError as exc:
-        raise SinkError(str(exc), hint=_HINT) from None
+        raise TargetError(str(exc), hint=_HINT) from None
     if len(name.encode()) > MAX_DIR_NAME_BYTES:
-        raise SinkError(
+        raise TargetError(
             f"refusing table {_show(key.qualified)}: its directory name would be "
             f"{len(name.encode())} bytes, over the {MAX_DIR_NAME_BYTES}-byte file-name limit",
             hint="deselect this table, or shorten the component name",
         )
     if name in RESERVED_DIR_NAMES:
-        raise SinkError(
+        raise TargetError(
             f"refusing table {_show(key.qualified)}: its directory name {name!r} is reserved "
             "by convex-cdc",
             hint="deselect this table, or rename the component",
@@ -61,18 +61,18 @@ def resolve_table_dir(root: Path, key: TableKey) -> Path:
     """The directory of ``key``'s table under ``root``; creates nothing.
 
     Raises:
-        SinkError: the name is not safe (see :func:`table_dir_name`) or the resolved path
+        TargetError: the name is not safe (see :func:`table_dir_name`) or the resolved path
             would leave ``root`` (for example through a symlink planted inside it).
     """
     name = table_dir_name(key)
     # Defence in depth: the grammar above already rules these out.
     if "\x00" in name or os.sep in name or (os.altsep and os.altsep in name) or name in {".", ".."}:
-        raise SinkError(f"refusing table {_show(key.qualified)}: unsafe path", hint=_HINT)
+        raise TargetError(f"refusing table {_show(key.qualified)}: unsafe path", hint=_HINT)
     candidate = root / name
     real_root = Path(os.path.realpath(root))
     real = Path(os.path.realpath(candidate))
     if real.parent != real_root:
-        raise SinkError(
+        raise TargetError(
             f"refusing table {_show(key.qualified)}: {candidate} resolves to {real}, outside "
             f"{real_root}",
             hint="remove the symlink or stray entry from the destination directory",

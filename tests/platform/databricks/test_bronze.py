@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from convex_cdc.core.checkpoint import SourceIdentity
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks import bronze as bronze_module
@@ -190,12 +190,12 @@ def test_a_hostile_table_name_is_refused_before_anything_is_written(
         wire_format="export_json",
         response_bytes=0,
     )
-    with pytest.raises(SinkError, match="not a Convex table name"):
+    with pytest.raises(TargetError, match="not a Convex table name"):
         BronzeSink(warehouse, SOURCE).write(hostile)
     assert not Path(warehouse.root).exists()
 
 
 def test_a_batch_from_another_deployment_is_refused(warehouse: Warehouse) -> None:
     sink = BronzeSink(warehouse, SourceIdentity("https://other-animal-9.convex.cloud"))
-    with pytest.raises(SinkError, match="one warehouse per deployment"):
+    with pytest.raises(TargetError, match="one warehouse per deployment"):
         sink.write(two_table_batch())

@@ -8,7 +8,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from convex_cdc.core.checkpoint import SourceIdentity
-from convex_cdc.core.errors import CheckpointError
+from convex_cdc.core.errors import DestinationBusy, StateError
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks import bronze as bronze_module
 from convex_cdc.platform.databricks.bronze import BronzeSink
@@ -119,7 +119,7 @@ def test_bronze_far_ahead_of_the_control_table_is_an_error(warehouse: Warehouse)
     sink.write(batch(1, [doc("messages", "m1", 10, text="a")]))
     sink.write(batch(2, [doc("messages", "m2", 20, text="b")]))
 
-    with pytest.raises(CheckpointError, match="bronze already holds batch 2"):
+    with pytest.raises(StateError, match="bronze already holds batch 2"):
         DeltaCheckpointStore(warehouse, SOURCE).load()
 
 
@@ -132,7 +132,7 @@ def test_two_extractors_on_one_warehouse_cannot_interleave_checkpoints(
     second.load()
     first.save(checkpoint(1, cursor=10))
 
-    with pytest.raises(CheckpointError, match="another process saved a checkpoint"):
+    with pytest.raises(DestinationBusy, match="another process saved a checkpoint"):
         second.save(checkpoint(5, cursor=50))
     assert [r["batch_seq"] for r in control_rows(warehouse)] == [1]
 
@@ -147,7 +147,7 @@ def test_an_extractor_that_already_saved_still_notices_another_ones_save(
     second.load()
     second.save(checkpoint(2, cursor=20))
 
-    with pytest.raises(CheckpointError, match="another process saved a checkpoint"):
+    with pytest.raises(DestinationBusy, match="another process saved a checkpoint"):
         first.save(checkpoint(2, cursor=25))
     assert [r["batch_seq"] for r in control_rows(warehouse)] == [1, 2]
     assert [r["delta_cursor"] for r in control_rows(warehouse)] == [10, 20]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from convex_cdc.core.errors import ConfigError, SinkError
+from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.warehouse import Warehouse, table_dir, table_key_from_dir
 
@@ -75,5 +75,5 @@ def test_table_directories_follow_the_s3_target_rule() -> None:
     [TableKey("", "../etc"), TableKey("", "_system"), TableKey("a/../b", "t"), TableKey("", "a.b")],
 )
 def test_names_that_could_escape_the_warehouse_are_refused(key: TableKey) -> None:
-    with pytest.raises(SinkError):
+    with pytest.raises(TargetError):
         table_dir(key)

@@ -11,7 +11,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.platform.databricks.delta_read import read_table
 from convex_cdc.platform.databricks.warehouse import Warehouse
 from convex_cdc.platform.databricks.writer_table import WriterTable
@@ -80,7 +80,7 @@ class AppendOnlyLog:
             commit_properties: application transactions and commit metadata.
 
         Raises:
-            SinkError: the commit failed (e.g. a concurrent writer claimed the same
+            TargetError: the commit failed (e.g. a concurrent writer claimed the same
                 application transaction).
         """
         table = through if through is not None else self.writable()
@@ -94,7 +94,7 @@ class AppendOnlyLog:
             self._writer.committed()
         except CommitFailedError as exc:
             self._writer.forget()
-            raise SinkError(
+            raise TargetError(
                 f"could not append to {self.location}: {exc}",
                 hint="another convex-cdc process may be writing this warehouse; run one "
                 "extractor per warehouse",

@@ -37,7 +37,7 @@ from deltalake.exceptions import CommitFailedError
 
 from convex_cdc.core.checkpoint import Checkpoint, SourceIdentity
 from convex_cdc.core.checkpoint_json import checkpoint_from_json, checkpoint_to_json
-from convex_cdc.core.errors import SinkError
+from convex_cdc.core.errors import TargetError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.append_log import APPEND_ONLY
@@ -168,10 +168,10 @@ class BronzeSink:
         """Append each table's events of ``batch`` unless that table already has the batch.
 
         Raises:
-            SinkError: a table could not be created or appended to.
+            TargetError: a table could not be created or appended to.
         """
         if batch.checkpoint.source != self.source:
-            raise SinkError(
+            raise TargetError(
                 f"batch {batch.seq} comes from {batch.checkpoint.source.deployment_url}, "
                 f"but this warehouse sink writes {self.source.deployment_url}",
                 hint="use one warehouse per deployment",
@@ -221,7 +221,7 @@ class BronzeSink:
                 continue
             except OSError as exc:
                 writer.forget()
-                raise SinkError(
+                raise TargetError(
                     f"could not append batch {seq} to bronze {key.qualified}: {exc}",
                     hint="check the warehouse location and credentials, then run extract "
                     "again; nothing was lost",
@@ -230,7 +230,7 @@ class BronzeSink:
             self.commits += 1
             self.rows += rows.num_rows
             return
-        raise SinkError(
+        raise TargetError(
             f"bronze {key.qualified}: batch {seq} kept conflicting with another writer",
             hint="run one extractor per warehouse (the bundle's job has max_concurrent_runs: 1)",
         )

@@ -31,7 +31,7 @@ from deltalake import CommitProperties, Transaction
 
 from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, InitialSnapshot, SourceIdentity
 from convex_cdc.core.checkpoint_json import checkpoint_from_json, checkpoint_to_json
-from convex_cdc.core.errors import CheckpointError, SinkError
+from convex_cdc.core.errors import DestinationBusy, StateError, TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.append_log import AppendOnlyLog
 from convex_cdc.platform.databricks.bronze import bronze_app_id, find_batch_commit
@@ -82,7 +82,7 @@ def read_control_state(warehouse: Warehouse) -> ControlState | None:
     """The latest control row of ``warehouse`` (any source), or ``None`` if there is none.
 
     Raises:
-        CheckpointError: the stored checkpoint JSON is not a usable checkpoint.
+        StateError: the stored checkpoint JSON is not a usable checkpoint.
     """
     table = open_table(warehouse.checkpoints, warehouse)
     if table is None:
@@ -99,7 +99,7 @@ def read_control_state(warehouse: Warehouse) -> ControlState | None:
     try:
         data = json.loads(row["checkpoint"])
     except ValueError:
-        raise CheckpointError(
+        raise StateError(
             f"{where} holds a checkpoint that is not JSON",
             hint="restore the table to an earlier version (Delta time travel)",
         ) from None
@@ -138,7 +138,7 @@ class DeltaCheckpointStore:
         """The stored checkpoint, reconciled with the bronze transaction versions.
 
         Raises:
-            CheckpointError: the stored checkpoint is corrupt, or bronze holds batches the
+            StateError: the stored checkpoint is corrupt, or bronze holds batches the
                 control table knows nothing about (the control table lost rows).
         """
         self._latest = read_control_state(self.warehouse)
@@ -160,7 +160,7 @@ class DeltaCheckpointStore:
         """Append ``checkpoint`` as the newest row.
 
         Raises:
-            CheckpointError: another process saved a checkpoint for this source since
+            DestinationBusy: another process saved a checkpoint for this source since
                 this one last read or wrote the table.
         """
         self._append(checkpoint, reason="save")
@@ -180,7 +180,7 @@ class DeltaCheckpointStore:
             return None
         where = f"the control table {self.warehouse.checkpoints}"
         if ahead > durable + 1:
-            raise CheckpointError(
+            raise StateError(
                 f"{where} is at batch {durable}, but bronze already holds batch {ahead}",
                 hint="the control table lost rows: restore it to its latest version with "
                 "Delta time travel, or extract into a fresh warehouse",
@@ -202,7 +202,7 @@ class DeltaCheckpointStore:
 
     def _refuse_if_saved_elsewhere(self, committed: int | None, known: int) -> None:
         if committed is not None and committed > known:
-            raise CheckpointError(
+            raise DestinationBusy(
                 f"another process saved a checkpoint to {self.warehouse.checkpoints} "
                 f"(save {committed}) since this one read it (save {known})",
                 hint="run one extractor per warehouse (the bundle's job has "
@@ -234,11 +234,11 @@ class DeltaCheckpointStore:
                     app_transactions=[Transaction(app_id=app_id, version=save_seq)]
                 ),
             )
-        except SinkError as exc:
+        except TargetError as exc:
             latest = self._log.table()
             if latest is not None:
                 self._refuse_if_saved_elsewhere(latest.transaction_version(app_id), known)
-            raise CheckpointError(
+            raise StateError(
                 f"could not save the checkpoint to {self.warehouse.checkpoints}: {exc.message}",
                 hint=exc.hint,
             ) from exc

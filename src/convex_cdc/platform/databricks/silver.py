@@ -127,7 +127,7 @@ def apply_silver(
     """Bring every silver table of ``warehouse`` up to date with bronze.
 
     Raises:
-        CheckpointError: the control table is unreadable.
+        StateError: the control table is unreadable.
         deltalake.exceptions.DeltaError: a Delta read or write failed.
     """
     started = time.monotonic()

@@ -30,7 +30,7 @@ from typing import Final
 from urllib.parse import urlparse
 
 from convex_cdc.core import names
-from convex_cdc.core.errors import ConfigError, SinkError
+from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.core.names import TableKey
 
 CONTROL_DIR: Final = "_convex_cdc"
@@ -138,24 +138,24 @@ def table_dir(key: TableKey) -> str:
     """The directory name of ``key``'s table, validated so it cannot escape the warehouse.
 
     Raises:
-        SinkError: the table or component name is not a Convex identifier.
+        TargetError: the table or component name is not a Convex identifier.
     """
     try:
         return names.table_dir_name(key)
     except ValueError as exc:
-        raise SinkError(str(exc), hint=_HINT) from None
+        raise TargetError(str(exc), hint=_HINT) from None
 
 
 def table_key_from_dir(name: str) -> TableKey:
     """Inverse of :func:`table_dir` (Convex identifiers never contain ``.``).
 
     Raises:
-        SinkError: ``name`` is not a table directory name.
+        TargetError: ``name`` is not a table directory name.
     """
     try:
         return names.table_key_from_dir_name(name)
     except ValueError as exc:
-        raise SinkError(str(exc), hint=_HINT) from None
+        raise TargetError(str(exc), hint=_HINT) from None
 
 
 _HINT: Final = "this name did not come from a Convex deployment; check --url"
