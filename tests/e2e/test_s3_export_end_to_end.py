@@ -19,8 +19,8 @@ from click.testing import CliRunner, Result
 from convex_cdc.cli import cli
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.published_reader import read_published
-from convex_cdc.target_s3.staging_state import load_staging_state
+from convex_cdc.target_s3.publish.reader import read_published
+from convex_cdc.target_s3.staging.state import load_staging_state
 from tests.e2e.lake_truth import assert_tables_equal_truth
 from tests.fixtures.devserver import RunningDevServer
 from tests.fixtures.moto_s3 import S3Endpoint

@@ -23,9 +23,9 @@ import pytest
 
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.staging import StagingMaterializer
-from convex_cdc.target_s3.staging_reader import read_staging_table
-from convex_cdc.target_s3.staging_state import load_staging_state
+from convex_cdc.target_s3.staging.materializer import StagingMaterializer
+from convex_cdc.target_s3.staging.reader import read_staging_table
+from convex_cdc.target_s3.staging.state import load_staging_state
 from tests.e2e.kill_loop import kill_at_random_moments
 from tests.e2e.lake_truth import assert_tables_equal_truth, truth_by_table
 from tests.fixtures.devserver import start_devserver_process, stop_process

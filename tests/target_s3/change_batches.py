@@ -24,7 +24,7 @@ from convex_cdc.core.events import ChangeBatch, events_from_values, tables_in
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.source import WIRE_FORMAT
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
-from convex_cdc.target_s3.raw_change_log import RawChangeLogSink
+from convex_cdc.target_s3.raw.change_log import RawChangeLogSink
 
 DEPLOYMENT_URL = "https://happy-animal-123.convex.cloud"
 EXTRACTED_AT = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)

@@ -19,9 +19,9 @@ from convex_cdc.core.checkpoint_json import dumps_checkpoint
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import infer_column_types, system_columns, typed_columns
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.staging_buckets import positions_by_bucket, write_bucket_file
-from convex_cdc.target_s3.staging_columns import arrow_schema, column_specs
-from convex_cdc.target_s3.staging_state import (
+from convex_cdc.target_s3.staging.buckets import positions_by_bucket, write_bucket_file
+from convex_cdc.target_s3.staging.columns import arrow_schema, column_specs
+from convex_cdc.target_s3.staging.state import (
     StagingState,
     StagingTable,
     save_staging_state,

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from convex_cdc.core.names import TableKey
-from convex_cdc.target_s3.staging_reader import read_staging_table
-from convex_cdc.target_s3.staging_state import StagingState, load_staging_state
+from convex_cdc.target_s3.staging.reader import read_staging_table
+from convex_cdc.target_s3.staging.state import StagingState, load_staging_state
 
 
 def state_of(dest: Path) -> StagingState:

@@ -26,9 +26,9 @@ from convex_cdc.devserver.server import DevServer
 from convex_cdc.logs import register_secret
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.raw_change_log import RawChangeLog
-from convex_cdc.target_s3.staging_state import load_staging_state
-from convex_cdc.target_s3.verify import verify
+from convex_cdc.target_s3.raw.change_log import RawChangeLog
+from convex_cdc.target_s3.staging.state import load_staging_state
+from convex_cdc.target_s3.staging.verify import verify
 
 _KEY_ENV = "CONVEX_CDC_DEMO_DEPLOY_KEY"
 _MARKER = ".convex-cdc-demo"

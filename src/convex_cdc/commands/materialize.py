@@ -10,7 +10,11 @@ import click
 from convex_cdc.commands.options import dest_option
 from convex_cdc.commands.sync import format_ts
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.staging import MaterializeProgress, MaterializeReport, StagingMaterializer
+from convex_cdc.target_s3.staging.materializer import (
+    MaterializeProgress,
+    MaterializeReport,
+    StagingMaterializer,
+)
 
 log = logging.getLogger(__name__)
 

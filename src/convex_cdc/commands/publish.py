@@ -12,8 +12,8 @@ import click
 from convex_cdc.commands.options import dest_option, publish_options
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.publish import PublishEvent, PublishReport
-from convex_cdc.target_s3.publish import publish as publish_staging
+from convex_cdc.target_s3.publish.publisher import PublishEvent, PublishReport
+from convex_cdc.target_s3.publish.publisher import publish as publish_staging
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import ConvexCdcError
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.staging_state import StagingState, load_staging_state
+from convex_cdc.target_s3.staging.state import StagingState, load_staging_state
 
 _NOTHING_SELECTED = {"_other": "excluded"}
 

@@ -20,7 +20,7 @@ from convex_cdc.core.selection import Selection
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
-from convex_cdc.target_s3.raw_change_log import RawChangeLogSink
+from convex_cdc.target_s3.raw.change_log import RawChangeLogSink
 
 
 def sync_step(

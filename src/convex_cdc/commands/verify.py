@@ -9,8 +9,8 @@ from convex_cdc.commands.options import dest_option, selection_options
 from convex_cdc.commands.sync import format_ts
 from convex_cdc.core.selection import Selection
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.staging_state import load_staging_state
-from convex_cdc.target_s3.verify import verify as verify_staging
+from convex_cdc.target_s3.staging.state import load_staging_state
+from convex_cdc.target_s3.staging.verify import verify as verify_staging
 
 
 @click.command()

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convex_cdc.core.type_mapping import ColumnType
-from convex_cdc.target_s3.manifest import (
+from convex_cdc.target_s3.publish.manifest import (
     Manifest,
     ManifestFile,
     ManifestFormatError,
@@ -24,7 +24,7 @@ from convex_cdc.target_s3.manifest import (
     numbered_path,
     sequence_of,
 )
-from convex_cdc.target_s3.staging_state import ColumnSpec, Widening
+from convex_cdc.target_s3.staging.state import ColumnSpec, Widening
 
 SHA = "0123456789abcdef" * 4
 

@@ -40,7 +40,7 @@ from typing import Any, Final
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
-from convex_cdc.target_s3.staging_state import ColumnSpec, Widening
+from convex_cdc.target_s3.staging.state import ColumnSpec, Widening
 
 MANIFEST_FORMAT: Final = "convex-cdc.manifest"
 MANIFEST_VERSION: Final = 1

@@ -12,7 +12,7 @@ Steps, in an order that keeps every reader safe (design.md section 5):
 4. Write ``manifests/<sequence>.json`` create-only (if it exists, another publisher won:
    fail, never overwrite), then the ``manifest.json`` pointer. A crash before this point
    leaves readers on the previous manifest, whose files are all still there.
-5. Garbage-collect beyond the last ``keep`` manifests (:mod:`.publish_gc`).
+5. Garbage-collect beyond the last ``keep`` manifests (:mod:`.retention`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
-from convex_cdc.target_s3.manifest import (
+from convex_cdc.target_s3.publish.manifest import (
     POINTER_PATH,
     Manifest,
     ManifestFile,
@@ -41,11 +41,11 @@ from convex_cdc.target_s3.manifest import (
     dumps_manifest,
     numbered_path,
 )
-from convex_cdc.target_s3.object_store import PublishTarget, open_publish_target
-from convex_cdc.target_s3.publish_gc import collect_garbage
-from convex_cdc.target_s3.raw_change_log_files import batch_of, committed_raw_files
-from convex_cdc.target_s3.remote_manifests import RemoteManifests
-from convex_cdc.target_s3.staging_state import StagingState, load_staging_state
+from convex_cdc.target_s3.publish.object_store import PublishTarget, open_publish_target
+from convex_cdc.target_s3.publish.remote_manifests import RemoteManifests
+from convex_cdc.target_s3.publish.retention import collect_garbage
+from convex_cdc.target_s3.raw.change_log_files import batch_of, committed_raw_files
+from convex_cdc.target_s3.staging.state import StagingState, load_staging_state
 
 log = logging.getLogger(__name__)
 

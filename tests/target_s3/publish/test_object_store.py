@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from convex_cdc.core.errors import ConfigError, TargetError
-from convex_cdc.target_s3.object_store import PublishTarget, open_publish_target
+from convex_cdc.target_s3.publish.object_store import PublishTarget, open_publish_target
 from tests.fixtures.moto_s3 import S3Endpoint
 
 

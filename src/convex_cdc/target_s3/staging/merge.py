@@ -44,10 +44,9 @@ from convex_cdc.core.type_mapping import (
     values_column_type,
     widen,
 )
-from convex_cdc.target_s3.staging_buckets import (
+from convex_cdc.target_s3.staging.bucket_rewrite import BucketRewrite, RewrittenBucket
+from convex_cdc.target_s3.staging.buckets import (
     ROWS_PER_BUCKET,
-    BucketRewrite,
-    RewrittenBucket,
     bucket_numbers,
     buckets_for,
     needs_growth,
@@ -56,14 +55,14 @@ from convex_cdc.target_s3.staging_buckets import (
     sorted_by_id,
     write_bucket_file,
 )
-from convex_cdc.target_s3.staging_columns import (
+from convex_cdc.target_s3.staging.columns import (
     UserColumns,
     arrow_schema,
     column_specs,
     evolve_columns,
     user_columns,
 )
-from convex_cdc.target_s3.staging_state import StagingFile, StagingTable, Widening
+from convex_cdc.target_s3.staging.state import StagingFile, StagingTable, Widening
 
 EVENT_COLUMNS = ["_id", "_ts", "_deleted", "document"]
 """The raw change log columns the materializer reads."""

@@ -25,7 +25,7 @@ from typing import Final
 import pyarrow as pa
 
 from convex_cdc.core.type_mapping import ColumnType, json_text_column, widen
-from convex_cdc.target_s3.staging_state import ColumnSpec, Widening
+from convex_cdc.target_s3.staging.state import ColumnSpec, Widening
 
 SYSTEM_COLUMN_SPECS: Final = (
     ColumnSpec("_id", ColumnType.STRING, nullable=False),

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from convex_cdc.core.errors import ConvexCdcError
-from convex_cdc.target_s3.manifest import Manifest, numbered_path
-from convex_cdc.target_s3.object_store import PublishTarget
-from convex_cdc.target_s3.remote_manifests import RemoteManifests, list_sequences
+from convex_cdc.target_s3.publish.manifest import Manifest, numbered_path
+from convex_cdc.target_s3.publish.object_store import PublishTarget
+from convex_cdc.target_s3.publish.remote_manifests import RemoteManifests, list_sequences
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from convex_cdc.core.errors import DestinationBusy, StateError
-from convex_cdc.target_s3 import staging
 from convex_cdc.target_s3.locks import DestinationLock
-from convex_cdc.target_s3.raw_change_log import RawChangeLog, RawChangeLogSink
-from convex_cdc.target_s3.staging import MaterializeProgress, StagingMaterializer
-from convex_cdc.target_s3.staging_reader import read_staging_table
+from convex_cdc.target_s3.raw.change_log import RawChangeLog, RawChangeLogSink
+from convex_cdc.target_s3.staging import materializer
+from convex_cdc.target_s3.staging.materializer import MaterializeProgress, StagingMaterializer
+from convex_cdc.target_s3.staging.reader import read_staging_table
 from tests.target_s3.change_batches import ScriptedSync, doc, key, tombstone
 from tests.target_s3.staging_checks import (
     assert_only_listed_files,
@@ -306,7 +306,7 @@ def test_a_crash_before_the_state_save_leaves_the_old_state_and_a_rerun_converge
     def cut(*args: object) -> None:
         raise PowerCut
 
-    monkeypatch.setattr(staging, "save_staging_state", cut)
+    monkeypatch.setattr(materializer, "save_staging_state", cut)
     with pytest.raises(PowerCut):
         StagingMaterializer(crashed, rows_per_bucket=4).materialize()
     monkeypatch.undo()

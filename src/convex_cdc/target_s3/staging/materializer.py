@@ -42,16 +42,16 @@ from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
-from convex_cdc.target_s3.raw_batch_index import BatchIndex
-from convex_cdc.target_s3.raw_change_log import RawChangeLog
-from convex_cdc.target_s3.staging_buckets import BUCKET_FILE_PATTERN, ROWS_PER_BUCKET, buckets_for
-from convex_cdc.target_s3.staging_merge import (
+from convex_cdc.target_s3.raw.batch_index import BatchIndex
+from convex_cdc.target_s3.raw.change_log import RawChangeLog
+from convex_cdc.target_s3.staging.buckets import BUCKET_FILE_PATTERN, ROWS_PER_BUCKET, buckets_for
+from convex_cdc.target_s3.staging.merge import (
     EVENT_COLUMNS,
     TableUpdate,
     apply_table_events,
     empty_table,
 )
-from convex_cdc.target_s3.staging_state import (
+from convex_cdc.target_s3.staging.state import (
     StagingState,
     StagingTable,
     Widening,

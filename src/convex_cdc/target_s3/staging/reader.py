@@ -12,9 +12,9 @@ import pyarrow as pa
 
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.staging_buckets import read_bucket_file
-from convex_cdc.target_s3.staging_columns import SYSTEM_COLUMN_SPECS, arrow_schema
-from convex_cdc.target_s3.staging_state import StagingState, StagingTable, load_staging_state
+from convex_cdc.target_s3.staging.buckets import read_bucket_file
+from convex_cdc.target_s3.staging.columns import SYSTEM_COLUMN_SPECS, arrow_schema
+from convex_cdc.target_s3.staging.state import StagingState, StagingTable, load_staging_state
 
 
 def staging_table_schema(table: StagingTable | None) -> pa.Schema:

@@ -4,7 +4,7 @@
 batch, in server order, in :data:`~convex_cdc.core.events.RAW_CHANGE_LOG_SCHEMA`. The name
 comes from the batch sequence, so a batch replayed after a crash overwrites its own files
 instead of adding rows. After every table file is durable, the batch index
-(:mod:`.raw_batch_index`) is written; a batch without an index was never completed.
+(:mod:`.batch_index`) is written; a batch without an index was never completed.
 
 Parquet key-value metadata of each file:
 
@@ -37,7 +37,7 @@ from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3 import atomic_file
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.raw_batch_index import (
+from convex_cdc.target_s3.raw.batch_index import (
     BatchIndex,
     BatchTableEntry,
     dumps_batch_index,

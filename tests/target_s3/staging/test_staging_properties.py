@@ -16,11 +16,11 @@ from unittest.mock import patch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convex_cdc.target_s3 import staging, staging_buckets
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
-from convex_cdc.target_s3.staging import StagingMaterializer
-from convex_cdc.target_s3.staging_reader import read_staging_table
-from convex_cdc.target_s3.staging_state import StagingState, save_staging_state
+from convex_cdc.target_s3.staging import buckets, materializer
+from convex_cdc.target_s3.staging.materializer import StagingMaterializer
+from convex_cdc.target_s3.staging.reader import read_staging_table
+from convex_cdc.target_s3.staging.state import StagingState, save_staging_state
 from tests.target_s3.change_batches import ScriptedSync, doc, key, tombstone
 from tests.target_s3.staging_checks import assert_only_listed_files, rows_by_id
 
@@ -146,8 +146,8 @@ def _crash_at(step: int) -> Iterator[None]:
         real_unlink(self, missing_ok=missing_ok)
 
     with (
-        patch.object(staging_buckets, "atomic_write_bytes", write),
-        patch.object(staging, "save_staging_state", save),
+        patch.object(buckets, "atomic_write_bytes", write),
+        patch.object(materializer, "save_staging_state", save),
         patch.object(Path, "unlink", unlink),
     ):
         yield

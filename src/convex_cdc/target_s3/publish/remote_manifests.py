@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from convex_cdc.core.errors import TargetError
-from convex_cdc.target_s3.manifest import (
+from convex_cdc.target_s3.publish.manifest import (
     MANIFESTS_DIR,
     POINTER_PATH,
     Manifest,
@@ -19,7 +19,7 @@ from convex_cdc.target_s3.manifest import (
     numbered_path,
     sequence_of,
 )
-from convex_cdc.target_s3.object_store import PublishTarget
+from convex_cdc.target_s3.publish.object_store import PublishTarget
 
 
 def read_pointer(target: PublishTarget) -> Manifest | None:

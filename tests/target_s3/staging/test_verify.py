@@ -19,10 +19,10 @@ from convex_cdc.core.orchestrator import run_sync
 from convex_cdc.core.source import DeltaPage, Selection, SnapshotPage
 from convex_cdc.devserver.writes import Delete, Insert
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
-from convex_cdc.target_s3.raw_change_log import RawChangeLogSink
-from convex_cdc.target_s3.staging import StagingMaterializer
-from convex_cdc.target_s3.staging_state import load_staging_state, save_staging_state
-from convex_cdc.target_s3.verify import verify
+from convex_cdc.target_s3.raw.change_log import RawChangeLogSink
+from convex_cdc.target_s3.staging.materializer import StagingMaterializer
+from convex_cdc.target_s3.staging.state import load_staging_state, save_staging_state
+from convex_cdc.target_s3.staging.verify import verify
 from tests.core.fake_convex import FakeConvex
 from tests.target_s3.handmade_staging import DEPLOYMENT, write_staging
 

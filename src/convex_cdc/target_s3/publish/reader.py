@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
-from convex_cdc.target_s3.manifest import Manifest, ManifestFile, ManifestTable
-from convex_cdc.target_s3.object_store import PublishTarget, open_publish_target
-from convex_cdc.target_s3.remote_manifests import read_pointer
+from convex_cdc.target_s3.publish.manifest import Manifest, ManifestFile, ManifestTable
+from convex_cdc.target_s3.publish.object_store import PublishTarget, open_publish_target
+from convex_cdc.target_s3.publish.remote_manifests import read_pointer
 
 
 @dataclass(frozen=True, slots=True)

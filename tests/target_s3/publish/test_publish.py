@@ -21,15 +21,15 @@ from convex_cdc.core.orchestrator import run_sync
 from convex_cdc.devserver.writes import Replace
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.locks import DestinationLock
-from convex_cdc.target_s3.manifest import loads_manifest
-from convex_cdc.target_s3.object_store import PublishTarget, open_publish_target
-from convex_cdc.target_s3.publish import PublishEvent, publish
-from convex_cdc.target_s3.published_reader import read_published
-from convex_cdc.target_s3.raw_batch_index import BatchIndex, BatchTableEntry, dumps_batch_index
-from convex_cdc.target_s3.raw_change_log import RawChangeLogSink
-from convex_cdc.target_s3.staging import StagingMaterializer
-from convex_cdc.target_s3.staging_reader import read_staging_table
-from convex_cdc.target_s3.staging_state import StagingState, load_staging_state
+from convex_cdc.target_s3.publish.manifest import loads_manifest
+from convex_cdc.target_s3.publish.object_store import PublishTarget, open_publish_target
+from convex_cdc.target_s3.publish.publisher import PublishEvent, publish
+from convex_cdc.target_s3.publish.reader import read_published
+from convex_cdc.target_s3.raw.batch_index import BatchIndex, BatchTableEntry, dumps_batch_index
+from convex_cdc.target_s3.raw.change_log import RawChangeLogSink
+from convex_cdc.target_s3.staging.materializer import StagingMaterializer
+from convex_cdc.target_s3.staging.reader import read_staging_table
+from convex_cdc.target_s3.staging.state import StagingState, load_staging_state
 from tests.core.fake_convex import FakeConvex
 from tests.fixtures.moto_s3 import S3Endpoint
 from tests.target_s3.handmade_staging import write_checkpoint, write_staging

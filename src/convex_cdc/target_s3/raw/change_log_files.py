@@ -3,7 +3,7 @@
 A raw batch file is immutable once its batch is committed, i.e. once the checkpoint's
 ``batch_seq`` has reached it; a later batch may still be replayed (rewritten) after a
 crash, so it is never published. Files are found through the batch indexes
-(:mod:`.raw_batch_index`), which name only complete files.
+(:mod:`.batch_index`), which name only complete files.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Final
 
 from convex_cdc.core.errors import TargetError
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.raw_change_log import RawChangeLog
+from convex_cdc.target_s3.raw.change_log import RawChangeLog
 
 _BATCH_FILE: Final = re.compile(r"batch=(\d+)\.parquet")
 

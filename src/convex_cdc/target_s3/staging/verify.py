@@ -31,9 +31,9 @@ from convex_cdc.core.names import TableKey
 from convex_cdc.core.source import Selection, SnapshotPage, Source
 from convex_cdc.core.type_mapping import json_text_column
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.staging_buckets import read_bucket_file
-from convex_cdc.target_s3.staging_reader import staging_table_schema
-from convex_cdc.target_s3.staging_state import StagingTable, load_staging_state
+from convex_cdc.target_s3.staging.buckets import read_bucket_file
+from convex_cdc.target_s3.staging.reader import staging_table_schema
+from convex_cdc.target_s3.staging.state import StagingTable, load_staging_state
 
 _NOT_HASHED: Final = ("_id", "_ts")
 _EXAMPLES: Final = 5

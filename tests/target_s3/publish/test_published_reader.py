@@ -10,9 +10,9 @@ import pytest
 
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
-from convex_cdc.target_s3.manifest import ManifestFormatError
-from convex_cdc.target_s3.publish import publish
-from convex_cdc.target_s3.published_reader import read_published
+from convex_cdc.target_s3.publish.manifest import ManifestFormatError
+from convex_cdc.target_s3.publish.publisher import publish
+from convex_cdc.target_s3.publish.reader import read_published
 from tests.target_s3.handmade_staging import write_staging
 
 DOCS = {

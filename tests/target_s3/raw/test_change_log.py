@@ -17,8 +17,8 @@ from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
-from convex_cdc.target_s3 import raw_change_log
-from convex_cdc.target_s3.raw_change_log import RawChangeLog, RawChangeLogSink, read_file_metadata
+from convex_cdc.target_s3.raw import change_log
+from convex_cdc.target_s3.raw.change_log import RawChangeLog, RawChangeLogSink, read_file_metadata
 from tests.target_s3.change_batches import ScriptedSync, doc, key, tombstone
 
 FINGERPRINT = "sha256:" + "ab" * 32
@@ -153,7 +153,7 @@ def test_a_hostile_table_name_is_refused_before_anything_is_written(
 
 
 def _disk_full_after(limit: int) -> Callable[[pa.Table, BinaryIO], None]:
-    real = raw_change_log._write_parquet
+    real = change_log._write_parquet
     calls = {"n": 0}
 
     def write(table: pa.Table, handle: BinaryIO) -> None:
@@ -173,7 +173,7 @@ def test_a_full_disk_is_a_sink_error_leaving_no_partial_file_and_no_index(
     sync = ScriptedSync(tmp_path)
     sync.snapshot([[doc("messages", "m1", 10)]], snapshot_ts=50)
     monkeypatch.setattr(
-        raw_change_log, "_write_parquet", _disk_full_after(tables_written_before_failure)
+        change_log, "_write_parquet", _disk_full_after(tables_written_before_failure)
     )
     with pytest.raises(TargetError, match="No space left on device") as raised:
         sync.delta([doc("messages", "m2", 60), doc("users", "u1", 61)])

@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from convex_cdc.core.type_mapping import ColumnType
-from convex_cdc.target_s3.staging import StagingMaterializer
-from convex_cdc.target_s3.staging_reader import read_staging_table
-from convex_cdc.target_s3.staging_state import Widening
+from convex_cdc.target_s3.staging.materializer import StagingMaterializer
+from convex_cdc.target_s3.staging.reader import read_staging_table
+from convex_cdc.target_s3.staging.state import Widening
 from tests.target_s3.change_batches import ScriptedSync, doc, key
 from tests.target_s3.staging_checks import assert_only_listed_files, rows_by_id, state_of
 
