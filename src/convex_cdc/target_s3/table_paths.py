@@ -24,7 +24,8 @@ MAX_DIR_NAME_BYTES: Final = 255
 """The usual file-name limit (ext4, APFS, NTFS)."""
 
 RESERVED_DIR_NAMES: Final = frozenset({"_batches", "_state.json"})
-"""Names the destination uses for itself next to table directories (see :mod:`convex_cdc.target_s3.layout`)."""
+"""Names the destination uses for itself next to table directories (see
+:mod:`convex_cdc.target_s3.layout`)."""
 
 _HINT: Final = (
     "this name did not come from a Convex deployment; check --url, and report it if it did"
