@@ -216,10 +216,10 @@ class FakeConvex:
         return schemas
 
     def list_snapshot(
-        self, *, snapshot: int | None, cursor: str | None, selection: Mapping[str, Any] | None
+        self, *, snapshot: int | None, cursor: str | None, selection: Selection | None
     ) -> SnapshotPage:
         self._call("list_snapshot")
-        chosen = Selection.from_wire(selection) if selection is not None else None
+        chosen = selection
         at = self.now if snapshot is None else snapshot
         if at > self.now:
             raise ConvexApiError(
@@ -265,7 +265,7 @@ class FakeConvex:
             next_cursor = None
         return self._snapshot_page(values, at, next_cursor)
 
-    def document_deltas(self, *, cursor: int, selection: Mapping[str, Any] | None) -> DeltaPage:
+    def document_deltas(self, *, cursor: int, selection: Selection | None) -> DeltaPage:
         self._call("document_deltas")
         if cursor < self.min_retained_ts:
             raise RetentionExpired(
@@ -275,7 +275,7 @@ class FakeConvex:
                 server_message="too old",
                 hint="run `convex-cdc sync --resnapshot`",
             )
-        chosen = Selection.from_wire(selection) if selection is not None else None
+        chosen = selection
         upper = self.now
         values: list[dict[str, Any]] = []
         rows = 0
@@ -419,14 +419,14 @@ class UnreliableSource:
         return result
 
     def list_snapshot(
-        self, *, snapshot: int | None, cursor: str | None, selection: Mapping[str, Any] | None
+        self, *, snapshot: int | None, cursor: str | None, selection: Selection | None
     ) -> SnapshotPage:
         self._maybe_fail()
         page = self.inner.list_snapshot(snapshot=snapshot, cursor=cursor, selection=selection)
         self._maybe_fail()  # the answer was lost on the way back
         return page
 
-    def document_deltas(self, *, cursor: int, selection: Mapping[str, Any] | None) -> DeltaPage:
+    def document_deltas(self, *, cursor: int, selection: Selection | None) -> DeltaPage:
         self._maybe_fail()
         page = self.inner.document_deltas(cursor=cursor, selection=selection)
         self._maybe_fail()

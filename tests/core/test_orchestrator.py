@@ -516,7 +516,7 @@ def test_a_selection_replicates_only_the_chosen_tables_and_columns() -> None:
         include=["*", "waitlist/*"], exclude=["users.score", "empty"]
     )
     _, sink, store = fresh()
-    report = run_sync(s.fake, sink, store, SyncOptions(selection=selection.to_wire()))
+    report = run_sync(s.fake, sink, store, SyncOptions(selection=selection))
     checkpoint = report.checkpoint
     assert checkpoint is not None and checkpoint.consistent_as_of is not None
     assert sink.state() == s.fake.state_at(checkpoint.consistent_as_of, selection)

@@ -10,7 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convex_cdc.devserver.selection import ALL_COLUMNS, EVERYTHING, ComponentSelection, Selection
+from convex_cdc.devserver.selection import (
+    ALL_COLUMNS,
+    EVERYTHING,
+    ComponentSelection,
+    RequestSelection,
+)
 from convex_cdc.devserver.store import DocumentStore
 from convex_cdc.devserver.tables import Revision
 from convex_cdc.devserver.writes import Delete, Insert, Replace, Write
@@ -71,7 +76,7 @@ def test_delta_pages_follow_the_page_end_rule(
     store = DocumentStore(seed=1)
     start = store.latest_ts
     _play(store, plan)
-    only = Selection({"": ComponentSelection({"t": ALL_COLUMNS}, False)}, False)
+    only = RequestSelection({"": ComponentSelection({"t": ALL_COLUMNS}, False)}, False)
     selection = only if only_t else EVERYTHING
     log = store._log
     cursor = start

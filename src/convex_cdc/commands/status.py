@@ -18,11 +18,12 @@ from convex_cdc.commands.sync import describe_position, format_ts
 from convex_cdc.core.checkpoint import Checkpoint, DeltaTail
 from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import ConvexCdcError
+from convex_cdc.core.selection import Selection
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging.state import StagingState, load_staging_state
 
-_NOTHING_SELECTED = {"_other": "excluded"}
+_NOTHING_SELECTED = Selection.from_wire({"_other": "excluded"})
 
 
 def collect_status(

@@ -39,7 +39,7 @@ def sync_step(
     layout = DestinationLayout.at(dest)
     selection = Selection.from_patterns(include=include, exclude=exclude)
     options = SyncOptions(
-        selection=None if selection.is_everything else selection.to_wire(),
+        selection=None if selection.is_everything else selection,
         resnapshot=resnapshot,
         follow=follow,
         max_document_bytes=max_document_bytes,

@@ -47,7 +47,7 @@ def verify(
         report = verify_staging(
             layout.root,
             client,
-            selection=None if selection.is_everything else selection.to_wire(),
+            selection=None if selection.is_everything else selection,
             at_ts=at_ts,
         )
     for table in report.tables:

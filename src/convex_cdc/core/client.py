@@ -46,8 +46,8 @@ from convex_cdc.core.retry import (
     is_transient_status,
     parse_retry_after,
 )
-from convex_cdc.core.selection import validate_selection
-from convex_cdc.core.source import WIRE_FORMAT, DeltaPage, Selection, SnapshotPage
+from convex_cdc.core.selection import Selection, validate_selection
+from convex_cdc.core.source import WIRE_FORMAT, DeltaPage, SnapshotPage
 
 CLIENT_ID: Final = f"convex-cdc-{__version__}"
 """The ``Convex-Client`` header value (``<name>-<semver>``, as the server requires)."""
@@ -377,6 +377,7 @@ def _normalise_url(url: str) -> str:
 
 def _with_selection(body: dict[str, Any], selection: Selection | None) -> dict[str, Any]:
     if selection is not None:
-        # A malformed selection is silently treated as "everything" by the server.
-        body["selection"] = validate_selection(selection)
+        # A malformed selection is silently treated as "everything" by the server, so the
+        # canonical object is checked once more on its way out.
+        body["selection"] = validate_selection(selection.to_wire())
     return body

@@ -7,9 +7,10 @@ the targets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
+
+from convex_cdc.core.selection import Selection
 
 WIRE_FORMAT: Final = "export_json"
 """The value format convex-cdc requests: lossless, and what Data Sync uses too.
@@ -17,9 +18,6 @@ WIRE_FORMAT: Final = "export_json"
 Int64 values are JSON integers, floats always carry a ``.`` or an exponent,
 NaN/±inf are ``{"$float": base64}`` and bytes are ``{"$bytes": base64}``.
 """
-
-Selection = Mapping[str, Any]
-"""A validated Convex selection object (see :mod:`convex_cdc.core.selection`)."""
 
 ConvexValue = dict[str, Any]
 """One exported document value as parsed from the wire (metadata keys included)."""
@@ -69,7 +67,7 @@ class Source(Protocol):
         cursor: str | None,
         selection: Selection | None,
     ) -> SnapshotPage:
-        """One page of the consistent snapshot walk."""
+        """One page of the consistent snapshot walk (``selection`` ``None``: everything)."""
         ...
 
     def document_deltas(self, *, cursor: int, selection: Selection | None) -> DeltaPage:

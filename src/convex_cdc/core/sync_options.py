@@ -14,7 +14,7 @@ from convex_cdc.core.checkpoint import (
 )
 from convex_cdc.core.errors import ConfigError
 from convex_cdc.core.events import DEFAULT_MAX_DOCUMENT_BYTES
-from convex_cdc.core.source import Selection
+from convex_cdc.core.selection import Selection
 
 
 @dataclass(frozen=True, slots=True)

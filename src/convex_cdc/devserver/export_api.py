@@ -21,7 +21,7 @@ from convex_cdc.devserver.ids import (
     encode_tablet_id,
 )
 from convex_cdc.devserver.schema_inference import column_names, table_schema
-from convex_cdc.devserver.selection import ColumnFilter, InvalidSelection, Selection
+from convex_cdc.devserver.selection import ColumnFilter, InvalidSelection, RequestSelection
 from convex_cdc.devserver.selection import selection_from_args as _selection_from_args
 from convex_cdc.devserver.settings import DevServerSettings
 from convex_cdc.devserver.store import DocumentStore, SnapshotCursor
@@ -43,7 +43,7 @@ def _format(name: Any) -> ValueFormat:
         raise bad_format(str(name)) from None
 
 
-def _selection(args: Mapping[str, Any]) -> Selection:
+def _selection(args: Mapping[str, Any]) -> RequestSelection:
     try:
         return _selection_from_args(args)
     except InvalidSelection:
@@ -59,7 +59,9 @@ def _body(revision: Revision, fmt: ValueFormat, filters: dict[int, ColumnFilter 
     return strip_columns(body, column_filter.includes)
 
 
-def _column_filters(selection: Selection, tables: set[Table]) -> dict[int, ColumnFilter | None]:
+def _column_filters(
+    selection: RequestSelection, tables: set[Table]
+) -> dict[int, ColumnFilter | None]:
     """Per table: ``None`` when every column is kept (the cached fast path)."""
     out: dict[int, ColumnFilter | None] = {}
     for table in tables:

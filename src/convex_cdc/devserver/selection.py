@@ -58,8 +58,9 @@ class ComponentSelection:
 
 
 @dataclass(frozen=True, slots=True)
-class Selection:
-    """A validated selection; ``None`` per component means excluded."""
+class RequestSelection:
+    """The selection one export request carries, as the server parses it; ``None`` per
+    component means excluded."""
 
     components: Mapping[str, ComponentSelection | None] = field(default_factory=dict)
     other_components: bool = True
@@ -80,7 +81,7 @@ class Selection:
         return self.column_filter(component, table) is not None
 
 
-EVERYTHING = Selection()
+EVERYTHING = RequestSelection()
 
 
 def _inclusion(value: Any) -> bool:
@@ -117,12 +118,12 @@ def _parse_component(raw: Any) -> ComponentSelection | None:
     raise _Malformed
 
 
-def _parse_exact(raw: Any) -> Selection:
+def _parse_exact(raw: Any) -> RequestSelection:
     if not isinstance(raw, dict) or "_other" not in raw:
         raise _Malformed
     other = _inclusion(raw["_other"])
     components = {path: _parse_component(value) for path, value in raw.items() if path != "_other"}
-    return Selection(components, other)
+    return RequestSelection(components, other)
 
 
 def _check_component_path(path: str) -> None:
@@ -135,7 +136,7 @@ def _check_table_name(name: str) -> None:
         raise InvalidSelection(f"invalid table name {name!r}")
 
 
-def validate(selection: Selection) -> Selection:
+def validate(selection: RequestSelection) -> RequestSelection:
     """Check names and the ``_id`` rule, as the server's conversion does.
 
     Raises:
@@ -158,7 +159,7 @@ def validate(selection: Selection) -> Selection:
     return selection
 
 
-def selection_from_args(args: Mapping[str, Any]) -> Selection:
+def selection_from_args(args: Mapping[str, Any]) -> RequestSelection:
     """Resolve the selection forms of a list_snapshot / document_deltas request.
 
     ``args`` is the query string (values are strings) or the JSON body.
@@ -180,7 +181,9 @@ def selection_from_args(args: Mapping[str, Any]) -> Selection:
         and (component is None or isinstance(component, str))
     ):
         path = component or ""
-        return validate(Selection({path: ComponentSelection({table: ALL_COLUMNS}, False)}, False))
+        return validate(
+            RequestSelection({path: ComponentSelection({table: ALL_COLUMNS}, False)}, False)
+        )
     if isinstance(component, str):
-        return validate(Selection({component: ComponentSelection({}, True)}, False))
+        return validate(RequestSelection({component: ComponentSelection({}, True)}, False))
     return EVERYTHING

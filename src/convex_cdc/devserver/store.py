@@ -38,7 +38,7 @@ from convex_cdc.devserver.ids import (
     encode_document_id,
     new_internal_id,
 )
-from convex_cdc.devserver.selection import Selection
+from convex_cdc.devserver.selection import RequestSelection
 from convex_cdc.devserver.tables import Component, Revision, Table
 from convex_cdc.devserver.transaction import (
     MAX_WRITES_PER_TRANSACTION,
@@ -267,7 +267,7 @@ class DocumentStore:
         self,
         snapshot: int,
         cursor: SnapshotCursor | None,
-        selection: Selection,
+        selection: RequestSelection,
         page_size: int,
     ) -> SnapshotPage:
         """One list_snapshot page at ``snapshot`` (must be ≤ :attr:`latest_ts`).
@@ -312,7 +312,7 @@ class DocumentStore:
                 )
             return SnapshotPage(found, snapshot, None, None)
 
-    def deltas_page(self, cursor: int, selection: Selection, row_limit: int) -> DeltasPage:
+    def deltas_page(self, cursor: int, selection: RequestSelection, row_limit: int) -> DeltasPage:
         """One document_deltas page after ``cursor``, with the server's page-end rule.
 
         Every log row read counts toward ``row_limit`` (system and unselected tables too).

@@ -16,7 +16,8 @@ import pytest
 from convex_cdc.core.errors import ConfigError
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.orchestrator import run_sync
-from convex_cdc.core.source import DeltaPage, Selection, SnapshotPage
+from convex_cdc.core.selection import Selection
+from convex_cdc.core.source import DeltaPage, SnapshotPage
 from convex_cdc.devserver.writes import Delete, Insert
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.raw.change_log import RawChangeLogSink

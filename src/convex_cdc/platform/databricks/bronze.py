@@ -1,8 +1,8 @@
 """Bronze: one append-only CDC Delta table per Convex table, written idempotently.
 
 Every row is one change event in a fixed envelope (:data:`BRONZE_SCHEMA`): the
-raw_change_log columns of design.md section 3, with the extraction time as
-``_ingested_at``, and the document as lossless ``export_json`` text. Key ``_id``,
+raw_change_log columns under the same names (:data:`~convex_cdc.core.events.RAW_CHANGE_LOG_SCHEMA`),
+the document as lossless ``export_json`` text. Key ``_id``,
 sequence ``_ts`` (BIGINT ns), delete flag ``_deleted``. A fixed envelope means bronze
 never needs schema evolution or type widening (which delta-rs cannot write); typed
 columns are projected in silver (:mod:`.table_spec`).
@@ -48,13 +48,9 @@ from convex_cdc.platform.databricks.writer_table import WriterTable
 
 log = logging.getLogger(__name__)
 
-BRONZE_SCHEMA: Final = pa.schema(
-    [
-        pa.field("_ingested_at", f.type, f.nullable) if f.name == "_extracted_at" else f
-        for f in RAW_CHANGE_LOG_SCHEMA
-    ]
-)
-"""The bronze envelope: raw_change_log columns, ``_extracted_at`` named ``_ingested_at``."""
+BRONZE_SCHEMA: Final = RAW_CHANGE_LOG_SCHEMA
+"""The bronze envelope: exactly the raw_change_log columns, so one name means one thing in
+raw, bronze and the rendered pipelines."""
 
 META_SOURCE: Final = "convex.source"
 META_BATCH: Final = "convex.batch_seq"
@@ -85,11 +81,11 @@ def bronze_app_id(source: SourceIdentity, key: TableKey) -> str:
 
 def bronze_rows(events: pa.Table) -> pa.Table:
     """Change-event rows (raw_change_log layout) as bronze rows."""
-    return events.rename_columns(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+    return events.cast(BRONZE_SCHEMA)
 
 
 @dataclass(frozen=True, slots=True)
-class BatchCommit:
+class BronzeCommit:
     """What a bronze commit says about the batch it belongs to."""
 
     batch_seq: int
@@ -111,11 +107,11 @@ def commit_metadata(batch: ChangeBatch) -> dict[str, str]:
     }
 
 
-def batch_commit_from_history(entry: dict[str, Any]) -> BatchCommit | None:
+def batch_commit_from_history(entry: dict[str, Any]) -> BronzeCommit | None:
     """Decode one ``DeltaTable.history()`` entry written by :class:`BronzeSink`."""
     if META_BATCH not in entry or META_CHECKPOINT not in entry:
         return None
-    return BatchCommit(
+    return BronzeCommit(
         batch_seq=int(entry[META_BATCH]),
         tables=tuple(TableKey.parse(t) for t in json.loads(entry[META_TABLES])),
         checkpoint=checkpoint_from_json(
@@ -124,7 +120,7 @@ def batch_commit_from_history(entry: dict[str, Any]) -> BatchCommit | None:
     )
 
 
-def find_batch_commit(table: DeltaTable, batch_seq: int) -> BatchCommit | None:
+def find_batch_commit(table: DeltaTable, batch_seq: int) -> BronzeCommit | None:
     """The metadata of ``table``'s commit of batch ``batch_seq``, if it has one.
 
     Looks at the most recent commits first (the batch wanted is almost always the last

@@ -37,7 +37,8 @@ from convex_cdc.platform.databricks.spark_projection import (
 )
 from convex_cdc.platform.databricks.table_spec import TableSpec
 
-Source = Literal["bronze", "s3-export"]
+ChangeFeed = Literal["bronze", "s3-export"]
+"""Where the silver pipeline reads change events (a Convex source is something else)."""
 Language = Literal["sql", "python"]
 
 DEFAULT_TOMBSTONE_SECONDS: Final = 7 * 24 * 3600
@@ -51,7 +52,7 @@ _GENERATED: Final = (
 class RenderOptions:
     """What to render, and the defaults written into the bundle variables."""
 
-    source: Source = "bronze"
+    source: ChangeFeed = "bronze"
     """``bronze``: the extractor's bronze tables; ``s3-export``: the S3/export target's
     published raw change log, read with Auto Loader (no extractor on Databricks)."""
     scd_type: Literal[1, 2] = 1

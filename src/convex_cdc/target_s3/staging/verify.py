@@ -28,7 +28,8 @@ import orjson
 from convex_cdc.core.errors import ConfigError, MalformedResponse
 from convex_cdc.core.events import events_from_values
 from convex_cdc.core.names import TableKey
-from convex_cdc.core.source import Selection, SnapshotPage, Source
+from convex_cdc.core.selection import Selection
+from convex_cdc.core.source import SnapshotPage, Source
 from convex_cdc.core.type_mapping import json_text_column
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging.buckets import read_bucket_file
