@@ -1,4 +1,4 @@
-"""Convex value types → column types (design.md section 4) and exact value conversion."""
+"""Convex value types → column types and exact value conversion, value by value and in bulk."""
 
 from __future__ import annotations
 
@@ -14,19 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convex_cdc.core.type_mapping import (
-    SYSTEM_COLUMN_TYPES,
     ColumnType,
     ConvexKind,
     column_type_for,
     decode_float,
     decode_int,
-    infer_column_types,
     json_text,
     json_text_column,
     kind_of,
-    system_columns,
     to_column_value,
-    typed_columns,
+    typed_array,
     widen,
 )
 
@@ -67,11 +64,6 @@ def test_column_types_store_in_the_documented_arrow_types() -> None:
     assert ColumnType.STRING.arrow == pa.string() and ColumnType.JSON.arrow == pa.string()
     assert ColumnType.FLOAT64.arrow == pa.float64() and ColumnType.INT64.arrow == pa.int64()
     assert ColumnType.BOOL.arrow == pa.bool_() and ColumnType.BINARY.arrow == pa.binary()
-    assert dict(SYSTEM_COLUMN_TYPES) == {
-        "_id": pa.string(),
-        "_creationTime": pa.float64(),
-        "_ts": pa.int64(),
-    }
 
 
 def test_a_non_export_json_value_is_rejected() -> None:
@@ -106,21 +98,6 @@ def test_widening_is_a_join_commutative_associative_idempotent_and_monotone(
     assert widen(a, ColumnType.JSON) is ColumnType.JSON
 
 
-def test_inference_skips_system_fields_treats_missing_fields_as_nullable_and_widens() -> None:
-    docs = [
-        {"_id": "a", "_creationTime": 1.0, "n": 1, "s": "x", "mixed": 1},
-        None,  # a delete
-        {"_id": "b", "n": None, "mixed": 2.5, "tags": ["a"]},
-        {"_id": "c", "s": "y"},
-    ]
-    assert infer_column_types(docs) == {
-        "n": ColumnType.INT64,
-        "s": ColumnType.STRING,
-        "mixed": ColumnType.JSON,
-        "tags": ColumnType.JSON,
-    }
-
-
 @pytest.mark.parametrize("special", [math.nan, math.inf, -math.inf])
 def test_special_floats_convert_bit_exactly(special: float) -> None:
     converted = to_column_value(float_tag(special), ColumnType.FLOAT64)
@@ -136,7 +113,7 @@ def test_a_non_canonical_nan_payload_is_kept() -> None:
 def test_negative_zero_keeps_its_sign() -> None:
     converted = to_column_value(-0.0, ColumnType.FLOAT64)
     assert math.copysign(1.0, converted) == -1.0
-    array = typed_columns([{"z": -0.0}], {"z": ColumnType.FLOAT64})["z"]
+    array = typed_array([-0.0], ColumnType.FLOAT64)
     assert math.copysign(1.0, array[0].as_py()) == -1.0
 
 
@@ -144,7 +121,7 @@ def test_negative_zero_keeps_its_sign() -> None:
 def test_int64_extremes_convert_exactly_from_both_encodings(number: int) -> None:
     assert to_column_value(number, ColumnType.INT64) == number
     assert decode_int({"$integer": base64.b64encode(struct.pack("<q", number)).decode()}) == number
-    assert typed_columns([{"n": number}], {"n": ColumnType.INT64})["n"].to_pylist() == [number]
+    assert typed_array([number], ColumnType.INT64).to_pylist() == [number]
 
 
 def test_bytes_convert_to_binary() -> None:
@@ -169,24 +146,6 @@ def test_a_value_that_does_not_fit_its_column_is_an_error() -> None:
     with pytest.raises(TypeError):
         to_column_value(1, ColumnType.NULL)
     assert to_column_value(None, ColumnType.INT64) is None
-
-
-def test_typed_columns_give_nulls_for_deletes_and_missing_fields() -> None:
-    docs = [{"n": 1, "s": "x", "b": {"$bytes": "AA=="}}, None, {"s": "y"}]
-    arrays = typed_columns(
-        docs, {"n": ColumnType.INT64, "s": ColumnType.STRING, "b": ColumnType.BINARY}
-    )
-    assert arrays["n"].to_pylist() == [1, None, None]
-    assert arrays["s"].to_pylist() == ["x", None, "y"]
-    assert arrays["b"].type == pa.binary() and arrays["b"].to_pylist() == [b"\x00", None, None]
-
-
-def test_system_columns_keep_creation_time_in_ms_and_ts_in_ns() -> None:
-    docs = [{"_creationTime": 1755820789999.4512}, None, {}]
-    arrays = system_columns(["a", "b", "c"], docs, [2**62, 2**62 + 1, 2**62 + 2])
-    assert arrays["_creationTime"].to_pylist() == [1755820789999.4512, None, None]
-    assert arrays["_ts"].to_pylist() == [2**62, 2**62 + 1, 2**62 + 2]
-    assert arrays["_id"].type == pa.string()
 
 
 typed_values = {
@@ -217,7 +176,7 @@ def test_widening_a_typed_column_to_json_gives_the_text_of_the_original_values(
 ) -> None:
     column, values = case
     wire = [None if v is None else _as_export_json(v, column) for v in values]
-    typed = typed_columns([{"f": w} for w in wire], {"f": column})["f"]
+    typed = typed_array(wire, column)
     widened = json_text_column(typed, column).to_pylist()
     assert widened == [None if w is None else json_text(w) for w in wire]
 
@@ -254,22 +213,8 @@ def test_bulk_columns_equal_converting_value_by_value(
         expected = pa.array([to_column_value(v, column) for v in values], column.arrow)
     except TypeError:
         with pytest.raises(TypeError):
-            typed_columns([{"f": v} for v in values], {"f": column})
+            typed_array(values, column)
         return
-    built = typed_columns([{"f": v} for v in values], {"f": column})["f"]
+    built = typed_array(values, column)
     assert built.type == expected.type
     assert _comparable(built) == _comparable(expected)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.none() | st.dictionaries(st.sampled_from("abc_"), export_values), max_size=8))
-def test_inferred_types_are_the_join_of_every_value_kind(
-    documents: list[dict[str, Any] | None],
-) -> None:
-    kinds: dict[str, list[ConvexKind]] = {}
-    for document in documents:
-        for name, value in (document or {}).items():
-            if not name.startswith("_"):
-                kinds.setdefault(name, []).append(kind_of(value))
-    expected = {name: column_type_for(seen) for name, seen in kinds.items()}
-    assert infer_column_types(documents) == expected

@@ -1,9 +1,10 @@
 """Build a staging directory by hand (typed parquet files + ``_state.json``) for tests.
 
 Documents are given as parsed ``export_json`` values, the way Convex sends them, typed
-with ``core.type_mapping`` and laid out like the materializer's (system columns, then
-user columns sorted; ``crc32(_id)`` buckets; content-named files), but without going
-through the raw change log. An unchanged bucket produces the same file name again.
+with the production row builder (``core.current_state``) and laid out like the
+materializer's (system columns, then user columns sorted; ``crc32(_id)`` buckets;
+content-named files), but without going through the raw change log. An unchanged
+bucket produces the same file name again.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from convex_cdc.core.checkpoint import Checkpoint, DeltaCursor, DeltaTail, SourceIdentity
 from convex_cdc.core.checkpoint_json import dumps_checkpoint
+from convex_cdc.core.columns import column_specs
+from convex_cdc.core.current_state import observed_column_types, parse_fields, typed_rows
 from convex_cdc.core.names import TableKey
-from convex_cdc.core.type_mapping import infer_column_types, system_columns, typed_columns
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging.buckets import positions_by_bucket, write_bucket_file
-from convex_cdc.target_s3.staging.columns import arrow_schema, column_specs
 from convex_cdc.target_s3.staging.state import (
     StagingState,
     StagingTable,
@@ -87,12 +89,19 @@ def _write_table(
     layout: DestinationLayout, key: TableKey, docs: Documents, buckets: int, last_batch: int
 ) -> StagingTable:
     directory = table_dir_name(key)
-    specs = column_specs(infer_column_types(docs))
-    arrays = system_columns(
-        [d["_id"] for d in docs], list(docs), [int(d.get("_ts", 1)) for d in docs]
+    events = pa.table(
+        {
+            "_id": pa.array([d["_id"] for d in docs], pa.string()),
+            "_ts": pa.array([int(d.get("_ts", 1)) for d in docs], pa.int64()),
+            "_deleted": pa.array([False] * len(docs)),
+            "document": [
+                orjson.dumps({k: v for k, v in d.items() if k != "_ts"}).decode() for d in docs
+            ],
+        }
     )
-    arrays.update(typed_columns(list(docs), {s.name: s.type for s in specs[3:]}))
-    rows = pa.Table.from_pydict(arrays, schema=arrow_schema(specs))
+    fields = parse_fields(events)
+    specs = column_specs(observed_column_types(fields))
+    rows = typed_rows(events, fields, specs)
     files = []
     by_bucket = positions_by_bucket(rows.column("_id").to_pylist(), buckets)
     for bucket, positions in sorted(by_bucket.items()):

@@ -1,4 +1,4 @@
-"""Convex values → typed Arrow columns (design.md section 4).
+"""Convex values → typed Arrow columns.
 
 Documents arrive as ``export_json`` (see :data:`convex_cdc.core.source.WIRE_FORMAT`),
 parsed with orjson: ints are Int64, floats are Float64, ``{"$float": b64}`` is a special
@@ -40,8 +40,6 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from convex_cdc.core.document_columns import field_columns
 
 
 class ConvexKind(StrEnum):
@@ -95,15 +93,6 @@ _SCALAR_COLUMN: Final[Mapping[ConvexKind, ColumnType]] = {
     ConvexKind.OBJECT: ColumnType.JSON,
 }
 
-SYSTEM_COLUMNS: Final = ("_id", "_creationTime", "_ts")
-"""Leading columns of every current-state table: id, creation time (ms) and last change (ns)."""
-
-SYSTEM_COLUMN_TYPES: Final[Mapping[str, pa.DataType]] = {
-    "_id": pa.string(),
-    "_creationTime": pa.float64(),
-    "_ts": pa.int64(),
-}
-
 
 def kind_of(value: Any) -> ConvexKind:
     """The Convex type of one ``export_json`` value (as parsed by orjson)."""
@@ -147,24 +136,6 @@ def widen(current: ColumnType, seen: ColumnType) -> ColumnType:
     if seen is ColumnType.NULL or seen is current:
         return current
     return ColumnType.JSON
-
-
-def infer_column_types(documents: Iterable[Mapping[str, Any] | None]) -> dict[str, ColumnType]:
-    """Column type per user field over ``documents`` (``None`` entries are deletes).
-
-    System fields (``_id``, ``_creationTime``) are not included; they have fixed types.
-    A field missing from some documents is simply nullable, which every column is.
-    Fields come in the order they first appear.
-
-    Raises:
-        TypeError: a value is not an ``export_json`` value.
-    """
-    present = [document for document in documents if document is not None]
-    return {
-        name: values_column_type(values)
-        for name, values in field_columns(present).items()
-        if name[:1] != "_"
-    }
 
 
 def values_column_type(values: Iterable[Any]) -> ColumnType:
@@ -237,25 +208,6 @@ def to_column_value(value: Any, column: ColumnType) -> Any:
     return value
 
 
-def typed_columns(
-    documents: Sequence[Mapping[str, Any] | None],
-    columns: Mapping[str, ColumnType],
-) -> dict[str, pa.Array]:
-    """Build one Arrow array per user field from parsed documents.
-
-    ``documents[i] is None`` (a delete) yields nulls in every column. Fields of a document
-    that are not in ``columns`` are ignored; missing fields are null.
-
-    Raises:
-        TypeError: a value does not fit its column (see :func:`to_column_value`).
-    """
-    fields = field_columns(documents)
-    missing = [None] * len(documents)
-    return {
-        name: typed_array(fields.get(name, missing), column) for name, column in columns.items()
-    }
-
-
 def typed_array(values: Sequence[Any], column: ColumnType) -> pa.Array:
     """One column's Arrow array: :func:`to_column_value` of every value, without calling it
     per value when the values need no conversion (the common case).
@@ -304,20 +256,6 @@ def _json_texts(values: Sequence[Any], *, nulls: bool) -> pa.Array:
     if nulls:  # None was written as null, and only None is (other values are not JSON null)
         texts = pc.if_else(pc.equal(texts, "null"), pa.scalar(None, pa.string()), texts)
     return texts
-
-
-def system_columns(
-    ids: Sequence[str],
-    documents: Sequence[Mapping[str, Any] | None],
-    tss: Sequence[int],
-) -> dict[str, pa.Array]:
-    """The leading ``_id``, ``_creationTime`` and ``_ts`` arrays for the same rows."""
-    creation = field_columns(documents).get("_creationTime", [None] * len(documents))
-    return {
-        "_id": pa.array(ids, pa.string()),
-        "_creationTime": creation_time_array(creation),
-        "_ts": pa.array(tss, pa.int64()),
-    }
 
 
 def creation_time_array(values: Sequence[Any]) -> pa.Array:

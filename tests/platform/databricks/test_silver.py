@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
+from convex_cdc.core.errors import StateError
 from convex_cdc.core.events import ChangeBatch
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
@@ -18,8 +19,8 @@ from convex_cdc.platform.databricks.bronze import BronzeSink
 from convex_cdc.platform.databricks.control_table import DeltaCheckpointStore
 from convex_cdc.platform.databricks.delta_read import read_table
 from convex_cdc.platform.databricks.silver import apply_silver, read_silver
-from convex_cdc.platform.databricks.silver_merge import latest_per_key, merge_window
-from convex_cdc.platform.databricks.table_spec import TableSpecStore
+from convex_cdc.platform.databricks.silver_merge import merge_window
+from convex_cdc.platform.databricks.table_spec import TableSpecStore, spec_from_json
 from convex_cdc.platform.databricks.warehouse import Warehouse
 from tests.platform.databricks.change_batches import (
     SOURCE,
@@ -280,24 +281,6 @@ def test_a_new_snapshot_walk_truncates_and_reloads_silver(warehouse: Warehouse) 
     assert live(silver(warehouse)) == {"a": 50}
 
 
-def test_latest_per_key_pairs_a_delete_with_no_document() -> None:
-    changes = pa.table(
-        {
-            "_id": ["a", "a", "b"],
-            "_ts": [1, 2, 1],
-            "_deleted": [False, True, False],
-            "document": ['{"x":1}', None, '{"x":2}'],
-        }
-    )
-
-    latest = latest_per_key(changes).to_pylist()
-
-    assert latest == [
-        {"_id": "a", "_ts": 2, "_deleted": True, "document": None},
-        {"_id": "b", "_ts": 1, "_deleted": False, "document": '{"x":2}'},
-    ]
-
-
 @pytest.mark.parametrize("window_rows", [1, 2, 1000])
 def test_the_window_size_does_not_change_the_result(warehouse: Warehouse, window_rows: int) -> None:
     values: Sequence[dict[str, Any]] = [
@@ -335,3 +318,9 @@ def test_bronze_the_spec_does_not_cover_widens_the_spec_before_merging(
     assert {k: v.value for k, v in spec.columns.items()} == {"extra": "bool", "n": "json"}
     rows = silver(warehouse)
     assert (rows["a"]["n"], rows["b"]["n"], rows["b"]["extra"]) == ("1", '"two"', True)
+
+
+@pytest.mark.parametrize("stored", ['{"n": "float128"}', "[1, 2]", "{truncated"])
+def test_an_unreadable_stored_spec_is_a_state_error_naming_the_table(stored: str) -> None:
+    with pytest.raises(StateError, match="column spec of waitlist/entries is not readable"):
+        spec_from_json(TableKey("waitlist", "entries"), stored)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from convex_cdc.core.columns import ColumnSpec, Widening
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.publish.manifest import (
     Manifest,
@@ -24,7 +25,6 @@ from convex_cdc.target_s3.publish.manifest import (
     numbered_path,
     sequence_of,
 )
-from convex_cdc.target_s3.staging.state import ColumnSpec, Widening
 
 SHA = "0123456789abcdef" * 4
 

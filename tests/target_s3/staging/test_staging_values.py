@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from convex_cdc.core.columns import Widening
 from convex_cdc.core.type_mapping import ColumnType
+from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging.materializer import StagingMaterializer
 from convex_cdc.target_s3.staging.reader import read_staging_table
-from convex_cdc.target_s3.staging.state import Widening
 from tests.target_s3.change_batches import ScriptedSync, doc, key
 from tests.target_s3.staging_checks import assert_only_listed_files, rows_by_id, state_of
 
@@ -51,9 +52,9 @@ def test_values_land_exactly_in_typed_columns(tmp_path: Path) -> None:
         ],
         snapshot_ts=100,
     )  # fmt: skip
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
 
-    table = read_staging_table(tmp_path, THINGS)
+    table = read_staging_table(DestinationLayout.at(tmp_path), THINGS)
     assert table.schema.names == [
         "_id", "_creationTime", "_ts",
         "big", "data", "flag", "half", "inf", "nan", "negative", "negzero", "nested",
@@ -86,9 +87,9 @@ def test_values_land_exactly_in_typed_columns(tmp_path: Path) -> None:
 def test_a_null_only_column_adopts_the_first_real_type_without_a_widening(tmp_path: Path) -> None:
     sync = ScriptedSync(tmp_path)
     sync.snapshot([[doc("things", "t1", 10, later=None), doc("things", "t2", 11)]], snapshot_ts=50)
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     sync.delta([doc("things", "t3", 60, later=7)])
-    report = StagingMaterializer(tmp_path).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
 
     (table,) = state_of(tmp_path).tables
     assert {c.name: c.type for c in table.columns}["later"] is ColumnType.INT64
@@ -111,9 +112,9 @@ def test_an_incompatible_type_widens_old_rows_to_lossless_json_text(tmp_path: Pa
         ],
         snapshot_ts=50,
     )
-    StagingMaterializer(tmp_path, rows_per_bucket=1).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=1).materialize()
     sync.delta([doc("things", "t4", 60, n="five", f=[1], b="text", s=["x"], ok={"k": 1})])
-    report = StagingMaterializer(tmp_path, rows_per_bucket=1).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=1).materialize()
 
     rows = rows_by_id(tmp_path, THINGS)
     assert {i: r["n"] for i, r in rows.items()} == {
@@ -152,9 +153,9 @@ def test_a_widened_column_never_narrows_back(tmp_path: Path) -> None:
     sync = ScriptedSync(tmp_path)
     sync.snapshot([[doc("things", "t1", 10, n=1)]], snapshot_ts=50)
     sync.delta([doc("things", "t2", 60, n="two")])
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     sync.delta([doc("things", "t2", 70, n=3)])  # the only non-int row is gone
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
 
     (table,) = state_of(tmp_path).tables
     assert {c.name: c.type for c in table.columns}["n"] is ColumnType.JSON
@@ -171,7 +172,9 @@ def test_widened_old_rows_read_the_same_as_rows_typed_from_scratch(tmp_path: Pat
         sync = ScriptedSync(dest)
         sync.snapshot([values[0]], snapshot_ts=50)
         if dest == incremental:
-            StagingMaterializer(dest).materialize()
+            StagingMaterializer(DestinationLayout.at(dest)).materialize()
         sync.delta(values[1])
-        StagingMaterializer(dest).materialize()
-    assert read_staging_table(incremental, THINGS).equals(read_staging_table(scratch, THINGS))
+        StagingMaterializer(DestinationLayout.at(dest)).materialize()
+    assert read_staging_table(DestinationLayout.at(incremental), THINGS).equals(
+        read_staging_table(DestinationLayout.at(scratch), THINGS)
+    )

@@ -24,13 +24,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
-from convex_cdc.core.document_columns import field_columns, parse_documents, paused_gc
-from convex_cdc.core.type_mapping import (
-    ColumnType,
-    creation_time_array,
-    typed_array,
-    values_column_type,
+from convex_cdc.core.current_state import (
+    DocumentError,
+    latest_events,
+    observed_column_types,
+    parse_fields,
+    typed_rows,
 )
+from convex_cdc.core.document_columns import paused_gc
+from convex_cdc.core.errors import TargetError
+from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.platform.databricks.delta_read import read_table, sql_ident
 from convex_cdc.platform.databricks.table_spec import TableSpec
 
@@ -57,23 +60,6 @@ class MergeCounts:
     """Keys whose newest event is older than (or as old as) their tombstone: ignored."""
 
 
-def latest_per_key(changes: pa.Table) -> pa.Table:
-    """One row per ``_id``: the one with the highest ``_ts`` (deletes included).
-
-    Sorting and taking the last row of each run avoids ``group_by(...).aggregate("last")``,
-    which skips nulls and would pair a delete with the previous version's document.
-    """
-    if changes.num_rows == 0:
-        return changes
-    # One chunk first: take over many chunks (one per scanned batch) is far slower.
-    changes = changes.combine_chunks()
-    ordered = changes.take(pc.sort_indices(changes, [("_id", "ascending"), ("_ts", "ascending")]))
-    ids = ordered.column("_id").combine_chunks()
-    last_of_run = pc.not_equal(ids.slice(0, len(ids) - 1), ids.slice(1))
-    mask = pa.concat_arrays([last_of_run, pa.array([True])])
-    return ordered.filter(mask)
-
-
 class SpecNotCovered(Exception):
     """Documents hold fields or types the table spec does not have yet."""
 
@@ -85,34 +71,32 @@ class SpecNotCovered(Exception):
 def silver_rows(changes: pa.Table, spec: TableSpec) -> pa.Table:
     """Typed silver rows (plus ``_deleted``) for deduplicated change events.
 
+    The rows come from the same builder as staging's
+    (:func:`convex_cdc.core.current_state.typed_rows`), typed against the spec's columns.
+
     Raises:
         SpecNotCovered: a document has a field or type the spec lacks (widen it first).
+        TargetError: bronze holds a document that is not a JSON object, or a value that
+            does not fit its column.
     """
-    rows = changes.num_rows
-    # Bytes, not str: orjson parses them without a UTF-8 decode into Python first.
-    texts = changes.column("document").cast(pa.binary()).to_pylist()
     with paused_gc():  # the parsed documents are alive until the columns are built
-        fields = field_columns(parse_documents(texts))
-        observed = {
-            name: values_column_type(values) for name, values in fields.items() if name[:1] != "_"
-        }
-        if spec.widened(observed).columns != spec.columns:
-            raise SpecNotCovered(observed)
-        columns: dict[str, pa.Array | pa.ChunkedArray] = {
-            "_id": changes.column("_id"),
-            "_creationTime": creation_time_array(fields.get("_creationTime", [None] * rows)),
-            "_ts": changes.column("_ts"),
-        }
-        for name, kind in spec.typed_columns.items():
-            columns[name] = (
-                typed_array(fields[name], kind) if name in fields else pa.nulls(rows, kind.arrow)
-            )
+        try:
+            fields = parse_fields(changes)
+            observed = observed_column_types(fields)
+            if spec.widened(observed).columns != spec.columns:
+                raise SpecNotCovered(observed)
+            rows = typed_rows(changes, fields, spec.column_specs())
+        except (DocumentError, TypeError) as exc:
+            raise TargetError(
+                f"bronze table of {spec.key} holds a document silver cannot type: {exc}",
+                hint="bronze is written only by convex-cdc; report this with the document id",
+            ) from exc
         del fields  # freed while the collector is paused, so it never scans the documents
     if spec.keep_document:
-        columns["document"] = changes.column("document")
-    columns["_deleted"] = changes.column("_deleted")
+        rows = rows.append_column("document", changes.column("document"))
+    rows = rows.append_column("_deleted", changes.column("_deleted"))
     schema = pa.schema([*spec.silver_schema(), pa.field("_deleted", pa.bool_(), nullable=False)])
-    return pa.table(columns).select(schema.names).cast(schema)
+    return rows.cast(schema)
 
 
 def merge_window(
@@ -123,7 +107,7 @@ def merge_window(
     Raises:
         SpecNotCovered: before anything is written, if the spec must be widened first.
     """
-    latest = latest_per_key(changes.select(list(CHANGE_COLUMNS)))
+    latest = latest_events(changes.select(list(CHANGE_COLUMNS)))
     if latest.num_rows == 0:
         return MergeCounts(0, 0, 0, 0)
     known = read_table(tombstones, columns=["_id", "_ts"]).rename_columns(["_id", "_tomb_ts"])

@@ -33,6 +33,14 @@ from convex_cdc.platform.databricks.table_spec import TableSpec
 POS_INF_B64: Final = "AAAAAAAA8H8="
 NEG_INF_B64: Final = "AAAAAAAA8P8="
 
+_UNTAGGED_FLOATS: Final = frozenset({"_creationTime"})
+"""Float fields Convex itself writes, always finite, so never ``{"$float": ...}``-tagged:
+a plain cast reads them exactly, without the three extra lookups of a user float."""
+
+ENVELOPE_COLUMNS: Final = ("_id", "_ts")
+"""Current-state columns that bronze (and the raw change log) carry as columns of their own;
+the source views select them as they are."""
+
 EXCEPT_COLUMNS: Final = ("_deleted",)
 """Source-view columns AUTO CDC must not copy into silver."""
 
@@ -92,9 +100,17 @@ def column_expression(field: str, kind: ColumnType) -> str:
 
 
 def projection(spec: TableSpec) -> list[tuple[str, str]]:
-    """``(column, expression)`` of every silver column after ``_id`` and ``_ts``."""
-    columns = [("_creationTime", f"CAST({_raw('_creationTime')} AS DOUBLE)")]
-    columns += [(name, column_expression(name, kind)) for name, kind in spec.typed_columns.items()]
+    """``(column, expression)`` of every silver column the document supplies.
+
+    Rendered from the spec's :meth:`~TableSpec.column_specs` (the layout the local apply
+    and staging use): every column but the envelope's own (:data:`ENVELOPE_COLUMNS`) is
+    read from ``document`` with the expression for its type, ``_creationTime`` included.
+    """
+    columns = [
+        (column.name, _expression(column.name, column.type))
+        for column in spec.column_specs()
+        if column.name not in ENVELOPE_COLUMNS
+    ]
     if spec.keep_document:
         columns.append(("document", "document"))
     return columns
@@ -120,5 +136,7 @@ def check_unique_names(specs: list[TableSpec], *, suffixes: tuple[str, ...] = ()
             seen[name] = spec.key
 
 
-def _raw(field: str) -> str:
-    return f"get_json_object(document, {json_path(field)})"
+def _expression(field: str, kind: ColumnType) -> str:
+    if field in _UNTAGGED_FLOATS and kind is ColumnType.FLOAT64:
+        return f"CAST(get_json_object(document, {json_path(field)}) AS DOUBLE)"
+    return column_expression(field, kind)

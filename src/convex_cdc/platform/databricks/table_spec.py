@@ -1,11 +1,13 @@
 """The per-table spec: which typed columns a silver table has.
 
 Bronze is a fixed envelope (the document stays lossless JSON text), so it never needs
-schema evolution. Silver projects one typed column per top-level document field, with
-the types of design.md section 4 (:mod:`convex_cdc.core.type_mapping`). The spec is
-derived from the data the extractor lands and stored in the warehouse as an append-only
-log (``_convex_cdc/table_specs``); the same spec drives the local ``apply-silver`` and the
-rendered Lakeflow SQL/Python, so both produce the same columns.
+schema evolution. Silver is a current-state table with the column layout of
+:mod:`convex_cdc.core.columns`: the system columns, then one typed column per top-level
+document field. The spec is derived from the data the extractor lands and stored in the
+warehouse as an append-only log (``_convex_cdc/table_specs``); the same spec's
+:meth:`TableSpec.column_specs` drive the local ``apply-silver`` (through the row builder
+staging uses too) and the rendered Lakeflow SQL/Python, so all three produce the same
+columns.
 
 Each log row holds a table's whole column map at the time it was written; the effective
 spec is the join (:func:`~convex_cdc.core.type_mapping.widen`) over every row, so two
@@ -31,10 +33,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from convex_cdc.core.document_columns import parse_documents, paused_gc
+from convex_cdc.core.columns import ColumnSpec, arrow_schema, column_specs
+from convex_cdc.core.current_state import observed_column_types, parse_fields
+from convex_cdc.core.document_columns import paused_gc
+from convex_cdc.core.errors import StateError
 from convex_cdc.core.events import tables_in
 from convex_cdc.core.names import TableKey
-from convex_cdc.core.type_mapping import ColumnType, infer_column_types, widen
+from convex_cdc.core.type_mapping import ColumnType, widen
 from convex_cdc.platform.databricks.append_log import AppendOnlyLog
 from convex_cdc.platform.databricks.warehouse import Warehouse, table_dir
 
@@ -77,17 +82,17 @@ class TableSpec:
             name: kind for name, kind in sorted(self.columns.items()) if kind is not ColumnType.NULL
         }
 
+    def column_specs(self) -> tuple[ColumnSpec, ...]:
+        """The current-state columns silver has: the system columns, then the typed ones
+        (the same layout, types and values as staging's for these fields)."""
+        return column_specs(self.typed_columns)
+
     def silver_schema(self) -> pa.Schema:
-        """``_id``, ``_creationTime``, ``_ts``, then the typed columns (or ``document``)."""
-        fields = [
-            pa.field("_id", pa.string(), nullable=False),
-            pa.field("_creationTime", pa.float64()),
-            pa.field("_ts", pa.int64(), nullable=False),
-        ]
-        fields += [pa.field(name, kind.arrow) for name, kind in self.typed_columns.items()]
+        """:meth:`column_specs` as Arrow, plus ``document`` when types are unknown."""
+        schema = arrow_schema(self.column_specs())
         if self.keep_document:
-            fields.append(pa.field("document", pa.string()))
-        return pa.schema(fields)
+            schema = schema.append(pa.field("document", pa.string()))
+        return schema
 
     def widened(self, observed: Mapping[str, ColumnType]) -> TableSpec:
         """This spec joined with ``observed`` field types (names filtered, see module doc)."""
@@ -118,7 +123,8 @@ class TableSpec:
 
 
 def observed_types(events: pa.Table) -> dict[TableKey, dict[str, ColumnType]]:
-    """Column types of every table's documents in a batch of change events."""
+    """Column types of every table's documents in a batch of change events (the types
+    :func:`convex_cdc.core.current_state.observed_column_types` gives staging too)."""
     result: dict[TableKey, dict[str, ColumnType]] = {}
     keys = tables_in(events)
     for key in keys:
@@ -130,17 +136,26 @@ def observed_types(events: pa.Table) -> dict[TableKey, dict[str, ColumnType]]:
                     pc.equal(events.column("_table"), key.table),
                 )
             )
-        # Bytes, not str: orjson parses them without a UTF-8 decode into Python first.
-        texts = rows.column("document").cast(pa.binary()).to_pylist()
         with paused_gc():  # the documents die before the collector would scan them
-            result[key] = infer_column_types(parse_documents(texts))
+            result[key] = observed_column_types(parse_fields(rows))
     return result
 
 
 def spec_from_json(key: TableKey, text: str) -> TableSpec:
-    """Decode one ``columns`` JSON value of the spec log."""
-    raw = orjson.loads(text)
-    return TableSpec(key, {str(name): ColumnType(kind) for name, kind in raw.items()})
+    """Decode one ``columns`` JSON value of the spec log (or of silver progress).
+
+    Raises:
+        StateError: the value is not a ``{field: column type}`` object this version knows.
+    """
+    try:
+        raw = orjson.loads(text)
+        return TableSpec(key, {str(name): ColumnType(kind) for name, kind in raw.items()})
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        raise StateError(
+            f"the stored column spec of {key.qualified} is not readable: {text[:80]!r}",
+            hint="the _convex_cdc tables were changed by hand or by a newer convex-cdc; "
+            "restore them with Delta time travel, or extract into a fresh warehouse",
+        ) from None
 
 
 def columns_json(spec: TableSpec) -> str:

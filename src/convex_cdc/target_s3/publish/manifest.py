@@ -1,7 +1,7 @@
 """The publish manifest: which immutable files make up one consistent published state.
 
 ``<prefix>/manifest.json`` always holds a full copy of the newest manifest, which is
-also kept as ``<prefix>/manifests/<sequence:012d>.json`` (design.md section 5). A reader
+also kept as ``<prefix>/manifests/<sequence:012d>.json``. A reader
 that follows ``manifest.json`` sees only complete sets of files, because publish writes
 the manifest after every file it names. Paths are relative to the prefix.
 
@@ -37,10 +37,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from convex_cdc.core.columns import ColumnSpec, Widening
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
-from convex_cdc.target_s3.staging.state import ColumnSpec, Widening
 
 MANIFEST_FORMAT: Final = "convex-cdc.manifest"
 MANIFEST_VERSION: Final = 1

@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from convex_cdc.core.columns import UserColumns, conform
 from convex_cdc.target_s3.staging.buckets import read_bucket_file, sorted_by_id, write_bucket_file
-from convex_cdc.target_s3.staging.columns import UserColumns, conform
 from convex_cdc.target_s3.staging.state import StagingFile
 
 

@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from convex_cdc.core.columns import SYSTEM_COLUMN_NAMES
 from convex_cdc.core.errors import StateError
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
 from convex_cdc.target_s3.staging.state import StagingFile
@@ -55,7 +56,6 @@ GROWTH_FACTOR: Final = 2
 STAGING_ROW_GROUP_ROWS: Final = 128 * 1024
 STAGING_COMPRESSION: Final = "zstd"
 STAGING_COMPRESSION_LEVEL: Final = 1
-_SYSTEM_COLUMNS: Final = ("_id", "_creationTime", "_ts")
 
 BUCKET_FILE_PATTERN: Final = re.compile(r"part-(\d{4,})-([0-9a-f]{16})\.parquet")
 
@@ -115,8 +115,8 @@ def write_bucket_file(root: Path, table_dir: Path, bucket: int, rows: pa.Table) 
         compression=STAGING_COMPRESSION,
         compression_level=STAGING_COMPRESSION_LEVEL,
         row_group_size=STAGING_ROW_GROUP_ROWS,
-        use_dictionary=[name for name in names if name not in _SYSTEM_COLUMNS],
-        write_statistics=[name for name in names if name in _SYSTEM_COLUMNS],
+        use_dictionary=[name for name in names if name not in SYSTEM_COLUMN_NAMES],
+        write_statistics=[name for name in names if name in SYSTEM_COLUMN_NAMES],
     )
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()

@@ -37,9 +37,11 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from convex_cdc.core.checkpoint import Checkpoint
+from convex_cdc.core.columns import Widening
 from convex_cdc.core.errors import StateError
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
 from convex_cdc.target_s3.raw.batch_index import BatchIndex
@@ -54,7 +56,6 @@ from convex_cdc.target_s3.staging.merge import (
 from convex_cdc.target_s3.staging.state import (
     StagingState,
     StagingTable,
-    Widening,
     load_staging_state,
     save_staging_state,
 )
@@ -101,21 +102,28 @@ class MaterializeReport:
 
 
 class StagingMaterializer:
-    """Builds ``<dest>/staging`` from ``<dest>/raw_change_log`` up to the saved checkpoint."""
+    """Builds ``layout.staging`` from ``layout.raw_change_log`` up to the saved checkpoint.
+
+    Args:
+        layout: the destination.
+        rows_per_bucket: target rows per staging file.
+        max_events_per_step: raw events applied per step (bounds memory).
+        progress: called after each table of each step.
+    """
 
     def __init__(
         self,
-        dest: str | Path,
+        layout: DestinationLayout,
         *,
         rows_per_bucket: int = ROWS_PER_BUCKET,
         max_events_per_step: int = MAX_EVENTS_PER_STEP,
         progress: Callable[[MaterializeProgress], None] | None = None,
     ) -> None:
-        self.layout = DestinationLayout.at(dest)
+        self.layout = layout
         self.rows_per_bucket = rows_per_bucket
         self.max_events_per_step = max_events_per_step
         self.progress = progress
-        self.raw = RawChangeLog(self.layout.root)
+        self.raw = RawChangeLog(layout)
 
     def materialize(self) -> MaterializeReport:
         """Apply every committed raw batch staging does not hold yet.
@@ -126,17 +134,21 @@ class StagingMaterializer:
             DestinationBusy: another materialize holds the staging lock.
             StateError: the checkpoint, a batch index, the staging state or a staging
                 file is unusable, or staging belongs to another deployment.
-            TargetError: a raw file is missing or unreadable, or the disk refused a write.
+            TargetError: a raw file is missing or unreadable, or the disk refused a read or
+                a write (the staging state still lists only complete files).
         """
         started = time.monotonic()
-        with DestinationLock(self.layout.root, "staging"):
+        with (
+            io_errors(f"materialize {self.layout.staging}", then="run materialize again"),
+            DestinationLock(self.layout, "staging"),
+        ):
             report = self._run()
         report.elapsed_seconds = time.monotonic() - started
         return report
 
     def _run(self) -> MaterializeReport:
         report = MaterializeReport()
-        checkpoint = FileCheckpointStore(self.layout.root).load()
+        checkpoint = FileCheckpointStore(self.layout).load()
         state = load_staging_state(self.layout.staging_state)
         if checkpoint is None:
             return _finish(report, state)

@@ -1,14 +1,17 @@
 """Apply one table's new change events to its staging buckets.
 
-The steps, all column work except parsing the *new* documents:
+Rows are built by the target-agnostic builder of :mod:`convex_cdc.core.current_state`
+(the same one silver uses); this module decides which of them win against the bucket
+files staging already holds, and rewrites those files. The steps, all column work except
+parsing the *new* documents:
 
-1. Keep the last event per ``_id`` among the new ones (stable sort by ``(_id, _ts)``,
-   then the last row of each run; group_by "last" would skip nulls).
+1. Keep the last event per ``_id`` among the new ones (``latest_positions``).
 2. Per touched bucket, read only ``_id``/``_ts`` of the existing file and decide who
    wins each id: the highest ``_ts``, a new event on a tie (a replay carries the same
    version). New events older than what staging holds lose.
-3. Parse the bucket's winning upserts, evolve the columns, build their typed rows (the
-   parsed documents are dropped right away, so memory holds one bucket's documents).
+3. Parse the bucket's winning upserts, evolve the columns, build their typed rows
+   (``parse_fields``, ``observed_column_types``, ``typed_rows``; the parsed documents
+   are dropped right away, so memory holds one bucket's documents).
 4. Rewrite the bucket: existing rows minus the ids the new events won (``is_in``), plus
    the new rows, sorted by ``_id``. That is Arrow work without the GIL, so it runs in a
    small thread pool while the next bucket is parsed.
@@ -24,26 +27,38 @@ only guards against disorder inside the batches of one run, where it is exact.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from convex_cdc.core.document_columns import field_columns, parse_documents, paused_gc
+from convex_cdc.core.columns import (
+    ColumnSpec,
+    Widening,
+    arrow_schema,
+    column_specs,
+    evolve_columns,
+    join_column_types,
+    user_columns,
+)
+from convex_cdc.core.current_state import (
+    DocumentError,
+    DocumentFields,
+    last_of_runs,
+    latest_positions,
+    observed_column_types,
+    parse_fields,
+    single_chunk,
+    typed_rows,
+    upserts_only,
+)
+from convex_cdc.core.document_columns import paused_gc
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
-from convex_cdc.core.type_mapping import (
-    ColumnType,
-    creation_time_array,
-    typed_array,
-    values_column_type,
-    widen,
-)
+from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.staging.bucket_rewrite import BucketRewrite, RewrittenBucket
 from convex_cdc.target_s3.staging.buckets import (
     ROWS_PER_BUCKET,
@@ -55,20 +70,10 @@ from convex_cdc.target_s3.staging.buckets import (
     sorted_by_id,
     write_bucket_file,
 )
-from convex_cdc.target_s3.staging.columns import (
-    UserColumns,
-    arrow_schema,
-    column_specs,
-    evolve_columns,
-    user_columns,
-)
-from convex_cdc.target_s3.staging.state import StagingFile, StagingTable, Widening
+from convex_cdc.target_s3.staging.state import StagingFile, StagingTable
 
 EVENT_COLUMNS = ["_id", "_ts", "_deleted", "document"]
 """The raw change log columns the materializer reads."""
-
-_STRING_CHUNK_BYTES: Final = 2**31 - 2**20
-"""Text (plus offsets) above which one ``string`` array would overflow its 32-bit offsets."""
 
 REWRITE_THREADS: Final = 2
 """Buckets read, merged and written at once (pyarrow releases the GIL for that work)."""
@@ -125,9 +130,9 @@ def apply_table_events(
         TargetError: a document cannot be typed (not valid export_json).
         StateError: a listed staging file is missing or damaged.
     """
-    events = _combined(events)
+    events = single_chunk(events.select(EVENT_COLUMNS))
     # 1. The last new event per id, grouped by bucket.
-    winners = _last_per_id(events)
+    winners = latest_positions(events)
     numbers = bucket_numbers(events.column("_id").take(winners), current.buckets)
     old_columns = user_columns(current.columns)
     old_schema = arrow_schema(current.columns)
@@ -149,13 +154,13 @@ def apply_table_events(
             if not candidates.num_rows:
                 continue
             new_rows = None
-            upserts = _upserts(candidates)
+            upserts = upserts_only(candidates)
             if upserts.num_rows:
                 fields = _parse(upserts, current.key)
-                bucket_types = _column_types(fields)
-                seen = _joined(seen, bucket_types)
+                bucket_types = _column_types(fields, current.key)
+                seen = join_column_types(seen, bucket_types)
                 columns, _ = evolve_columns(columns, bucket_types, batch=batch)
-                new_rows = _typed_rows(upserts, fields, columns)
+                new_rows = _typed_rows(upserts, fields, column_specs(columns), current.key)
                 update.upserted += new_rows.num_rows
                 del fields  # the parsed documents; only the typed rows are kept
             job = BucketRewrite(
@@ -220,42 +225,6 @@ def apply_table_events(
     return update
 
 
-def _combined(events: pa.Table) -> pa.Table:
-    """``events`` with one chunk per column: ``take`` over many chunks (one per raw batch)
-    is orders of magnitude slower. Documents become ``large_string`` if they hold more
-    text than one ``string`` chunk can."""
-    events = events.select(EVENT_COLUMNS)
-    text = events.column("document")
-    if text.nbytes >= _STRING_CHUNK_BYTES:
-        position = EVENT_COLUMNS.index("document")
-        events = events.set_column(position, "document", text.cast(pa.large_string()))
-    return events.combine_chunks()
-
-
-def _upserts(won: pa.Table) -> pa.Table:
-    deleted = won.column("_deleted")
-    return won.filter(pc.invert(deleted)) if pc.any(deleted).as_py() else won
-
-
-def _last_per_id(events: pa.Table) -> pa.Array:
-    """Positions of the last event per ``_id`` by ``(_id, _ts)`` (ties: arrival order),
-    in ``_id`` order."""
-    order = pc.sort_indices(
-        events.select(["_id", "_ts"]), sort_keys=[("_id", "ascending"), ("_ts", "ascending")]
-    )
-    return order.filter(_last_of_runs(events.column("_id").take(order)))
-
-
-def _last_of_runs(sorted_ids: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """True at the last row of each run of equal ids (ids sorted)."""
-    ids = sorted_ids.combine_chunks() if isinstance(sorted_ids, pa.ChunkedArray) else sorted_ids
-    n = len(ids)
-    if n == 0:
-        return pa.array([], pa.bool_())
-    differs = pc.not_equal(ids.slice(0, n - 1), ids.slice(1))
-    return pa.concat_arrays([differs, pa.array([True])])
-
-
 def _all_newer(root: Path, existing: StagingFile, candidates: pa.Table) -> bool:
     """Whether every candidate is at least as new as everything in ``existing`` (then all
     of them win, and the file's ids need not be read): the usual case for deltas."""
@@ -275,7 +244,7 @@ def _newer_than(candidates: pa.Table, existing: pa.Table) -> pa.Array:
         combined, sort_keys=[("_id", "ascending"), ("_ts", "ascending"), ("src", "ascending")]
     )
     ordered = combined.take(order)
-    winners = ordered.filter(_last_of_runs(ordered.column("_id")))
+    winners = ordered.filter(last_of_runs(ordered.column("_id")))
     won_positions = winners.filter(pc.equal(winners.column("src"), 1)).column("pos")
     return pc.is_in(positions, value_set=won_positions.combine_chunks())
 
@@ -292,66 +261,38 @@ def _keyed(rows: pa.Table, source: int, positions: pa.Array) -> pa.Table:
     )
 
 
-def _parse(upserts: pa.Table, key: TableKey) -> dict[str, list[Any]]:
-    """The documents of ``upserts`` as value lists per field (see ``field_columns``)."""
-    texts = upserts.column("document").cast(pa.large_binary()).to_pylist()  # no UTF-8 decoding
+def _parse(upserts: pa.Table, key: TableKey) -> DocumentFields:
+    """The documents of ``upserts`` as value lists per field."""
     try:
-        documents = parse_documents(texts)
-    except orjson.JSONDecodeError:
-        documents = []
-    if len(documents) != len(texts) or set(map(type, documents)) != {dict}:
-        ids = upserts.column("_id").to_pylist()
-        bad = next(i for i, text in enumerate(texts) if not _is_document(text))
+        return parse_fields(upserts)
+    except DocumentError as exc:
         raise TargetError(
-            f"raw change log holds an unreadable document {ids[bad]} in table {key}",
+            f"raw change log holds an unreadable document {exc.doc_id} in table {key}",
             hint="restore raw_change_log from a backup, or run `sync --resnapshot`",
-        )
-    return field_columns(documents)
+        ) from None
 
 
-def _is_document(text: bytes | None) -> bool:
+def _column_types(fields: DocumentFields, key: TableKey) -> dict[str, ColumnType]:
     try:
-        return text is not None and isinstance(orjson.loads(text), dict)
-    except orjson.JSONDecodeError:
-        return False
-
-
-def _column_types(fields: Mapping[str, list[Any]]) -> dict[str, ColumnType]:
-    """The type of every user field of one bucket's parsed documents."""
-    return {name: values_column_type(v) for name, v in fields.items() if name[:1] != "_"}
-
-
-def _joined(
-    seen: Mapping[str, ColumnType], more: Mapping[str, ColumnType]
-) -> dict[str, ColumnType]:
-    joined = dict(seen)
-    for name, kind in more.items():
-        joined[name] = widen(joined.get(name, ColumnType.NULL), kind)
-    return joined
+        return observed_column_types(fields)
+    except TypeError as exc:
+        raise _untypable(exc, key) from exc
 
 
 def _typed_rows(
-    upserts: pa.Table, fields: Mapping[str, list[Any]], columns: UserColumns
+    upserts: pa.Table, fields: DocumentFields, columns: tuple[ColumnSpec, ...], key: TableKey
 ) -> pa.Table:
-    schema = arrow_schema(column_specs(columns))
-    rows = upserts.num_rows
     try:
-        arrays: dict[str, pa.Array | pa.ChunkedArray] = {
-            "_id": upserts.column("_id"),
-            "_creationTime": creation_time_array(fields.get("_creationTime", [None] * rows)),
-            "_ts": upserts.column("_ts"),
-        }
-        for name, column in columns.items():
-            values = fields.get(name)
-            arrays[name] = (
-                pa.nulls(rows, column.arrow) if values is None else typed_array(values, column)
-            )
-    except (TypeError, ValueError, OverflowError, KeyError, pa.ArrowException) as exc:
-        raise TargetError(
-            f"cannot type a document of this batch: {exc}",
-            hint="the raw change log holds a value convex-cdc cannot map; report it",
-        ) from exc
-    return pa.Table.from_arrays([arrays[name] for name in schema.names], schema=schema)
+        return typed_rows(upserts, fields, columns)
+    except DocumentError as exc:
+        raise _untypable(exc, key) from exc
+
+
+def _untypable(exc: Exception, key: TableKey) -> TargetError:
+    return TargetError(
+        f"cannot type a document of table {key} in this batch: {exc}",
+        hint="the raw change log holds a value convex-cdc cannot map; report it",
+    )
 
 
 def _grow(root: Path, table_dir: Path, update: TableUpdate, rows_per_bucket: int) -> None:

@@ -6,14 +6,13 @@ files of the last completed materialize, all with the table's columns.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 
+from convex_cdc.core.columns import SYSTEM_COLUMN_SPECS, arrow_schema
 from convex_cdc.core.names import TableKey
+from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging.buckets import read_bucket_file
-from convex_cdc.target_s3.staging.columns import SYSTEM_COLUMN_SPECS, arrow_schema
 from convex_cdc.target_s3.staging.state import StagingState, StagingTable, load_staging_state
 
 
@@ -23,7 +22,7 @@ def staging_table_schema(table: StagingTable | None) -> pa.Schema:
 
 
 def read_staging_table(
-    dest: str | Path, key: TableKey, *, state: StagingState | None = None
+    layout: DestinationLayout, key: TableKey, *, state: StagingState | None = None
 ) -> pa.Table:
     """Every current row of one table (files concatenated in bucket order).
 
@@ -33,13 +32,15 @@ def read_staging_table(
 
     Raises:
         StateError: the state is unusable, or a listed file is missing or damaged.
+        TargetError: the state file cannot be read (permissions, a file where a directory
+            belongs).
     """
-    layout = DestinationLayout.at(dest)
-    if state is None:
-        state = load_staging_state(layout.staging_state)
-    table = state.table(key) if state is not None else None
-    schema = staging_table_schema(table)
-    if table is None or not table.files:
-        return schema.empty_table()
-    parts = [read_bucket_file(layout.root, f, schema=schema) for f in table.files]
-    return pa.concat_tables(parts)
+    with io_errors(f"read staging table {key} in {layout.staging}", then="read it again"):
+        if state is None:
+            state = load_staging_state(layout.staging_state)
+        table = state.table(key) if state is not None else None
+        schema = staging_table_schema(table)
+        if table is None or not table.files:
+            return schema.empty_table()
+        parts = [read_bucket_file(layout.root, f, schema=schema) for f in table.files]
+        return pa.concat_tables(parts)

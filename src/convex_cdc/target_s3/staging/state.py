@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from convex_cdc.core.columns import ColumnSpec, Widening
 from convex_cdc.core.errors import StateError
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
@@ -19,19 +20,6 @@ from convex_cdc.target_s3.atomic_file import atomic_write_bytes
 
 STATE_FORMAT: Final = "convex-cdc.staging-state"
 STATE_VERSION: Final = 1
-
-
-@dataclass(frozen=True, slots=True)
-class ColumnSpec:
-    """One column of a staging table."""
-
-    name: str
-    type: ColumnType
-    nullable: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"name", "type", "nullable"}``, as staging state and manifests write it."""
-        return {"name": self.name, "type": self.type.value, "nullable": self.nullable}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,25 +32,6 @@ class StagingFile:
     rows: int
     bytes: int
     sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class Widening:
-    """A column whose type changed incompatibly and was widened (to ``json``)."""
-
-    column: str
-    from_type: ColumnType
-    to_type: ColumnType
-    batch: int
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"column", "from", "to", "batch"}``, as staging state and manifests write it."""
-        return {
-            "column": self.column,
-            "from": self.from_type.value,
-            "to": self.to_type.value,
-            "batch": self.batch,
-        }
 
 
 @dataclass(frozen=True, slots=True)

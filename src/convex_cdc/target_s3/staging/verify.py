@@ -31,6 +31,7 @@ from convex_cdc.core.names import TableKey
 from convex_cdc.core.selection import Selection
 from convex_cdc.core.source import SnapshotPage, Source
 from convex_cdc.core.type_mapping import json_text_column
+from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging.buckets import read_bucket_file
 from convex_cdc.target_s3.staging.reader import staging_table_schema
@@ -151,16 +152,16 @@ class VerifyReport:
 
 
 def verify(
-    dest: str | Path,
+    layout: DestinationLayout,
     source: Source,
     *,
     selection: Selection | None = None,
     at_ts: int | None = None,
 ) -> VerifyReport:
-    """Compare every staging table under ``dest`` with a fresh snapshot of ``source``.
+    """Compare every staging table of ``layout`` with a fresh snapshot of ``source``.
 
     Args:
-        dest: the destination directory holding staging.
+        layout: the destination holding staging.
         source: the Convex deployment (or any :class:`Source`).
         selection: the selection ``sync`` uses, so both sides cover the same tables.
         at_ts: walk the source at this timestamp (e.g. staging's
@@ -169,9 +170,22 @@ def verify(
     Raises:
         ConfigError: staging is missing or mid-snapshot.
         SourceError: the source cannot be walked.
+        StateError: the staging state or a file it lists is unusable.
+        TargetError: staging cannot be read (permissions, a file where a directory
+            belongs).
     """
+    with io_errors(f"verify {layout.staging}", then="run verify again"):
+        return _verify(layout, source, selection=selection, at_ts=at_ts)
+
+
+def _verify(
+    layout: DestinationLayout,
+    source: Source,
+    *,
+    selection: Selection | None,
+    at_ts: int | None,
+) -> VerifyReport:
     started = time.monotonic()
-    layout = DestinationLayout.at(dest)
     staging = load_staging_state(layout.staging_state)
     if staging is None or staging.consistent_as_of_ts is None:
         why = "no staging yet" if staging is None else "the initial snapshot is incomplete"
