@@ -25,8 +25,14 @@ from convex_cdc.core.errors import (
 from convex_cdc.core.orchestrator import run_sync
 from convex_cdc.core.retry import RetryPolicy, parse_retry_after
 from convex_cdc.core.selection import Selection
+from convex_cdc.devserver.auth import KeyChecker
+from convex_cdc.devserver.devserver_api import WorkloadRunner
+from convex_cdc.devserver.faults import FaultInjector
+from convex_cdc.devserver.http_api import HttpApi, Request
+from convex_cdc.devserver.settings import SettingsBox
 from convex_cdc.devserver.writes import Delete, Insert
-from tests.core.fake_convex import DurableSink, FakeConvex, MemoryCheckpointStore
+from tests.core.crash_harness import DurableSink, MemoryCheckpointStore
+from tests.core.in_process_convex import InProcessConvex
 
 URL = "https://happy-animal-123.convex.cloud"
 SECRET = "0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -472,44 +478,45 @@ def test_malformed_bodies_are_refused_naming_endpoint_and_problem(
 # --- a whole sync through the client --------------------------------------------------------
 
 
-def fake_backend(fake: FakeConvex) -> Handler:
-    """Serve a FakeConvex as the HTTP API (enough of it for run_sync)."""
+def devserver_backend(deployment: InProcessConvex) -> Handler:
+    """Serve an in-process deployment through the devserver's own HTTP layer (routing, key
+    check, argument parsing, error answers); a scheduled transaction lands before each
+    request."""
+    api = HttpApi(
+        deployment.store,
+        SettingsBox(deployment.settings),
+        KeyChecker(KEY),
+        FaultInjector(seed=0),
+        WorkloadRunner(deployment.store, seed=0),
+    )
 
     def handle(request: httpx.Request) -> httpx.Response:
-        if request.headers.get("Authorization") != f"Convex {KEY}":
-            return error(401, "BadAdminKey", "The provided admin key was invalid for this instance")
-        endpoint = request.url.path.removeprefix("/api/")
-        if endpoint == "json_schemas":
-            return ok(fake.json_schemas())
-        body = orjson.loads(request.content)
-        if endpoint == "list_snapshot":
-            snap = fake.list_snapshot(
-                snapshot=body["snapshot"], cursor=body["cursor"], selection=body.get("selection")
+        deployment.land_scheduled()
+        answer = api.handle(
+            Request(
+                method=request.method,
+                path=request.url.path,
+                query=request.url.query.decode("ascii"),
+                headers={name.lower(): value for name, value in request.headers.items()},
+                body=request.content,
             )
-            return ok(
-                {
-                    "values": snap.values,
-                    "snapshot": snap.snapshot,
-                    "cursor": snap.cursor,
-                    "hasMore": snap.has_more,
-                }
-            )
-        delta = fake.document_deltas(cursor=body["cursor"], selection=body.get("selection"))
-        return ok({"values": delta.values, "cursor": delta.cursor, "hasMore": delta.has_more})
+        )
+        return httpx.Response(answer.status, content=answer.body, headers=answer.headers)
 
     return handle
 
 
 def test_a_full_sync_through_the_client_lands_the_source_and_stores_no_key(connect: Any) -> None:
-    fake = FakeConvex(snapshot_page_size=2, delta_row_limit=2)
-    ids = [fake.insert("t", {"n": i, "big": 2**60 + i, "f": -0.0}) for i in range(5)]
-    fake.insert("u", {"b": {"x": [1, 2]}}, "comp")
-    fake.schedule([[Delete("t", ids[0])], [Insert("t", {"n": 99})]])
-    client, _ = connect(fake_backend(fake))
+    deployment = InProcessConvex(snapshot_page_size=2, delta_row_limit=2)
+    ids = [deployment.insert("t", {"n": i, "big": 2**60 + i, "f": -0.0}) for i in range(5)]
+    deployment.insert("u", {"b": {"x": [1, 2]}}, "comp")
+    deployment.schedule([[Delete("t", ids[0])], [Insert("t", {"n": 99})]])
+    client, server = connect(devserver_backend(deployment))
     sink, store = DurableSink(), MemoryCheckpointStore()
     report = run_sync(client, sink, store)
     assert report.checkpoint is not None and report.checkpoint.consistent_as_of is not None
-    assert sink.state() == fake.state_at(report.checkpoint.consistent_as_of)
+    assert report.snapshot_pages > 1 and len(server.requests) > 4
+    assert sink.state() == deployment.state_at(report.checkpoint.consistent_as_of)
     assert (
         store.raw is not None and KEY.encode() not in store.raw and SECRET.encode() not in store.raw
     )

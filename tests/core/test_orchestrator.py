@@ -1,4 +1,4 @@
-"""run_sync against an in-memory deployment: crashes anywhere, restarts, exactly the source.
+"""run_sync against an in-process devserver: crashes anywhere, restarts, exactly the source.
 
 The oracle (after the Fivetran connector's ``assert_in_sync``): whatever happened before,
 once a run completes, the sink's current state equals the deployment's state at the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,41 +25,47 @@ from hypothesis import strategies as st
 
 from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, SourceIdentity, begin_snapshot
 from convex_cdc.core.checkpoint_json import dumps_checkpoint, loads_checkpoint
-from convex_cdc.core.errors import MalformedResponse, SourceUnavailable, StateError
+from convex_cdc.core.errors import (
+    MalformedResponse,
+    RetentionExpired,
+    SourceUnavailable,
+    StateError,
+)
 from convex_cdc.core.orchestrator import SyncOptions, SyncReport, run_sync
 from convex_cdc.core.selection import Selection
 from convex_cdc.core.source import SnapshotPage
 from convex_cdc.devserver.writes import Delete, Insert, Replace, Write
-from tests.core.fake_convex import (
+from tests.core.crash_harness import (
     CrashInjector,
     CrashPoint,
+    DocKey,
     DurableSink,
-    FakeConvex,
     MemoryCheckpointStore,
     SimulatedCrash,
     UnreliableSource,
 )
+from tests.core.in_process_convex import InProcessConvex
 
 
 @dataclass
 class Scenario:
     """A small deployment with every shape of page, and writes that land mid-run."""
 
-    fake: FakeConvex
+    deployment: InProcessConvex
     messages: list[str]
     users: list[str]
     entries: list[str]
 
 
 def build_scenario() -> Scenario:
-    fake = FakeConvex(snapshot_page_size=2, delta_row_limit=3, seed=7)
-    messages = [fake.insert("messages", {"body": f"m{i}", "n": i}) for i in range(5)]
-    users = [fake.insert("users", {"name": n, "score": 1.5}) for n in ("ada", "bob", "cy")]
-    entries = [fake.insert("entries", {"email": f"e{i}@x.io"}, "waitlist") for i in range(2)]
-    fake.create_table("empty")
-    fake.transact([Insert("_scheduled_functions", {"name": "cron"})])
+    deployment = InProcessConvex(snapshot_page_size=2, delta_row_limit=3, seed=7)
+    messages = [deployment.insert("messages", {"body": f"m{i}", "n": i}) for i in range(5)]
+    users = [deployment.insert("users", {"name": n, "score": 1.5}) for n in ("ada", "bob", "cy")]
+    entries = [deployment.insert("entries", {"email": f"e{i}@x.io"}, "waitlist") for i in range(2)]
+    deployment.create_table("empty")
+    deployment.transact([Insert("_scheduled_functions", {"name": "cron"})])
     # One transaction lands before each API call of the first run.
-    fake.schedule(
+    deployment.schedule(
         [
             [
                 Replace("users", users[0], {"name": "ada2", "score": -0.0}),
@@ -81,33 +87,35 @@ def build_scenario() -> Scenario:
             ],
         ]
     )
-    return Scenario(fake, messages, users, entries)
+    return Scenario(deployment, messages, users, entries)
 
 
 def land_writes_after_crash(s: Scenario) -> None:
     """Writes that land while the process is down (touching no scheduled document)."""
-    s.fake.transact(
+    s.deployment.transact(
         [
             Replace("messages", s.messages[3], {"body": "edited while down"}),
             Delete("users", s.users[2]),
             Insert("entries", {"email": "down@x.io"}, "waitlist"),
         ]
     )
-    s.fake.transact([Insert("_scheduled_functions", {})])
+    s.deployment.transact([Insert("_scheduled_functions", {})])
 
 
 def land_writes_later(s: Scenario) -> None:
-    s.fake.transact([Delete("messages", s.messages[4]), Insert("later", {"y": 2})])
+    s.deployment.transact([Delete("messages", s.messages[4]), Insert("later", {"y": 2})])
 
 
-def assert_in_sync(fake: FakeConvex, sink: DurableSink, report: SyncReport) -> Checkpoint:
+def assert_in_sync(
+    deployment: InProcessConvex, sink: DurableSink, report: SyncReport
+) -> Checkpoint:
     checkpoint = report.checkpoint
     assert checkpoint is not None and isinstance(checkpoint.position, DeltaTail)
     as_of = checkpoint.consistent_as_of
     assert as_of is not None and checkpoint.snapshot_started_at is not None
-    assert sink.state() == fake.state_at(as_of)
+    assert sink.state() == deployment.state_at(as_of)
     sink.assert_exactly_once()
-    assert sink.delete_events() == fake.deletes_between(checkpoint.snapshot_started_at, as_of)
+    assert sink.delete_events() == deployment.deletes_between(checkpoint.snapshot_started_at, as_of)
     assert max((seq for seq, _ in sink.files), default=0) == checkpoint.batch_seq
     return checkpoint
 
@@ -162,21 +170,21 @@ class PageLog:
 
 def _first_run_points(batching: str) -> list[CrashPoint]:
     injector, sink, store = fresh()
-    run_sync(build_scenario().fake, sink, store, BATCHINGS[batching])
+    run_sync(build_scenario().deployment, sink, store, BATCHINGS[batching])
     return injector.points()
 
 
 def _prepare_second_run(
     s: Scenario, sink: DurableSink, store: MemoryCheckpointStore, options: SyncOptions
 ) -> None:
-    run_sync(s.fake, sink, store, options)
-    s.fake.transact(
+    run_sync(s.deployment, sink, store, options)
+    s.deployment.transact(
         [
             Replace("messages", s.messages[3], {"body": "second run"}),
             Delete("entries", s.entries[1], "waitlist"),
         ]
     )
-    s.fake.transact([Insert("messages", {"body": f"more {i}"}) for i in range(4)])
+    s.deployment.transact([Insert("messages", {"body": f"more {i}"}) for i in range(4)])
 
 
 def _second_run_points(batching: str) -> list[CrashPoint]:
@@ -184,7 +192,7 @@ def _second_run_points(batching: str) -> list[CrashPoint]:
     injector, sink, store = fresh()
     _prepare_second_run(s, sink, store, BATCHINGS[batching])
     first = len(injector.ops)
-    run_sync(s.fake, sink, store, BATCHINGS[batching])
+    run_sync(s.deployment, sink, store, BATCHINGS[batching])
     return [CrashPoint(p.op - first, p.phase) for p in injector.points() if p.op >= first]
 
 
@@ -200,7 +208,7 @@ def _crash_id(case: tuple[str, CrashPoint]) -> str:
 def test_the_crash_scenarios_cover_every_kind_of_operation() -> None:
     injector, sink, store = fresh()
     log = PageLog()
-    run_sync(build_scenario().fake, sink, store, BATCHINGS["few-pages"], observer=log)
+    run_sync(build_scenario().deployment, sink, store, BATCHINGS["few-pages"], observer=log)
     kinds = {(op.kind, op.detail.split()[0]) for op in injector.ops}
     assert ("save", "snapshot") in kinds and ("save", "delta") in kinds
     assert ("save", "delta+pending") in kinds  # an exhausting delta page was written
@@ -231,16 +239,16 @@ def test_a_crash_anywhere_in_the_first_run_then_a_restart_yields_the_source_stat
     s = build_scenario()
     injector, sink, store = fresh(point)
     with pytest.raises(SimulatedCrash):
-        run_sync(s.fake, sink, store, BATCHINGS[batching])
+        run_sync(s.deployment, sink, store, BATCHINGS[batching])
     land_writes_after_crash(s)
     injector.target = None
-    assert_in_sync(s.fake, sink, run_sync(s.fake, sink, store, restart))
+    assert_in_sync(s.deployment, sink, run_sync(s.deployment, sink, store, restart))
     if injector.ops[point.op].kind == "write" and point.phase != "before":
         assert sink.replays >= 1  # the half-landed batch really was replayed
     land_writes_later(s)
-    report = run_sync(s.fake, sink, store, restart)
-    assert assert_in_sync(s.fake, sink, report).consistent_as_of == s.fake.now
-    assert sink.state() == s.fake.truth()
+    report = run_sync(s.deployment, sink, store, restart)
+    assert assert_in_sync(s.deployment, sink, report).consistent_as_of == s.deployment.latest_ts
+    assert sink.state() == s.deployment.truth()
 
 
 @pytest.mark.parametrize("case", SECOND_RUN_POINTS, ids=_crash_id)
@@ -253,11 +261,13 @@ def test_a_crash_anywhere_in_an_incremental_run_then_a_restart_yields_the_source
     _prepare_second_run(s, sink, store, BATCHINGS[batching])
     injector.target = CrashPoint(len(injector.ops) + point.op, point.phase)
     with pytest.raises(SimulatedCrash):
-        run_sync(s.fake, sink, store, BATCHINGS[batching])
+        run_sync(s.deployment, sink, store, BATCHINGS[batching])
     land_writes_after_crash(s)
     injector.target = None
-    assert_in_sync(s.fake, sink, run_sync(s.fake, sink, store, BATCHINGS[RESTART[batching]]))
-    assert sink.state() == s.fake.truth()
+    assert_in_sync(
+        s.deployment, sink, run_sync(s.deployment, sink, store, BATCHINGS[RESTART[batching]])
+    )
+    assert sink.state() == s.deployment.truth()
 
 
 # --- random workloads, random crashes ----------------------------------------------------
@@ -273,15 +283,15 @@ class Op:
     value: int
 
 
-def _resolve(ops: Sequence[Op]) -> Callable[[FakeConvex], list[Write]]:
+def _resolve(ops: Sequence[Op]) -> Callable[[InProcessConvex], list[Write]]:
     """Turn abstract ops into writes against whatever documents exist when they land."""
 
-    def writes(fake: FakeConvex) -> list[Write]:
+    def writes(deployment: InProcessConvex) -> list[Write]:
         result: list[Write] = []
         touched: set[str] = set()
         for op in ops:
             component, table = TABLES[op.table]
-            live = [i for i in fake.live_ids(table, component) if i not in touched]
+            live = [i for i in deployment.live_ids(table, component) if i not in touched]
             if op.kind == "system":
                 result.append(Insert("_scheduled_functions", {"v": op.value}))
             elif op.kind == "insert" or not live:
@@ -355,13 +365,13 @@ cases = st.builds(
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=cases)
 def test_random_workloads_with_random_crashes_converge_to_the_source(case: Case) -> None:
-    fake = FakeConvex(
+    deployment = InProcessConvex(
         snapshot_page_size=case.page_size, delta_row_limit=case.row_limit, seed=case.seed
     )
     for ops in case.initial:
-        fake.transact(_resolve(ops)(fake))
-    fake.schedule(_resolve(ops) for ops in case.during)
-    source = UnreliableSource(fake, fail_rate=case.fail_rate, seed=case.seed)
+        deployment.transact(_resolve(ops)(deployment))
+    deployment.schedule(_resolve(ops) for ops in case.during)
+    source = UnreliableSource(deployment, fail_rate=case.fail_rate, seed=case.seed)
     injector, sink, store = fresh()
     pending_between = [_resolve(ops) for ops in case.between]
     report: SyncReport | None = None
@@ -379,13 +389,13 @@ def test_random_workloads_with_random_crashes_converge_to_the_source(case: Case)
             break
         except (SimulatedCrash, SourceUnavailable):
             if pending_between:
-                fake.transact(pending_between.pop(0)(fake))
+                deployment.transact(pending_between.pop(0)(deployment))
     assert report is not None, "never converged"
-    assert_in_sync(fake, sink, report)
+    assert_in_sync(deployment, sink, report)
     injector.target = injector.target_pending = None
-    report = run_sync(fake, sink, store)  # a quiet run catches up with everything
-    assert_in_sync(fake, sink, report)
-    assert sink.state() == fake.truth()
+    report = run_sync(deployment, sink, store)  # a quiet run catches up with everything
+    assert_in_sync(deployment, sink, report)
+    assert sink.state() == deployment.truth()
 
 
 # --- resnapshot, foreign checkpoints, bad pages ------------------------------------------
@@ -394,20 +404,20 @@ def test_random_workloads_with_random_crashes_converge_to_the_source(case: Case)
 def test_resnapshot_truncates_and_reloads_so_dropped_tables_disappear() -> None:
     s = build_scenario()
     _, sink, store = fresh()
-    run_sync(s.fake, sink, store)
-    s.fake.drop_table("users")  # the legacy API sends no tombstones for this
-    run_sync(s.fake, sink, store)
+    run_sync(s.deployment, sink, store)
+    s.deployment.drop_table("users")  # the legacy API sends no tombstones for this
+    run_sync(s.deployment, sink, store)
     assert any(key[1] == "users" for key in sink.state())  # stale without a resnapshot
     before = store.load()
     assert before is not None
 
-    report = run_sync(s.fake, sink, store, SyncOptions(resnapshot=True))
+    report = run_sync(s.deployment, sink, store, SyncOptions(resnapshot=True))
 
     assert report.started_new_snapshot
-    checkpoint = assert_in_sync(s.fake, sink, report)
+    checkpoint = assert_in_sync(s.deployment, sink, report)
     assert checkpoint.snapshot_started_at != before.snapshot_started_at
     assert checkpoint.batch_seq > before.batch_seq  # batch numbers never repeat
-    assert sink.state() == s.fake.truth()
+    assert sink.state() == s.deployment.truth()
     assert not any(key[1] == "users" for key in sink.state())
 
 
@@ -419,58 +429,58 @@ def test_resnapshot_truncates_and_reloads_so_dropped_tables_disappear() -> None:
 def test_a_resnapshot_of_a_deployment_whose_tables_were_all_dropped_empties_the_sink() -> None:
     s = build_scenario()
     _, sink, store = fresh()
-    run_sync(s.fake, sink, store)
+    run_sync(s.deployment, sink, store)
     for table in ("messages", "users", "empty", "created_later"):
-        s.fake.drop_table(table)
-    s.fake.drop_table("entries", "waitlist")
-    run_sync(s.fake, sink, store, SyncOptions(resnapshot=True))
-    assert sink.state() == s.fake.truth() == {}
+        s.deployment.drop_table(table)
+    s.deployment.drop_table("entries", "waitlist")
+    run_sync(s.deployment, sink, store, SyncOptions(resnapshot=True))
+    assert sink.state() == s.deployment.truth() == {}
 
 
 def test_a_resnapshot_interrupted_by_a_crash_resumes_the_new_walk() -> None:
     s = build_scenario()
     injector, sink, store = fresh()
-    run_sync(s.fake, sink, store)
-    s.fake.drop_table("entries", "waitlist")
+    run_sync(s.deployment, sink, store)
+    s.deployment.drop_table("entries", "waitlist")
     injector.target = CrashPoint(len(injector.ops) + 4, "after")  # mid-walk
     with pytest.raises(SimulatedCrash):
-        run_sync(s.fake, sink, store, SyncOptions(resnapshot=True, batch_rows=3))
+        run_sync(s.deployment, sink, store, SyncOptions(resnapshot=True, batch_rows=3))
     land_writes_later(s)
     injector.target = None
-    assert_in_sync(s.fake, sink, run_sync(s.fake, sink, store))
-    assert sink.state() == s.fake.truth()
+    assert_in_sync(s.deployment, sink, run_sync(s.deployment, sink, store))
+    assert sink.state() == s.deployment.truth()
 
 
 def test_a_resnapshot_never_reuses_the_number_of_a_half_written_delta_batch() -> None:
     s = build_scenario()
     injector, sink, store = fresh()
-    run_sync(s.fake, sink, store)
-    s.fake.transact([Replace("messages", s.messages[3], {"body": "pending"})])
+    run_sync(s.deployment, sink, store)
+    s.deployment.transact([Replace("messages", s.messages[3], {"body": "pending"})])
     # The next run writes one exhausting delta batch: save(pending), write, save.
     injector.target = CrashPoint(len(injector.ops) + 2, "after")
     with pytest.raises(SimulatedCrash):
-        run_sync(s.fake, sink, store)
+        run_sync(s.deployment, sink, store)
     crashed = store.load()
     assert crashed is not None and crashed.pending is not None
     injector.target = None
     # The sink asserts that a batch number it holds only ever comes back identical.
-    report = run_sync(s.fake, sink, store, SyncOptions(resnapshot=True))
+    report = run_sync(s.deployment, sink, store, SyncOptions(resnapshot=True))
     assert report.checkpoint is not None
     new_walk = report.checkpoint.snapshot_started_at
     new_walk_batches = {
         seq for (seq, _), rows in sink.files.items() if rows[0]["_snapshot_ts"] == new_walk
     }
     assert min(new_walk_batches) == crashed.pending.batch_seq + 1
-    assert_in_sync(s.fake, sink, report)
-    assert sink.state() == s.fake.truth()
+    assert_in_sync(s.deployment, sink, report)
+    assert sink.state() == s.deployment.truth()
 
 
 def _synced_then_written() -> tuple[Scenario, CrashInjector, DurableSink, MemoryCheckpointStore]:
     s = build_scenario()
     injector, sink, store = fresh()
-    run_sync(s.fake, sink, store)
-    s.fake.transact([Insert("messages", {"body": f"m{i}"}) for i in range(8)])  # > 1 page
-    s.fake.transact([Insert("users", {"name": "zed"})])
+    run_sync(s.deployment, sink, store)
+    s.deployment.transact([Insert("messages", {"body": f"m{i}"}) for i in range(8)])  # > 1 page
+    s.deployment.transact([Insert("users", {"name": "zed"})])
     return s, injector, sink, store
 
 
@@ -483,52 +493,125 @@ def test_a_resnapshot_after_a_crash_never_reuses_the_number_of_a_written_batch(
     options = SyncOptions(resnapshot=resnapshot_first)
     probe, dry_run, dry_sink, dry_store = _synced_then_written()
     start = len(dry_run.ops)
-    run_sync(probe.fake, dry_sink, dry_store, options)
+    run_sync(probe.deployment, dry_sink, dry_store, options)
     first_write = next(i for i in range(start, len(dry_run.ops)) if dry_run.ops[i].kind == "write")
 
     s, injector, sink, store = _synced_then_written()
     injector.target = CrashPoint(first_write, "after")
     with pytest.raises(SimulatedCrash):
-        run_sync(s.fake, sink, store, options)
-    s.fake.transact([Delete("messages", s.messages[3]), Insert("users", {"name": "amy"})])
+        run_sync(s.deployment, sink, store, options)
+    s.deployment.transact([Delete("messages", s.messages[3]), Insert("users", {"name": "amy"})])
     injector.target = None
     # DurableSink asserts that a batch number it holds only ever comes back identical.
-    report = run_sync(s.fake, sink, store, SyncOptions(resnapshot=True))
-    assert_in_sync(s.fake, sink, report)
-    assert sink.state() == s.fake.truth()
+    report = run_sync(s.deployment, sink, store, SyncOptions(resnapshot=True))
+    assert_in_sync(s.deployment, sink, report)
+    assert sink.state() == s.deployment.truth()
 
 
 def test_a_checkpoint_of_another_deployment_is_refused_and_nothing_is_written() -> None:
-    fake = build_scenario().fake
+    deployment = build_scenario().deployment
     _, sink, store = fresh()
     other = begin_snapshot(
         None, source=SourceIdentity("https://other-animal-9.convex.cloud"), snapshot=5
     )
     store.raw = dumps_checkpoint(other)
     with pytest.raises(StateError, match="other-animal-9"):
-        run_sync(fake, sink, store)
+        run_sync(deployment, sink, store)
     assert sink.writes == 0 and store.raw == dumps_checkpoint(other)
 
 
-def test_a_selection_replicates_only_the_chosen_tables_and_columns() -> None:
-    s = build_scenario()
+SELECTED = {
+    "_other": "excluded",
+    "": {
+        "_other": "included",
+        "users": {"_other": "included", "score": "excluded"},
+        "empty": "excluded",
+        "created_later": "excluded",
+    },
+    "waitlist": {"_other": "included"},
+}
+"""The selection ``_sync_selected`` asks core for, written out by hand as the Convex
+selection object the server must receive."""
+
+
+def _sync_selected(s: Scenario) -> tuple[dict[DocKey, str], dict[DocKey, str]]:
+    """Sync the scenario with a selection built from patterns; returns what landed and
+    what the deployment holds under :data:`SELECTED` at the run's consistent timestamp."""
     selection = Selection.from_patterns(
-        include=["*", "waitlist/*"], exclude=["users.score", "empty"]
+        include=["*", "waitlist/*"], exclude=["users.score", "empty", "created_later"]
     )
     _, sink, store = fresh()
-    report = run_sync(s.fake, sink, store, SyncOptions(selection=selection))
+    report = run_sync(s.deployment, sink, store, SyncOptions(selection=selection))
     checkpoint = report.checkpoint
     assert checkpoint is not None and checkpoint.consistent_as_of is not None
-    assert sink.state() == s.fake.state_at(checkpoint.consistent_as_of, selection)
-    assert all(
-        '"score"' not in doc for (_, table, _), doc in sink.state().items() if table == "users"
-    )
+    return sink.state(), s.deployment.state_at(checkpoint.consistent_as_of, SELECTED)
+
+
+def test_a_selection_replicates_only_the_chosen_tables_and_columns() -> None:
+    landed, expected = _sync_selected(build_scenario())
+    assert landed == expected
+    assert {(component, table) for component, table, _ in landed} == {
+        ("", "messages"),
+        ("", "users"),
+        ("waitlist", "entries"),
+    }
+    assert all('"score"' not in doc for (_, table, _), doc in landed.items() if table == "users")
+
+
+SELECTION_BUGS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
+    "a-lost-column-exclusion": (lambda wire: wire[""]["users"].pop("score"), "users"),
+    "a-lost-table-exclusion": (lambda wire: wire[""].pop("created_later"), "created_later"),
+}
+
+
+@pytest.mark.parametrize("bug", SELECTION_BUGS)
+def test_a_selection_that_core_sends_wrong_makes_the_selection_test_fail(
+    bug: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deployment exports what the server is sent; the oracle, what the test means. So
+    a core bug that changes the selection on its way out fails the selection test, where a
+    stand-in filtering with core's own Selection would have agreed with the bug."""
+    break_wire, table = SELECTION_BUGS[bug]
+    right = Selection.to_wire
+
+    def wrong(selection: Selection) -> dict[str, Any]:
+        wire = right(selection)
+        break_wire(wire)
+        return wire
+
+    monkeypatch.setattr(Selection, "to_wire", wrong)
+    landed, expected = _sync_selected(build_scenario())
+    assert landed != expected
+    differing = (landed.keys() ^ expected.keys()) | {
+        key for key in landed.keys() & expected.keys() if landed[key] != expected[key]
+    }
+    assert {name for _, name, _ in differing} == {table}
+
+
+def test_a_cursor_outside_retention_stops_the_run_and_a_resnapshot_recovers() -> None:
+    s = build_scenario()
+    _, sink, store = fresh()
+    run_sync(s.deployment, sink, store)
+    land_writes_later(s)
+    s.deployment.min_retained_ts = s.deployment.latest_ts  # the saved cursor is now too old
+    saved, writes = store.load(), sink.writes
+
+    with pytest.raises(RetentionExpired) as caught:
+        run_sync(s.deployment, sink, store)
+
+    assert (caught.value.status, caught.value.code) == (400, "InvalidWindowToReadDocuments")
+    after = store.load()
+    assert saved is not None and after is not None and sink.writes == writes
+    assert (after.position, after.batch_seq) == (saved.position, saved.batch_seq)
+    report = run_sync(s.deployment, sink, store, SyncOptions(resnapshot=True))
+    assert_in_sync(s.deployment, sink, report)
+    assert sink.state() == s.deployment.truth()
 
 
 class _HostilePage:
     """A source whose third snapshot page names a table that would escape a directory."""
 
-    def __init__(self, inner: FakeConvex) -> None:
+    def __init__(self, inner: InProcessConvex) -> None:
         self.inner = inner
         self.pages = 0
         self.deployment_url = inner.deployment_url
@@ -550,16 +633,16 @@ class _HostilePage:
         return self.inner.document_deltas(**kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("batch_rows", "durable"), [(1, 1), (4, 0)], ids=["before", "inside"])
+@pytest.mark.parametrize(("batch_rows", "durable"), [(1, 2), (4, 0)], ids=["before", "inside"])
 def test_a_malformed_page_stops_the_run_before_anything_of_its_batch_is_written(
     batch_rows: int, durable: int
 ) -> None:
-    """The walk's pages hold 0, 2, 1, 2... documents: with one page per batch, the page
-    before the bad one is batch 1; with 4 rows per batch, the bad page is in batch 1, so
-    nothing at all is written, not even the walk's pin."""
-    fake = build_scenario().fake
+    """The walk's pages hold 2, 1, 2... documents: with one page per batch, the two pages
+    before the bad one are batches 1 and 2; with 4 rows per batch, the bad page is in
+    batch 1, so nothing at all is written, not even the walk's pin."""
+    deployment = build_scenario().deployment
     _, sink, store = fresh()
-    source = _HostilePage(fake)
+    source = _HostilePage(deployment)
     with pytest.raises(MalformedResponse, match="not a Convex table name"):
         run_sync(source, sink, store, SyncOptions(batch_rows=batch_rows))  # type: ignore[arg-type]
     saved = store.load()
@@ -572,7 +655,7 @@ def test_a_malformed_page_stops_the_run_before_anything_of_its_batch_is_written(
 class _FailingFetch:
     """A source whose ``failing``-th list_snapshot call fails (it is fetched ahead)."""
 
-    def __init__(self, inner: FakeConvex, failing: int) -> None:
+    def __init__(self, inner: InProcessConvex, failing: int) -> None:
         self.inner = inner
         self.failing = failing
         self.calls = 0
@@ -602,11 +685,11 @@ class _FailingFetch:
 def test_a_failed_fetch_stops_the_run_right_after_the_batches_before_it_are_checkpointed(
     batch_rows: int, durable: int
 ) -> None:
-    fake = FakeConvex(snapshot_page_size=2, seed=3)
+    deployment = InProcessConvex(snapshot_page_size=2, seed=3)
     for i in range(9):
-        fake.insert("messages", {"n": i})
+        deployment.insert("messages", {"n": i})
     _, sink, store = fresh()
-    source = _FailingFetch(fake, failing=4)
+    source = _FailingFetch(deployment, failing=4)
     with pytest.raises(SourceUnavailable):
         run_sync(source, sink, store, SyncOptions(batch_rows=batch_rows))  # type: ignore[arg-type]
     # Page 4's fetch failed: the batches before the one it belongs to are durable and
@@ -614,44 +697,44 @@ def test_a_failed_fetch_stops_the_run_right_after_the_batches_before_it_are_chec
     saved = store.load()
     assert (saved.batch_seq if saved is not None else 0) == durable
     assert {seq for seq, _ in sink.files} == set(range(1, durable + 1))
-    report = run_sync(fake, sink, store)  # the next run resumes after the last batch
-    assert_in_sync(fake, sink, report)
-    assert sink.state() == fake.truth()
+    report = run_sync(deployment, sink, store)  # the next run resumes after the last batch
+    assert_in_sync(deployment, sink, report)
+    assert sink.state() == deployment.truth()
 
 
 # --- batches of several pages -------------------------------------------------------------
 
 
-def _synced_with_backlog() -> tuple[FakeConvex, DurableSink, MemoryCheckpointStore]:
+def _synced_with_backlog() -> tuple[InProcessConvex, DurableSink, MemoryCheckpointStore]:
     """A completed first run (one page per batch), then 20 transactions = 7 delta pages."""
-    fake = FakeConvex(snapshot_page_size=2, delta_row_limit=3, seed=5)
+    deployment = InProcessConvex(snapshot_page_size=2, delta_row_limit=3, seed=5)
     for i in range(5):
-        fake.insert("messages", {"n": i})
+        deployment.insert("messages", {"n": i})
     _, sink, store = fresh()
-    run_sync(fake, sink, store, SyncOptions(batch_rows=1))
+    run_sync(deployment, sink, store, SyncOptions(batch_rows=1))
     for i in range(20):
-        fake.insert("users" if i % 2 else "messages", {"n": i})
-    return fake, sink, store
+        deployment.insert("users" if i % 2 else "messages", {"n": i})
+    return deployment, sink, store
 
 
 def test_new_batch_limits_apply_from_the_second_batch_of_a_run() -> None:
     """The first batch may be the replay of one a crash left without its checkpoint, so it
     is cut as the saved checkpoint says; the run's own limits apply after it."""
-    fake, sink, store = _synced_with_backlog()
+    deployment, sink, store = _synced_with_backlog()
     log = PageLog()
-    report = run_sync(fake, sink, store, SyncOptions(batch_rows=10**6), observer=log)
+    report = run_sync(deployment, sink, store, SyncOptions(batch_rows=10**6), observer=log)
     assert [sum(pages) for _, pages, _ in log.batches()] == [3, 17]
     assert report.batches == 2 and report.events == 20
     saved = store.load()
     assert saved is not None and saved.batch_limits.rows == 10**6
-    assert_in_sync(fake, sink, report)
+    assert_in_sync(deployment, sink, report)
 
 
 def test_the_observer_hears_of_every_page_once_with_the_checkpoint_of_its_batch() -> None:
     s = build_scenario()
     _, sink, store = fresh()
     log = PageLog()
-    report = run_sync(s.fake, sink, store, BATCHINGS["few-pages"], observer=log)
+    report = run_sync(s.deployment, sink, store, BATCHINGS["few-pages"], observer=log)
     assert len(log.pages) == report.snapshot_pages + report.delta_pages
     assert sum(events for _, events, _ in log.pages) == report.events
     batches = log.batches()
@@ -667,14 +750,14 @@ def test_the_observer_hears_of_every_page_once_with_the_checkpoint_of_its_batch(
 
 
 def test_a_stop_inside_a_batch_writes_nothing_of_it() -> None:
-    fake, sink, store = _synced_with_backlog()
+    deployment, sink, store = _synced_with_backlog()
     before, writes = store.raw, sink.writes
     report = run_sync(
-        fake,
+        deployment,
         sink,
         store,
         SyncOptions(batch_rows=10**6),  # (the first batch: one page, as saved)
-        should_stop=lambda: fake.calls.count("document_deltas") >= 3,
+        should_stop=lambda: deployment.calls.count("document_deltas") >= 3,
     )
     assert 1 <= report.delta_pages < 7
     # The first batch was one page (the saved checkpoint said so); the stop came inside
@@ -683,32 +766,32 @@ def test_a_stop_inside_a_batch_writes_nothing_of_it() -> None:
     saved = store.load()
     assert saved is not None and before is not None
     assert saved.batch_seq == loads_checkpoint(before).batch_seq + 1
-    assert_in_sync(fake, sink, run_sync(fake, sink, store))
-    assert sink.state() == fake.truth()
+    assert_in_sync(deployment, sink, run_sync(deployment, sink, store))
+    assert sink.state() == deployment.truth()
 
 
 def test_a_batch_half_written_by_the_one_page_version_is_replayed_as_one_page() -> None:
     """After an upgrade, a version 1 checkpoint's next batch is one page, as it was."""
     one_page = SyncOptions(batch_rows=1, batch_pages=1)
-    fake, sink, store = _synced_with_backlog()
+    deployment, sink, store = _synced_with_backlog()
     injector, start = sink.crash, len(sink.crash.ops)
-    run_sync(fake, sink, store, one_page)
+    run_sync(deployment, sink, store, one_page)
     first_write = next(
         i for i in range(start, len(injector.ops)) if injector.ops[i].kind == "write"
     )
 
-    fake, sink, store = _synced_with_backlog()
+    deployment, sink, store = _synced_with_backlog()
     injector = sink.crash
     injector.target = CrashPoint(first_write, "after")  # written, never checkpointed
     with pytest.raises(SimulatedCrash):
-        run_sync(fake, sink, store, one_page)
+        run_sync(deployment, sink, store, one_page)
     old = json.loads(store.raw or b"")
     del old["batch_limits"]
     old["version"] = 1
     store.raw = json.dumps(old).encode()
     injector.target = None
     replays = sink.replays
-    report = run_sync(fake, sink, store)  # DurableSink: batch n comes back identical
+    report = run_sync(deployment, sink, store)  # DurableSink: batch n comes back identical
     assert sink.replays == replays + 1
-    assert_in_sync(fake, sink, report)
-    assert sink.state() == fake.truth()
+    assert_in_sync(deployment, sink, report)
+    assert sink.state() == deployment.truth()

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from convex_cdc.devserver.export_api import json_schemas
+from convex_cdc.devserver.ids import decode_document_id
 from convex_cdc.devserver.selection import (
     ALL_COLUMNS,
     EVERYTHING,
@@ -208,3 +210,94 @@ def test_missing_documents_raise_key_error() -> None:
     store.commit([Delete("t", doc_id)])
     with pytest.raises(KeyError):
         store.commit([Delete("t", doc_id)])
+
+
+# --- dropping tables ----------------------------------------------------------------------
+
+
+def _walk(store: DocumentStore, snapshot: int) -> list[tuple[str, str]]:
+    """(table, id) of every document a whole snapshot walk at ``snapshot`` returns."""
+    seen: list[tuple[str, str]] = []
+    cursor = None
+    for _ in range(1000):
+        page = store.snapshot_page(snapshot, cursor, EVERYTHING, 2)
+        seen += [(row.table.name, row.id) for row in page.revisions]
+        if page.cursor is None:
+            return seen
+        cursor = page.cursor
+    raise AssertionError("the walk never finished")
+
+
+def _dropped_store() -> tuple[DocumentStore, list[str], str, int, int]:
+    """Tables t (3 documents, one replaced) and u (1); t dropped after a last write to u.
+
+    Returns the store, t's ids, u's id, a timestamp before the drop and the drop's.
+    """
+    store = DocumentStore(seed=4)
+    t_ids = store.commit([Insert("t", {"n": n}) for n in range(3)]).ids
+    u_id = store.commit([Insert("u", {"n": 9}), Replace("t", t_ids[0], {"n": 10})]).ids[0]
+    before = store.latest_ts
+    return store, t_ids, u_id, before, store.drop_table("", "t")
+
+
+def test_a_dropped_table_is_gone_from_snapshots_truth_and_schemas_from_the_drop_on() -> None:
+    store, t_ids, u_id, before, dropped_at = _dropped_store()
+
+    assert dropped_at > before and store.latest_ts == dropped_at
+    assert _walk(store, dropped_at) == [("u", u_id)]
+    assert [(row.table.name, row.id) for row in store.live_documents()] == [("u", u_id)]
+    assert orjson.loads(json_schemas(store, {"byComponent": True})) == {
+        "": {"u": orjson.loads(json_schemas(store, {}))["u"]}
+    }
+    # A walk pinned before the drop still reads the table as it was then.
+    assert sorted(_walk(store, before)) == sorted([*(("t", i) for i in t_ids), ("u", u_id)])
+    assert {row.id for row in store.live_documents(before)} == {*t_ids, u_id}
+
+
+def test_a_dropped_table_sends_no_tombstones_and_none_of_its_changes() -> None:
+    """Convex exports no deletes for a drop, and no longer exports the table's earlier
+    changes either: a delta reader only learns of the drop by taking a new snapshot."""
+    store, _, u_id, _, dropped_at = _dropped_store()
+    page = store.deltas_page(0, EVERYTHING, 100)
+    assert [(row.table.name, row.id, row.deleted) for row in page.revisions] == [("u", u_id, False)]
+    assert page.cursor == dropped_at and not page.has_more
+    # Its rows are still read, and count toward the page's row limit.
+    assert store.deltas_page(0, EVERYTHING, 2).revisions == []
+
+
+def test_a_table_created_again_after_a_drop_is_a_new_table() -> None:
+    store, t_ids, _, _, _ = _dropped_store()
+    old = next(row.table for row in store.revisions_between(0, store.latest_ts))
+
+    new_id = store.commit([Insert("t", {"n": 1})]).ids[0]
+
+    new = next(row.table for row in store.live_documents() if row.id == new_id)
+    assert old.name == new.name == "t"
+    assert new is not old and new.tablet_id != old.tablet_id
+    assert decode_document_id(new_id).table_number != decode_document_id(t_ids[0]).table_number
+    assert [row.id for row in store.live_documents() if row.table.name == "t"] == [new_id]
+    with pytest.raises(KeyError):
+        store.commit([Replace("t", t_ids[1], {"n": 2})])  # an id of the dropped table
+
+
+def test_dropping_a_missing_or_system_table_is_refused_and_changes_nothing() -> None:
+    store = DocumentStore(seed=0)
+    store.commit([Insert("t", {}), Insert("_scheduled_functions", {})])
+    before = store.latest_ts
+    with pytest.raises(KeyError):
+        store.drop_table("", "missing")
+    with pytest.raises(KeyError):
+        store.drop_table("elsewhere", "t")
+    with pytest.raises(ValueError, match="system table"):
+        store.drop_table("", "_scheduled_functions")
+    assert store.latest_ts == before
+    assert [row.table.name for row in store.live_documents()] == ["t"]
+
+
+def test_revisions_between_are_the_log_rows_of_that_window() -> None:
+    store = DocumentStore(seed=0)
+    first = store.commit([Insert("t", {}), Insert("_system", {})]).ts
+    second = store.commit([Insert("u", {})]).ts
+    assert [row.ts for row in store.revisions_between(0, first)] == [first, first]
+    assert [row.table.name for row in store.revisions_between(first, second)] == ["u"]
+    assert store.revisions_between(second, second + 10) == []

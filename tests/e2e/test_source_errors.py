@@ -17,7 +17,7 @@ from convex_cdc.core.client import ConvexClient
 from convex_cdc.core.errors import AuthenticationError, RetentionExpired, SourceUnavailable
 from convex_cdc.core.orchestrator import SyncOptions, run_sync
 from convex_cdc.core.retry import RetryPolicy
-from tests.core.fake_convex import DocKey, DurableSink, MemoryCheckpointStore, document_text
+from tests.core.crash_harness import DocKey, DurableSink, MemoryCheckpointStore, document_text
 from tests.fixtures.devserver import RunningDevServer
 
 WRONG_KEY = "prod:some-other-deployment-42|" + "f00d" * 20

@@ -298,7 +298,7 @@ class ConvexClient:
         self, endpoint: str, status: int, code: str | None, message: str, reason: str
     ) -> ConvexApiError:
         """Map a final (non-retryable) HTTP answer to a typed error with a fix."""
-        error_class, hint = self._classify(status, code)
+        error_class, hint = classify_api_error(status, code, url=self._url, key_env=self._key_env)
         return error_class(
             endpoint=endpoint,
             status=status,
@@ -307,49 +307,57 @@ class ConvexClient:
             hint=hint,
         )
 
-    def _classify(self, status: int, code: str | None) -> tuple[type[ConvexApiError], str]:
-        key_name = f"${self._key_env}" if self._key_env else "the deploy key"
-        env_name = self._key_env or "CONVEX_DEPLOY_KEY"
-        if code == "BadAdminKey" or (status == 401 and code is None):
-            return AuthenticationError, (
-                f"the key in {key_name} is not valid for {self._url}; create a deploy key "
-                f"for this deployment in {_DASHBOARD_KEYS}"
-            )
-        if code == "BadDeployKey":
-            return AuthenticationError, (
-                f"no deploy key reached the server or it is not an admin key: set "
-                f"{env_name} to a deploy key from {_DASHBOARD_KEYS}"
-            )
-        if code == "OperationNotPermitted":
-            return AuthenticationError, (
-                f"the key in {key_name} lacks the deployment:data:view permission; "
-                f"use a deploy key that can read data ({_DASHBOARD_KEYS})"
-            )
-        if code == "StreamingExportNotEnabled":
-            return AuthenticationError, (
-                "this deployment's plan does not include streaming export; enable it "
-                "(upgrade the plan) in the Convex dashboard"
-            )
-        if status in (401, 403) or code in _KEY_FORMAT_CODES:
-            return AuthenticationError, (
-                f"check that {key_name} holds a deploy key from {_DASHBOARD_KEYS}"
-            )
-        if code in _RETENTION_CODES:
-            return RetentionExpired, (
-                "run `convex-cdc sync --resnapshot` to start a new snapshot (nothing already "
-                "landed is lost); sync more often than the deployment's retention window"
-            )
-        if status == 404:
-            return ConvexApiError, (
-                f"check --url/CONVEX_URL: {self._url} does not serve the Convex "
-                "streaming-export API (expected https://<name>.convex.cloud)"
-            )
-        if 300 <= status < 400:
-            return ConvexApiError, "check --url/CONVEX_URL: the deployment URL redirects elsewhere"
-        return ConvexApiError, (
-            "Convex refused the request; upgrade convex-cdc or report this with the "
-            "deployment's Convex version"
+
+def classify_api_error(
+    status: int, code: str | None, *, url: str, key_env: str | None
+) -> tuple[type[ConvexApiError], str]:
+    """The error class and one-line fix for a final (non-retryable) Convex answer.
+
+    The one place that decides what a 4xx means for the user: a key problem (exit 4),
+    retention (exit 5) or anything else Convex refused (exit 3).
+    """
+    key_name = f"${key_env}" if key_env else "the deploy key"
+    env_name = key_env or "CONVEX_DEPLOY_KEY"
+    if code == "BadAdminKey" or (status == 401 and code is None):
+        return AuthenticationError, (
+            f"the key in {key_name} is not valid for {url}; create a deploy key "
+            f"for this deployment in {_DASHBOARD_KEYS}"
         )
+    if code == "BadDeployKey":
+        return AuthenticationError, (
+            f"no deploy key reached the server or it is not an admin key: set "
+            f"{env_name} to a deploy key from {_DASHBOARD_KEYS}"
+        )
+    if code == "OperationNotPermitted":
+        return AuthenticationError, (
+            f"the key in {key_name} lacks the deployment:data:view permission; "
+            f"use a deploy key that can read data ({_DASHBOARD_KEYS})"
+        )
+    if code == "StreamingExportNotEnabled":
+        return AuthenticationError, (
+            "this deployment's plan does not include streaming export; enable it "
+            "(upgrade the plan) in the Convex dashboard"
+        )
+    if status in (401, 403) or code in _KEY_FORMAT_CODES:
+        return AuthenticationError, (
+            f"check that {key_name} holds a deploy key from {_DASHBOARD_KEYS}"
+        )
+    if code in _RETENTION_CODES:
+        return RetentionExpired, (
+            "run `convex-cdc sync --resnapshot` to start a new snapshot (nothing already "
+            "landed is lost); sync more often than the deployment's retention window"
+        )
+    if status == 404:
+        return ConvexApiError, (
+            f"check --url/CONVEX_URL: {url} does not serve the Convex "
+            "streaming-export API (expected https://<name>.convex.cloud)"
+        )
+    if 300 <= status < 400:
+        return ConvexApiError, "check --url/CONVEX_URL: the deployment URL redirects elsewhere"
+    return ConvexApiError, (
+        "Convex refused the request; upgrade convex-cdc or report this with the "
+        "deployment's Convex version"
+    )
 
 
 # --- request helpers ---------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""The streaming-export endpoints' own work, after parsing and authorization (§2.8 to §2.12).
+"""The streaming-export endpoints' own work, after parsing and authorization.
+
+The endpoints are those of docs/convex-export-api.md §2, answering as §7 to §9 there say.
 
 Each function takes parsed arguments and returns the JSON body as bytes. Pages are
 assembled from each revision's cached body bytes (``b",".join``); a document is only
@@ -7,7 +9,6 @@ re-serialised when a selection removes some of its columns.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +48,7 @@ def _selection(args: Mapping[str, Any]) -> RequestSelection:
     try:
         return _selection_from_args(args)
     except InvalidSelection:
-        # The legacy endpoints do not map selection errors to 400 (§2.5).
+        # The legacy endpoints do not map selection errors to 400 (docs/convex-export-api.md §5).
         raise internal_server_error() from None
 
 
@@ -120,7 +121,7 @@ def list_snapshot(
         snapshot = latest
     elif snapshot > latest:
         raise ApiError(400, "SnapshotTooNew", f"Snapshot value {snapshot} is in the future.")
-    elif snapshot < time.time_ns() - settings.snapshot_max_age_seconds * _NS_PER_SECOND:
+    elif snapshot < store.now() - settings.snapshot_max_age_seconds * _NS_PER_SECOND:
         raise ApiError(
             400,
             "SnapshotTooOld",
@@ -160,7 +161,10 @@ def list_snapshot(
 def document_deltas(
     store: DocumentStore, settings: DevServerSettings, args: Mapping[str, Any]
 ) -> bytes:
-    """``document_deltas``: log entries after ``cursor`` with the page-end rule of §2.12."""
+    """``document_deltas``: log entries after ``cursor``, pages cut by the page-end rule.
+
+    The rule is described in docs/convex-export-api.md §8.
+    """
     cursor = args.get("cursor")
     if cursor is None:
         raise ApiError(
@@ -169,7 +173,7 @@ def document_deltas(
     if cursor < 0:
         raise internal_server_error()
     selection = _selection(args)
-    if cursor < time.time_ns() - settings.retention_seconds * _NS_PER_SECOND:
+    if cursor < store.now() - settings.retention_seconds * _NS_PER_SECOND:
         raise ApiError(
             400,
             "InvalidWindowToReadDocuments",
@@ -197,7 +201,10 @@ def document_deltas(
 
 
 def json_schemas(store: DocumentStore, args: Mapping[str, Any]) -> bytes:
-    """``json_schemas``: one JSON Schema per user table, from the current data (§4)."""
+    """``json_schemas``: one JSON Schema per user table, from the current data.
+
+    The schemas' form is described in docs/convex-export-api.md §9.
+    """
     fmt = _format(args.get("format"))
     delta_schema = bool(args.get("deltaSchema"))
 

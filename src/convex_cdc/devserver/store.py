@@ -7,19 +7,25 @@
   ``(ts, tablet id, id)``, and includes system tables (names starting with ``_``), which are
   writable but never exported.
 * Tables and components are created on first insert. User tables are numbered from 10001 per
-  component (32-character ids); tablet ids are 16 bytes from a seeded RNG, drawn so that the
-  tablet order of user tables is never alphabetical once there are two of them.
+  component (32-character ids); tablet ids are 16 bytes from a seeded RNG, drawn so that a
+  new user table never leaves the user tables in alphabetical tablet order.
+* Dropping a user table takes a timestamp of its own, like a transaction, and writes no
+  log rows: as in Convex, the table disappears from snapshots at or after the drop, from
+  ``json_schemas`` and from the truth, and ``document_deltas`` exports none of its rows, so
+  a delta reader gets no tombstones for its documents. Reads pinned before the drop still
+  see it. A table later created under the same name is a new table (new number and tablet).
 
 One lock guards everything. Reads take it only to collect revisions; encoding happens
 outside it, because revisions are immutable.
 
-Not reproduced: dropping tables, replace-imports (hidden tablets) and document retention
-pruning (old revisions are kept; only cursors are checked against the retention window).
+Not reproduced: replace-imports (hidden tablets) and document retention pruning (old
+revisions are kept; only cursors are checked against the retention window).
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 import threading
@@ -96,7 +102,10 @@ class DocumentStore:
         self._tablets: list[Table] = []
         self._log: list[Revision] = []
         self._latest_ts = clock()
-        self._order_inverted = False
+
+    def now(self) -> int:
+        """The store's clock (ns): what retention windows are measured against."""
+        return self._clock()
 
     @property
     def latest_ts(self) -> int:
@@ -166,6 +175,28 @@ class DocumentStore:
                 if pending.fields is not None
             }
             return self._apply(begin_ts, new_tables, touched, bodies, ids)
+
+    def drop_table(self, component: str, table: str) -> int:
+        """Drop a user table and all its documents; returns the drop's timestamp.
+
+        Raises:
+            KeyError: no such table.
+            ValueError: a system table (Convex does not let them be dropped).
+        """
+        with self._lock:
+            owner = self._components.get(component)
+            dropped = owner.tables.get(table) if owner is not None else None
+            if owner is None or dropped is None:
+                where = f"{component}/{table}" if component else table
+                raise KeyError(f"table {where} does not exist")
+            if dropped.system:
+                raise ValueError(f"system table {table} cannot be dropped")
+            ts = max(self._latest_ts + 1, self._clock())
+            dropped.dropped_ts = ts
+            del owner.tables[table]
+            del owner.by_number[dropped.number]
+            self._latest_ts = ts
+            return ts
 
     def _table(
         self, component: str, name: str, new_tables: dict[tuple[str, str], Table]
@@ -240,9 +271,10 @@ class DocumentStore:
         tablet order, the new table's id is drawn on the side of another table that inverts it.
         """
         rng = self._tablet_rng
-        users = [other for other in self._tablets if not other.system]
+        users = [other for other in self._tablets if not other.system and other.dropped_ts is None]
         others = [other for other in users if other.name != table.name]
-        if table.system or self._order_inverted or not others:
+        inverted = any(a.name > b.name for a, b in itertools.pairwise(users))
+        if table.system or inverted or not others:
             return rng.randbytes(16)
         other = rng.choice(others)
         pivot = int.from_bytes(other.tablet_id, "big")
@@ -252,7 +284,6 @@ class DocumentStore:
             value = rng.randrange(pivot + 1, 2**128)
         else:
             return rng.randbytes(16)
-        self._order_inverted = True
         return value.to_bytes(16, "big")
 
     def _insert_tablet(self, table: Table) -> None:
@@ -282,7 +313,7 @@ class DocumentStore:
                 table
                 for table in self._tablets
                 if not table.system
-                and table.created_ts <= snapshot
+                and table.live_at(snapshot)
                 and (cursor is None or table.tablet_id >= cursor.tablet_id)
                 and selection.includes(table.component, table.name)
             ]
@@ -342,7 +373,11 @@ class DocumentStore:
                 table = row.table
                 included = selected.get(id(table))
                 if included is None:
-                    included = not table.system and selection.includes(table.component, table.name)
+                    included = (
+                        not table.system
+                        and table.dropped_ts is None
+                        and selection.includes(table.component, table.name)
+                    )
                     selected[id(table)] = included
                 if included:
                     values.append(row)
@@ -351,21 +386,31 @@ class DocumentStore:
             return DeltasPage(values, upper if page_end is None else page_end, has_more)
 
     def live_documents(self, ts: int | None = None) -> list[Revision]:
-        """Every exported document alive at ``ts`` (default: now), by component, table, id."""
+        """Every exported document alive at ``ts`` (default: now), by component, table, id.
+
+        Tables dropped at or before ``ts`` hold none.
+        """
         with self._lock:
             at = self._latest_ts if ts is None else ts
+            tables = sorted(
+                (table for table in self._tablets if not table.system and table.live_at(at)),
+                key=attrgetter("component", "name"),
+            )
             out: list[Revision] = []
-            for path in sorted(self._components):
-                component = self._components[path]
-                for name in sorted(component.tables):
-                    table = component.tables[name]
-                    if table.system:
-                        continue
-                    for doc_id in table.sorted_ids():
-                        revision = table.latest[doc_id].at(at)
-                        if revision is not None and revision.export is not None:
-                            out.append(revision)
+            for table in tables:
+                for doc_id in table.sorted_ids():
+                    revision = table.latest[doc_id].at(at)
+                    if revision is not None and revision.export is not None:
+                        out.append(revision)
             return out
+
+    def revisions_between(self, after: int, upto: int) -> list[Revision]:
+        """The log rows with ``after < ts <= upto`` in log order: every table's, system and
+        dropped tables included (what a delta reader is shown of them is up to the reader)."""
+        with self._lock:
+            log = self._log
+            start = bisect.bisect_right(log, after, key=_by_ts)
+            return log[start : bisect.bisect_right(log, upto, key=_by_ts)]
 
     def read_tables(self, render: Callable[[Component, Table], T]) -> list[tuple[str, list[T]]]:
         """``render`` every user table under the lock, grouped by component (root first).

@@ -83,7 +83,11 @@ class Revision:
 
 @dataclass(eq=False)
 class Table:
-    """One table (tablet) of one component."""
+    """One table (tablet) of one component.
+
+    A dropped table keeps its documents and log rows, so that reads pinned before the drop
+    still see it; a table created later under the same name is another :class:`Table`.
+    """
 
     component: str
     name: str
@@ -91,6 +95,8 @@ class Table:
     tablet_id: bytes
     created_ts: int
     system: bool
+    dropped_ts: int | None = None
+    """The timestamp of the transaction that dropped the table, if one did."""
     latest: dict[str, Revision] = field(default_factory=dict)
     shape: ShapeCounts = field(default_factory=ShapeCounts)
     _sorted_ids: list[str] = field(default_factory=list)
@@ -101,6 +107,10 @@ class Table:
         meta += b',"_table":' + orjson.dumps(self.name) + b',"_ts":'
         self.value_prefix = meta
         """``{"_component":…,"_table":…,"_ts":`` — what every exported value starts with."""
+
+    def live_at(self, ts: int) -> bool:
+        """Whether the table exists at ``ts``: created at or before it, not yet dropped."""
+        return self.created_ts <= ts and (self.dropped_ts is None or ts < self.dropped_ts)
 
     @property
     def tablet(self) -> str:

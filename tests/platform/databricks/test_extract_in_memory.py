@@ -1,4 +1,4 @@
-"""extract → apply-silver against an in-memory deployment, with crashes anywhere.
+"""extract → apply-silver against an in-process devserver, with crashes anywhere.
 
 The oracle: whatever happened before, once an extract completes, bronze holds every
 document version of the current walk exactly once and silver equals the deployment.
@@ -25,7 +25,7 @@ from convex_cdc.platform.databricks.extractor import ExtractResult, extract
 from convex_cdc.platform.databricks.silver import apply_silver, read_silver
 from convex_cdc.platform.databricks.table_spec import TableSpecStore
 from convex_cdc.platform.databricks.warehouse import Warehouse
-from tests.core.fake_convex import FakeConvex
+from tests.core.in_process_convex import InProcessConvex
 from tests.platform.databricks.change_batches import expected_silver, parse, silver_as_dicts
 
 
@@ -33,32 +33,32 @@ class Crash(Exception):
     """The process died here."""
 
 
-def deployment() -> FakeConvex:
-    fake = FakeConvex(snapshot_page_size=3, delta_row_limit=4, seed=11)
-    messages = [fake.insert("messages", {"body": f"m{i}", "n": i}) for i in range(7)]
-    users = [fake.insert("users", {"name": n, "score": 1.5}) for n in ("ada", "bob")]
-    fake.insert("entries", {"email": "e@x.io", "blob": b"\x00\x01"}, "waitlist")
-    fake.schedule(
+def deployment() -> InProcessConvex:
+    convex = InProcessConvex(snapshot_page_size=3, delta_row_limit=4, seed=11)
+    messages = [convex.insert("messages", {"body": f"m{i}", "n": i}) for i in range(7)]
+    users = [convex.insert("users", {"name": n, "score": 1.5}) for n in ("ada", "bob")]
+    convex.insert("entries", {"email": "e@x.io", "blob": b"\x00\x01"}, "waitlist")
+    convex.schedule(
         [
             [Replace("users", users[0], {"name": "ada2", "score": float("nan")})],
             [Delete("messages", messages[1]), Insert("messages", {"body": "x", "n": 2**60})],
             [Delete("users", users[1]), Insert("entries", {"email": "f@x.io"}, "waitlist")],
         ]
     )
-    return fake
+    return convex
 
 
-def more_writes(fake: FakeConvex) -> None:
-    live = fake.live_ids("messages")
-    fake.transact([Delete("messages", live[0]), Replace("messages", live[1], {"body": "y"})])
-    fake.transact([Insert("messages", {"body": "new", "n": -1, "tags": ["a"]})])
-    fake.transact([Delete("entries", fake.live_ids("entries", "waitlist")[0], "waitlist")])
+def more_writes(convex: InProcessConvex) -> None:
+    live = convex.live_ids("messages")
+    convex.transact([Delete("messages", live[0]), Replace("messages", live[1], {"body": "y"})])
+    convex.transact([Insert("messages", {"body": "new", "n": -1, "tags": ["a"]})])
+    convex.transact([Delete("entries", convex.live_ids("entries", "waitlist")[0], "waitlist")])
 
 
-def assert_silver_equals_truth(warehouse: Warehouse, fake: FakeConvex) -> None:
+def assert_silver_equals_truth(warehouse: Warehouse, convex: InProcessConvex) -> None:
     apply_silver(warehouse)
     truth: dict[TableKey, list[tuple[str, int, dict[str, Any]]]] = {}
-    for (component, name, doc_id), text in fake.truth().items():
+    for (component, name, doc_id), text in convex.truth().items():
         truth.setdefault(TableKey(component, name), []).append((doc_id, 0, parse(text)))
     specs = TableSpecStore(warehouse).load()
     assert set(truth) <= set(specs)
@@ -86,30 +86,30 @@ def assert_bronze_exactly_once(warehouse: Warehouse) -> None:
 
 
 def test_extract_then_apply_silver_equals_the_deployment(warehouse: Warehouse) -> None:
-    fake = deployment()
+    convex = deployment()
 
-    first = extract(fake, warehouse)
+    first = extract(convex, warehouse)
     assert first.sync.started_new_snapshot and first.bronze_commits > 0
-    more_writes(fake)
-    second = extract(fake, warehouse)
+    more_writes(convex)
+    second = extract(convex, warehouse)
 
     assert not second.sync.started_new_snapshot and second.sync.deletes == 2
     assert_bronze_exactly_once(warehouse)
-    assert_silver_equals_truth(warehouse, fake)
+    assert_silver_equals_truth(warehouse, convex)
     specs = TableSpecStore(warehouse).load()
     assert specs[TableKey("", "messages")].columns["tags"].value == "json"
     assert specs[TableKey("waitlist", "entries")].columns["blob"].value == "binary"
 
 
 def test_a_resnapshot_reloads_silver_without_stale_rows(warehouse: Warehouse) -> None:
-    fake = deployment()
-    extract(fake, warehouse)
+    convex = deployment()
+    extract(convex, warehouse)
     apply_silver(warehouse)
-    more_writes(fake)
+    more_writes(convex)
 
-    extract(fake, warehouse, SyncOptions(resnapshot=True))
+    extract(convex, warehouse, SyncOptions(resnapshot=True))
 
-    assert_silver_equals_truth(warehouse, fake)
+    assert_silver_equals_truth(warehouse, convex)
 
 
 class _CrashingSink(BronzeSink):
@@ -179,13 +179,13 @@ def test_a_crash_at_any_append_or_save_then_a_restart_converges(
     recoveries = Counter[str]()
     for n, point in enumerate(points):
         target = Warehouse.from_uri(str(tmp_path / f"w{n}"))
-        fake = deployment()
+        convex = deployment()
         with pytest.raises(Crash):
-            run_with(_Plan(point), monkeypatch)(fake, target, CRASHING_RUN)
-        result = run_with(_Plan(None), monkeypatch)(fake, target, RESTART)  # it completes
+            run_with(_Plan(point), monkeypatch)(convex, target, CRASHING_RUN)
+        result = run_with(_Plan(None), monkeypatch)(convex, target, RESTART)  # it completes
 
         assert_bronze_exactly_once(target)
-        assert_silver_equals_truth(target, fake)
+        assert_silver_equals_truth(target, convex)
         recoveries.update(
             ["reconciled"] * result.reconciled + ["skipped"] * (result.skipped_appends > 0)
         )

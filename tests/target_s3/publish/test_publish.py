@@ -20,6 +20,7 @@ from convex_cdc.core.names import TableKey
 from convex_cdc.core.orchestrator import run_sync
 from convex_cdc.devserver.writes import Replace
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
 from convex_cdc.target_s3.publish.manifest import loads_manifest
 from convex_cdc.target_s3.publish.object_store import PublishTarget, open_publish_target
@@ -30,7 +31,7 @@ from convex_cdc.target_s3.raw.change_log import RawChangeLogSink
 from convex_cdc.target_s3.staging.materializer import StagingMaterializer
 from convex_cdc.target_s3.staging.reader import read_staging_table
 from convex_cdc.target_s3.staging.state import StagingState, load_staging_state
-from tests.core.fake_convex import FakeConvex
+from tests.core.in_process_convex import InProcessConvex
 from tests.fixtures.moto_s3 import S3Endpoint
 from tests.target_s3.handmade_staging import write_checkpoint, write_staging
 
@@ -116,7 +117,7 @@ def test_first_publish_uploads_everything_and_readers_see_exactly_staging(
 ) -> None:
     dest = tmp_path / "dest"
     state = stage(dest)
-    report = publish(dest, where.url, endpoint_url=where.endpoint_url)
+    report = publish(DestinationLayout.at(dest), where.url, endpoint_url=where.endpoint_url)
 
     files = [f for t in state.tables for f in t.files]
     assert report.sequence == 1
@@ -143,10 +144,10 @@ def test_publishing_again_with_nothing_new_uploads_and_writes_nothing(
 ) -> None:
     dest = tmp_path / "dest"
     stage(dest)
-    publish(dest, where.url, endpoint_url=where.endpoint_url)
+    publish(DestinationLayout.at(dest), where.url, endpoint_url=where.endpoint_url)
     before = {o.path: o.last_modified for o in where.target().list("")}
 
-    again = publish(dest, where.url, endpoint_url=where.endpoint_url)
+    again = publish(DestinationLayout.at(dest), where.url, endpoint_url=where.endpoint_url)
 
     assert again.nothing_new
     assert again.sequence is None and again.current_sequence == 1
@@ -160,13 +161,13 @@ def test_a_staging_change_uploads_only_changed_files_and_gc_follows_keep(
 ) -> None:
     dest = tmp_path / "dest"
     first = stage(dest)
-    publish(dest, where.url, endpoint_url=where.endpoint_url, keep=2)
+    publish(DestinationLayout.at(dest), where.url, endpoint_url=where.endpoint_url, keep=2)
     first_files = {f.path for t in first.tables for f in t.files}
 
     second = stage(dest, tables={"messages": messages(40, edited={3: "edited"})})
     changed = {f.path for t in second.tables for f in t.files} - first_files
     assert len(changed) == 1  # one row in one bucket of one table
-    report = publish(dest, where.url, endpoint_url=where.endpoint_url, keep=2)
+    report = publish(DestinationLayout.at(dest), where.url, endpoint_url=where.endpoint_url, keep=2)
     assert report.sequence == 2
     assert report.files_uploaded == 1
     assert report.files_skipped == len(first_files) - 1
@@ -174,7 +175,7 @@ def test_a_staging_change_uploads_only_changed_files_and_gc_follows_keep(
     assert first_files <= where.names("staging")
 
     third = stage(dest, tables={"messages": messages(41, edited={3: "edited"})})
-    report = publish(dest, where.url, endpoint_url=where.endpoint_url, keep=2)
+    report = publish(DestinationLayout.at(dest), where.url, endpoint_url=where.endpoint_url, keep=2)
     assert report.sequence == 3
     assert report.manifests_deleted == 1
     assert where.names("manifests") == {
@@ -195,7 +196,7 @@ def test_a_concurrent_publisher_that_took_the_sequence_makes_publish_fail_cleanl
 ) -> None:
     dest = tmp_path / "dest"
     stage(dest)
-    publish(dest, where.url, endpoint_url=where.endpoint_url)
+    publish(DestinationLayout.at(dest), where.url, endpoint_url=where.endpoint_url)
     pointer_before = where.target().get("manifest.json")
     stage(dest, tables={"users": USERS[:3]})
 
@@ -204,7 +205,12 @@ def test_a_concurrent_publisher_that_took_the_sequence_makes_publish_fail_cleanl
             where.target().put_if_absent("manifests/000000000002.json", b'{"theirs": true}')
 
     with pytest.raises(TargetError, match=r"another publisher already wrote .*000000000002\.json"):
-        publish(dest, where.url, endpoint_url=where.endpoint_url, progress=other_publisher_wins)
+        publish(
+            DestinationLayout.at(dest),
+            where.url,
+            endpoint_url=where.endpoint_url,
+            progress=other_publisher_wins,
+        )
 
     assert where.target().get("manifest.json") == pointer_before
     assert where.target().get("manifests/000000000002.json") == b'{"theirs": true}'
@@ -215,7 +221,7 @@ def test_a_crash_before_the_manifest_leaves_readers_on_the_previous_complete_sta
 ) -> None:
     dest = tmp_path / "dest"
     first = stage(dest)
-    publish(dest, where.url, endpoint_url=where.endpoint_url)
+    publish(DestinationLayout.at(dest), where.url, endpoint_url=where.endpoint_url)
     first_messages = local_rows(dest, first, "messages")
     stage(dest, tables={"messages": messages(60)})
 
@@ -227,13 +233,18 @@ def test_a_crash_before_the_manifest_leaves_readers_on_the_previous_complete_sta
             raise Crash
 
     with pytest.raises(Crash):
-        publish(dest, where.url, endpoint_url=where.endpoint_url, progress=crash_before_manifest)
+        publish(
+            DestinationLayout.at(dest),
+            where.url,
+            endpoint_url=where.endpoint_url,
+            progress=crash_before_manifest,
+        )
 
     published = read_published(where.url, endpoint_url=where.endpoint_url)
     assert published.manifest.sequence == 1
     assert by_id(published.table("messages")).equals(by_id(first_messages))
     # The next publish completes the job without uploading the new files twice.
-    retry = publish(dest, where.url, endpoint_url=where.endpoint_url)
+    retry = publish(DestinationLayout.at(dest), where.url, endpoint_url=where.endpoint_url)
     assert retry.sequence == 2
     assert retry.files_uploaded == 0
     assert (
@@ -244,10 +255,10 @@ def test_a_crash_before_the_manifest_leaves_readers_on_the_previous_complete_sta
 def test_publish_refuses_while_the_initial_snapshot_is_incomplete(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     with pytest.raises(ConfigError, match="no staging yet"):
-        publish(dest, str(tmp_path / "out"))
+        publish(DestinationLayout.at(dest), str(tmp_path / "out"))
     stage(dest, consistent_as_of_ts=None)
     with pytest.raises(ConfigError, match="half-walked snapshot") as err:
-        publish(dest, str(tmp_path / "out"))
+        publish(DestinationLayout.at(dest), str(tmp_path / "out"))
     assert "convex-cdc sync" in str(err.value)
     assert not (tmp_path / "out" / "manifest.json").exists()
 
@@ -260,29 +271,29 @@ def test_publishing_to_a_missing_bucket_is_a_clear_one_line_error(
     dest = tmp_path / "dest"
     stage(dest)
     with pytest.raises(TargetError, match="bucket 'not-created' does not exist") as err:
-        publish(dest, "s3://not-created/lake", endpoint_url=s3_server.url)
+        publish(DestinationLayout.at(dest), "s3://not-created/lake", endpoint_url=s3_server.url)
     assert "\n" not in str(err.value)
 
 
 def test_a_prefix_holding_another_deployment_is_refused(tmp_path: Path) -> None:
     out = str(tmp_path / "out")
     stage(tmp_path / "a")
-    publish(tmp_path / "a", out)
+    publish(DestinationLayout.at(tmp_path / "a"), out)
     stage(tmp_path / "b", deployment_url="https://other-deployment-9.convex.cloud")
     with pytest.raises(ConfigError, match="holds data published from https://happy-animal"):
-        publish(tmp_path / "b", out)
+        publish(DestinationLayout.at(tmp_path / "b"), out)
 
 
 def test_a_pointer_left_behind_by_a_crash_is_repaired(tmp_path: Path) -> None:
     dest, out = tmp_path / "dest", tmp_path / "out"
     stage(dest)
-    publish(dest, str(out))
+    publish(DestinationLayout.at(dest), str(out))
     stage(dest, tables={"users": USERS[:2]})
-    publish(dest, str(out))
+    publish(DestinationLayout.at(dest), str(out))
     # As if the publisher died after manifests/2 and before the pointer.
     (out / "manifest.json").write_bytes((out / "manifests" / "000000000001.json").read_bytes())
 
-    report = publish(dest, str(out))
+    report = publish(DestinationLayout.at(dest), str(out))
 
     assert report.nothing_new and report.repaired_pointer
     assert read_published(str(out)).manifest.sequence == 2
@@ -294,7 +305,7 @@ def test_a_damaged_staging_file_is_never_published(tmp_path: Path) -> None:
     victim = dest / state.tables[0].files[0].path
     victim.write_bytes(victim.read_bytes()[:-1] + b"\x00")
     with pytest.raises(TargetError, match="does not match the size/sha256"):
-        publish(dest, str(out))
+        publish(DestinationLayout.at(dest), str(out))
     assert not (out / "manifest.json").exists()
 
 
@@ -307,10 +318,10 @@ def test_orphans_of_a_failed_publish_are_removed_only_after_the_grace_period(
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"left by a crashed publish")
 
-    publish(dest, str(out))
+    publish(DestinationLayout.at(dest), str(out))
     assert orphan.exists()  # young: a concurrent publisher may be about to name it
     stage(dest, tables={"users": USERS[:1]})
-    report = publish(dest, str(out), orphan_grace=timedelta(0))
+    report = publish(DestinationLayout.at(dest), str(out), orphan_grace=timedelta(0))
     assert not orphan.exists()
     assert report.files_deleted >= 1
 
@@ -343,7 +354,9 @@ def test_the_raw_change_log_is_published_up_to_the_committed_batch(
         _write_raw_batch(dest, batch, "messages", rows=batch)
     write_checkpoint(dest, batch_seq=2)  # batch 3 may still be replayed: not committed
 
-    publish(dest, where.url, endpoint_url=where.endpoint_url, include_raw=True)
+    publish(
+        DestinationLayout.at(dest), where.url, endpoint_url=where.endpoint_url, include_raw=True
+    )
 
     manifest = read_published(where.url, endpoint_url=where.endpoint_url).manifest
     raw = manifest.raw_change_log
@@ -359,20 +372,22 @@ def test_the_raw_change_log_is_published_up_to_the_committed_batch(
     assert where.names("raw_change_log") == {f.path for f in raw}
 
     write_checkpoint(dest, batch_seq=3)
-    report = publish(dest, where.url, endpoint_url=where.endpoint_url, include_raw=True)
+    report = publish(
+        DestinationLayout.at(dest), where.url, endpoint_url=where.endpoint_url, include_raw=True
+    )
     assert report.sequence == 2 and report.files_uploaded == 1
 
 
 def test_keep_must_be_positive(tmp_path: Path) -> None:
     stage(tmp_path / "dest")
     with pytest.raises(ConfigError, match="--keep must be at least 1"):
-        publish(tmp_path / "dest", str(tmp_path / "out"), keep=0)
+        publish(DestinationLayout.at(tmp_path / "dest"), str(tmp_path / "out"), keep=0)
 
 
 def test_the_pointer_is_a_full_copy_of_the_numbered_manifest(tmp_path: Path) -> None:
     dest, out = tmp_path / "dest", tmp_path / "out"
     stage(dest)
-    publish(dest, str(out))
+    publish(DestinationLayout.at(dest), str(out))
     manifest = loads_manifest((out / "manifest.json").read_bytes(), where="pointer")
     data = json.loads((out / "manifest.json").read_bytes())
     assert data["format"] == "convex-cdc.manifest" and data["version"] == 1
@@ -386,19 +401,20 @@ def test_a_staging_built_by_the_real_pipeline_publishes_only_what_changed(
     tmp_path: Path, where: Where
 ) -> None:
     dest = tmp_path / "dest"
-    fake = FakeConvex(snapshot_page_size=50)
-    ids = [fake.insert("messages", {"body": f"m{i}", "n": i}) for i in range(200)]
-    fake.insert("users", {"name": "ada", "pic": b"\x00\xff"})
-    sink, store = RawChangeLogSink(dest), FileCheckpointStore(dest)
-    run_sync(fake, sink, store)
-    StagingMaterializer(dest, rows_per_bucket=16).materialize()
-    publish(dest, where.url, endpoint_url=where.endpoint_url, include_raw=True)
+    convex = InProcessConvex(snapshot_page_size=50)
+    ids = [convex.insert("messages", {"body": f"m{i}", "n": i}) for i in range(200)]
+    convex.insert("users", {"name": "ada", "pic": b"\x00\xff"})
+    layout = DestinationLayout.at(dest)
+    sink, store = RawChangeLogSink(layout), FileCheckpointStore(layout)
+    run_sync(convex, sink, store)
+    StagingMaterializer(layout, rows_per_bucket=16).materialize()
+    publish(layout, where.url, endpoint_url=where.endpoint_url, include_raw=True)
     before = load_staging_state(dest / "staging" / "_state.json")
 
-    fake.transact([Replace("messages", ids[7], {"body": "edited", "n": 7})])
-    run_sync(fake, sink, store)
-    StagingMaterializer(dest, rows_per_bucket=16).materialize()
-    report = publish(dest, where.url, endpoint_url=where.endpoint_url, include_raw=True)
+    convex.transact([Replace("messages", ids[7], {"body": "edited", "n": 7})])
+    run_sync(convex, sink, store)
+    StagingMaterializer(layout, rows_per_bucket=16).materialize()
+    report = publish(layout, where.url, endpoint_url=where.endpoint_url, include_raw=True)
 
     after = load_staging_state(dest / "staging" / "_state.json")
     assert before is not None and after is not None
@@ -409,15 +425,17 @@ def test_a_staging_built_by_the_real_pipeline_publishes_only_what_changed(
     published = read_published(where.url, endpoint_url=where.endpoint_url)
     assert published.manifest.consistent_as_of_ts == after.consistent_as_of_ts
     for table in after.tables:
-        assert published.table(table.key).equals(read_staging_table(dest, table.key))
+        assert published.table(table.key).equals(
+            read_staging_table(DestinationLayout.at(dest), table.key)
+        )
 
 
 def test_only_one_publish_runs_per_destination(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     stage(dest)
     with (
-        DestinationLock(dest, "publish"),
+        DestinationLock(DestinationLayout.at(dest), "publish"),
         pytest.raises(DestinationBusy, match="another convex-cdc publish is running"),
     ):
-        publish(dest, str(tmp_path / "out"))
-    assert publish(dest, str(tmp_path / "out")).sequence == 1
+        publish(DestinationLayout.at(dest), str(tmp_path / "out"))
+    assert publish(DestinationLayout.at(dest), str(tmp_path / "out")).sequence == 1

@@ -20,11 +20,12 @@ from convex_cdc.core.selection import Selection
 from convex_cdc.core.source import DeltaPage, SnapshotPage
 from convex_cdc.devserver.writes import Delete, Insert
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.raw.change_log import RawChangeLogSink
 from convex_cdc.target_s3.staging.materializer import StagingMaterializer
 from convex_cdc.target_s3.staging.state import load_staging_state, save_staging_state
 from convex_cdc.target_s3.staging.verify import verify
-from tests.core.fake_convex import FakeConvex
+from tests.core.in_process_convex import InProcessConvex
 from tests.target_s3.handmade_staging import DEPLOYMENT, write_staging
 
 NAN = {"$float": "AAAAAAAA+H8="}
@@ -105,7 +106,7 @@ def test_a_faithful_staging_verifies_ok(tmp_path: Path) -> None:
     write_staging(tmp_path, docs())
     source = FakeSource(docs())
 
-    report = verify(tmp_path, source)
+    report = verify(DestinationLayout.at(tmp_path), source)
 
     assert report.ok, report.summary()
     assert [t.key.qualified for t in report.tables] == ["messages", "waitlist/entries"]
@@ -129,7 +130,7 @@ def test_one_tampered_value_in_a_staging_file_is_one_differing_row(tmp_path: Pat
         tmp_path / file.path,
     )
 
-    report = verify(tmp_path, FakeSource(docs()))
+    report = verify(DestinationLayout.at(tmp_path), FakeSource(docs()))
 
     assert not report.ok
     (bad,) = report.differing_tables
@@ -146,7 +147,7 @@ def test_missing_and_extra_rows_are_counted(tmp_path: Path) -> None:
     source_docs["messages"].append({"_id": "m-new", "_creationTime": 9.0, "body": "new"})
     source_docs["fresh"] = [{"_id": "f1", "x": 1}, {"_id": "f2", "x": 2}]
 
-    report = verify(tmp_path, FakeSource(source_docs))
+    report = verify(DestinationLayout.at(tmp_path), FakeSource(source_docs))
 
     messages = report.table("messages")
     assert (messages.only_in_staging, messages.only_in_source, messages.changed) == (3, 1, 0)
@@ -168,20 +169,23 @@ def test_special_floats_bytes_and_int64_extremes_compare_equal(tmp_path: Path) -
         ]
     }
     write_staging(tmp_path, special)
-    report = verify(tmp_path, FakeSource(special))
+    report = verify(DestinationLayout.at(tmp_path), FakeSource(special))
     assert report.ok, report.summary()
 
 
 def test_minus_zero_is_not_zero(tmp_path: Path) -> None:
     write_staging(tmp_path, {"t": [{"_id": "a", "g": 0.0, "h": 1.0}]})
-    report = verify(tmp_path, FakeSource({"t": [{"_id": "a", "g": -0.0, "h": 1.0}]}))
+    report = verify(
+        DestinationLayout.at(tmp_path), FakeSource({"t": [{"_id": "a", "g": -0.0, "h": 1.0}]})
+    )
     assert report.table("t").changed == 1
 
 
 def test_a_field_that_is_null_in_the_source_matches_a_missing_one(tmp_path: Path) -> None:
     write_staging(tmp_path, {"t": [{"_id": "a", "x": 1}, {"_id": "b", "x": 2}]})
     report = verify(
-        tmp_path, FakeSource({"t": [{"_id": "a", "x": 1}, {"_id": "b", "x": 2, "y": None}]})
+        DestinationLayout.at(tmp_path),
+        FakeSource({"t": [{"_id": "a", "x": 1}, {"_id": "b", "x": 2, "y": None}]}),
     )
     assert report.ok
 
@@ -190,53 +194,54 @@ def test_a_wrong_row_count_in_the_staging_state_is_reported(tmp_path: Path) -> N
     state = write_staging(tmp_path, docs())
     broken = replace(state, tables=(replace(state.tables[0], row_count=11), *state.tables[1:]))
     save_staging_state(tmp_path / "staging" / "_state.json", broken)
-    report = verify(tmp_path, FakeSource(docs()))
+    report = verify(DestinationLayout.at(tmp_path), FakeSource(docs()))
     assert not report.ok
     assert "the staging state counts 11 rows, its files hold 10" in report.summary()
 
 
 def test_verify_refuses_a_staging_that_is_mid_snapshot(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no staging yet"):
-        verify(tmp_path, FakeSource(docs()))
+        verify(DestinationLayout.at(tmp_path), FakeSource(docs()))
     write_staging(tmp_path, docs(), consistent_as_of_ts=None)
     with pytest.raises(ConfigError, match="initial snapshot is incomplete"):
-        verify(tmp_path, FakeSource(docs()))
+        verify(DestinationLayout.at(tmp_path), FakeSource(docs()))
 
 
 def test_a_walk_can_be_pinned_at_the_staging_timestamp(tmp_path: Path) -> None:
     write_staging(tmp_path, docs(), consistent_as_of_ts=4_000)
     source = FakeSource(docs())
-    report = verify(tmp_path, source, at_ts=4_000)
+    report = verify(DestinationLayout.at(tmp_path), source, at_ts=4_000)
     assert report.ok
     assert {snapshot for snapshot, _ in source.calls} == {4_000}
 
 
-def _synced_and_materialized(dest: Path, fake: FakeConvex) -> None:
-    run_sync(fake, RawChangeLogSink(dest), FileCheckpointStore(dest))
-    StagingMaterializer(dest).materialize()
+def _synced_and_materialized(dest: Path, convex: InProcessConvex) -> None:
+    layout = DestinationLayout.at(dest)
+    run_sync(convex, RawChangeLogSink(layout), FileCheckpointStore(layout))
+    StagingMaterializer(layout).materialize()
 
 
 def test_staging_built_by_the_real_pipeline_verifies_and_later_writes_show(
     tmp_path: Path,
 ) -> None:
-    fake = FakeConvex(snapshot_page_size=4, delta_row_limit=5)
+    convex = InProcessConvex(snapshot_page_size=4, delta_row_limit=5)
     for i in range(9):
-        fake.insert("messages", {"body": f"m{i}", "n": i, "f": [float("nan"), -0.0][i % 2]})
-    fake.insert("files", {"blob": b"\x00\x01\xff", "big": 2**63 - 1, "nested": {"x": [1, b"z"]}})
-    doomed = fake.insert("messages", {"body": "to delete"})
-    _synced_and_materialized(tmp_path, fake)  # snapshot walk
-    fake.transact([Delete("messages", doomed), Insert("messages", {"body": "late", "n": -1})])
-    _synced_and_materialized(tmp_path, fake)  # deltas
+        convex.insert("messages", {"body": f"m{i}", "n": i, "f": [float("nan"), -0.0][i % 2]})
+    convex.insert("files", {"blob": b"\x00\x01\xff", "big": 2**63 - 1, "nested": {"x": [1, b"z"]}})
+    doomed = convex.insert("messages", {"body": "to delete"})
+    _synced_and_materialized(tmp_path, convex)  # snapshot walk
+    convex.transact([Delete("messages", doomed), Insert("messages", {"body": "late", "n": -1})])
+    _synced_and_materialized(tmp_path, convex)  # deltas
     state = load_staging_state(tmp_path / "staging" / "_state.json")
     assert state is not None and state.consistent_as_of_ts is not None
 
-    report = verify(tmp_path, fake)
+    report = verify(DestinationLayout.at(tmp_path), convex)
     assert report.ok, report.summary()
     assert report.table("messages").source_rows == 10
 
-    fake.insert("messages", {"body": "after staging"})
-    behind = verify(tmp_path, fake)
+    convex.insert("messages", {"body": "after staging"})
+    behind = verify(DestinationLayout.at(tmp_path), convex)
     assert behind.table("messages").only_in_source == 1
     assert "writes in between also show up here" in behind.summary()
-    pinned = verify(tmp_path, fake, at_ts=state.consistent_as_of_ts)
+    pinned = verify(DestinationLayout.at(tmp_path), convex, at_ts=state.consistent_as_of_ts)
     assert pinned.ok, pinned.summary()
