@@ -1,4 +1,7 @@
-"""Routes, authentication, error bodies and the order of checks (§2.1-2.5; §7.1 1-5, 23, 24)."""
+"""Routes, authentication, error bodies and the order of checks.
+
+The rules are those of docs/convex-export-api.md §2 to §5.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""document_deltas: cursors, the 128-row page-end rule, deletes, retention (§7.1 13-17)."""
+"""document_deltas: cursors, the 128-row page-end rule, deletes, retention.
+
+The rules are those of docs/convex-export-api.md §8 and §12.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Document ids follow Convex's id format (§5.1; §7.1 22)."""
+"""Document ids follow Convex's id format (docs/convex-export-api.md §11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""json_schemas and get_table_column_names from the current data (§2.10, §4; §7.1 20-21)."""
+"""json_schemas and get_table_column_names from the current data (docs/convex-export-api.md §9)."""
 
 from __future__ import annotations
 

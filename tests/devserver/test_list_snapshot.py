@@ -1,4 +1,4 @@
-"""list_snapshot: pinned snapshots, paging, ordering and cursors (§2.11; §7.1 9-12)."""
+"""list_snapshot: pinned snapshots, paging, ordering and cursors (docs/convex-export-api.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Selections, components and system tables (§2.7, §5.4; §7.1 18-19)."""
+"""Selections, components and system tables (docs/convex-export-api.md §6, §11)."""
 
 from __future__ import annotations
 

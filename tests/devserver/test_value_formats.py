@@ -1,4 +1,4 @@
-"""The five ``format`` names and their exact encodings (§3; §7.1 6-8)."""
+"""The five ``format`` names and their exact encodings (docs/convex-export-api.md §10)."""
 
 from __future__ import annotations
 

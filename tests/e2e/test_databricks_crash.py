@@ -1,15 +1,19 @@
 """`databricks extract` killed with SIGKILL at random moments loses and duplicates nothing.
 
 The devserver runs out of process with 10% of export requests failing. The extractor
-runs as a subprocess and is killed at random moments, at least 20 times, during the
-snapshot walk and the delta phase (more workload lands between kills). Then it runs to
-completion, and: bronze holds every ``(_component, _table, _id, _ts)`` exactly once, and
-the silver tables built by ``apply-silver`` equal the devserver's truth.
+runs as a subprocess and is killed at least 20 times, at least 5 times in each of the
+snapshot walk and the delta phase (more workload lands between kills). Each kill follows
+a Delta commit the test saw land: a bronze append (the kill falls between a batch's
+appends, or between them and the checkpoint) or a control-table append (between
+batches). Then it runs to completion, and: bronze holds every ``(_component, _table,
+_id, _ts)`` exactly once, and the silver tables built by ``apply-silver`` equal the
+devserver's truth.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,19 +30,51 @@ from convex_cdc.platform.databricks.delta_read import open_table, read_table
 from convex_cdc.platform.databricks.silver import apply_silver, read_silver
 from convex_cdc.platform.databricks.table_spec import TableSpecStore
 from convex_cdc.platform.databricks.warehouse import Warehouse
-from tests.e2e.kill_loop import kill_at_random_moments
+from tests.e2e.kill_loop import Phase, ProgressSignal, files_in, kill_after_progress
 from tests.e2e.lake_truth import assert_tables_equal_truth
 from tests.fixtures.devserver import start_devserver_process, stop_process
 
 MIN_KILLS = 20
 
 
-def _phase(warehouse: Warehouse) -> str:
+def _phase(warehouse: Warehouse) -> Phase:
     try:
         state = read_control_state(warehouse)
     except StateError:
         return "none"
-    return "none" if state is None else state.checkpoint.phase
+    if state is None:
+        return "none"
+    return "delta" if state.checkpoint.phase == "delta" else "snapshot"
+
+
+_COMMIT_FILE = re.compile(r"\d{20}\.json")
+"""A Delta commit: ``_delta_log/<version:020d>.json`` (temp files and checkpoints differ)."""
+_TABLE_DIR = re.compile(r"[^.].*")
+
+
+def _progress_signals(warehouse: Warehouse) -> list[ProgressSignal]:
+    """The commits of one batch, in order: bronze appends, then the control-table append."""
+    bronze = Path(warehouse.root) / "bronze"
+    control_log = Path(warehouse.checkpoints) / "_delta_log"
+
+    def bronze_commits() -> list[str]:
+        return [
+            f"{table}/{version}"
+            for table in files_in(bronze, _TABLE_DIR)
+            for version in files_in(bronze / table / "_delta_log", _COMMIT_FILE)
+        ]
+
+    def control_commits() -> list[str]:
+        return files_in(control_log, _COMMIT_FILE)
+
+    return [
+        ProgressSignal("bronze commit", bronze_commits, most=3),
+        ProgressSignal("control commit", control_commits, most=3),
+    ]
+
+
+def _add_workload(control: httpx.Client, *, transactions: int) -> None:
+    control.post("/_devserver/workload", params={"transactions": transactions}).raise_for_status()
 
 
 def _extract_command(warehouse: Warehouse, *extra: str) -> list[str]:
@@ -60,6 +96,7 @@ the final run uses the default limits (its first batch is cut as the checkpoint 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a stalled run fails sooner, with its own message (kill_loop)
 def test_extract_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     server, url, key = start_devserver_process(
         "--seed", "demo", "--docs", "3000", "--snapshot-page-size", "40",
@@ -70,18 +107,18 @@ def test_extract_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path:
     warehouse = Warehouse.from_uri(str(tmp_path / "warehouse"))
     env = {**os.environ, "CONVEX_URL": url, "CONVEX_DEPLOY_KEY": key}
     try:
-        kills = kill_at_random_moments(
+        kills = kill_after_progress(
             _extract_command(warehouse, *KILLED_RUN),
             env=env,
+            signals=_progress_signals(warehouse),
             phase=lambda: _phase(warehouse),
-            control=control,
+            more_changes=lambda: _add_workload(control, transactions=60),
             key=key,
             seed=20261127,
             min_kills=MIN_KILLS,
-            delay_seconds=(0.4, 1.8),
         )
 
-        control.post("/_devserver/workload", params={"transactions": 100}).raise_for_status()
+        _add_workload(control, transactions=100)
         final = subprocess.run(
             _extract_command(warehouse), env=env, capture_output=True, timeout=300, check=False
         )
@@ -117,4 +154,5 @@ def test_extract_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path:
         [orjson.loads(line) for line in truth],
         declared={k: s.columns for k, s in specs.items()},
     )
-    assert kills["snapshot"] >= 5 and kills["delta"] >= 5
+    assert kills.total >= MIN_KILLS, kills
+    assert kills.per_phase["snapshot"] >= 5 and kills.per_phase["delta"] >= 5, kills

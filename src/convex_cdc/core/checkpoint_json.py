@@ -46,7 +46,14 @@ _TOP_LEVEL_KEYS: Final = frozenset(
 
 
 def checkpoint_to_json(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The checkpoint as a JSON-ready dict (see design.md section 2)."""
+    """The checkpoint as a JSON-ready dict.
+
+    ``format`` and ``version``; ``source`` (the deployment URL, never the key);
+    ``position``, ``{"InitialSnapshot": {"snapshot", "cursor"}}`` while the walk runs or
+    ``{"DeltaTail": {"cursor"}}`` after it; ``batch_seq``, the number of durable batches;
+    and what the next run needs to resume exactly (schema fingerprints, tables seen, the
+    walk's start, a pending delta batch, the batch limits).
+    """
     position: dict[str, Any]
     match checkpoint.position:
         case InitialSnapshot(snapshot=snapshot, cursor=cursor):

@@ -1,7 +1,7 @@
 """Change events and batches: the one shape every target receives.
 
 One or more consecutive pages from Convex become one :class:`ChangeBatch`: an Arrow
-table of change events in the raw_change_log layout (design.md section 3) plus the
+table of change events in the raw_change_log layout (:data:`RAW_CHANGE_LOG_SCHEMA`) plus the
 checkpoint that becomes true once the batch is durable. Documents travel as lossless
 ``export_json`` text, so no target has to know the Convex wire format to store them.
 """

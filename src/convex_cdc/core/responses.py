@@ -1,7 +1,7 @@
 """Strict checks of streaming-export answers, before anything downstream sees them.
 
-Convex's answers are checked against the contract (``convex-streaming-export.md``
-section 2): the right JSON types at the top level, timestamps as JSON integers that fit
+Convex's answers are checked against the API as docs/convex-export-api.md §7 to §9
+describe it: the right JSON types at the top level, timestamps as JSON integers that fit
 an int64 (``export_json`` never sends them as floats or strings), a list_snapshot cursor
 exactly when ``hasMore``. A violation is a :class:`MalformedResponse` naming the endpoint
 and the problem, and never quoting the offending value (it could be anything).

@@ -6,7 +6,7 @@ selection object that ``list_snapshot`` and ``document_deltas`` receive:
 * include/exclude **patterns** (``--include``/``--exclude``, repeatable),
 * a config **section** (``{"include": [...], "exclude": [...]}`` or
   ``{"object": <Convex selection object>}``),
-* a full Convex **selection object** (streaming-export contract section 2.7).
+* a full Convex **selection object** (docs/convex-export-api.md §6).
 
 Pattern grammar::
 
@@ -54,7 +54,7 @@ _PATTERN_HINT: Final = (
     "(names are letters, digits and _)"
 )
 _OBJECT_HINT: Final = (
-    "fix the selection object (contract section 2.7); Convex would silently export "
+    "fix the selection object (docs/convex-export-api.md §6); Convex would silently export "
     "everything instead of rejecting it"
 )
 

@@ -1,4 +1,7 @@
-"""Error answers of the emulated API: an HTTP status and a ``{code, message}`` body (§2.5)."""
+"""Error answers of the emulated API: an HTTP status and a ``{code, message}`` body.
+
+The codes and statuses are those of docs/convex-export-api.md §5.
+"""
 
 from __future__ import annotations
 

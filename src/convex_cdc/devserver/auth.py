@@ -1,12 +1,12 @@
 """Who is calling: the ``Authorization`` header, the ``adminKey`` parameter, ``Convex-Client``.
 
-Reproduces §2.2/§2.3: ``Authorization: Convex <key>`` (scheme case-insensitive) or, with no
-header, ``?adminKey=``; non-ASCII → 400 ``HeaderParseFailure``; shorter than 7 characters →
-400 ``InvalidHeaderFailure``; a wrong key → 401 ``BadAdminKey``; an unknown scheme → 400
-``InvalidAdminKey``; no credentials → the anonymous identity, rejected later (403
-``BadDeployKey``) by the permission check. Like the server, the ``prod:``/``dev:``
-deployment prefix (and ``preview:``/``project:`` prefixes) is stripped before comparing, so
-the bare secret part is accepted too.
+Reproduces docs/convex-export-api.md §3: ``Authorization: Convex <key>`` (scheme
+case-insensitive) or, with no header, ``?adminKey=``; non-ASCII → 400
+``HeaderParseFailure``; shorter than 7 characters → 400 ``InvalidHeaderFailure``; a wrong
+key → 401 ``BadAdminKey``; an unknown scheme → 400 ``InvalidAdminKey``; no credentials →
+the anonymous identity, rejected later (403 ``BadDeployKey``) by the permission check.
+Like the server, the ``prod:``/``dev:`` deployment prefix (and ``preview:``/``project:``
+prefixes) is stripped before comparing, so the bare secret part is accepted too.
 
 Not reproduced: ``Bearer`` user JWTs are treated as anonymous (the real server validates them
 and fails with 401 or 403); there is no key without ``deployment:data:view``, so 403

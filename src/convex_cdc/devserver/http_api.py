@@ -1,4 +1,6 @@
-"""Routing and the order of checks, independent of the HTTP server (contract §2.4/§2.5).
+"""Routing and the order of checks, independent of the HTTP server.
+
+The server's order is summarised in docs/convex-export-api.md §4, its errors in §5.
 
 Order, as on the server: ``Convex-Client`` (global, every route) → routing (405 with an empty
 body for a wrong method, 404 for an unknown path) → fault injection (``/api/*`` only) →

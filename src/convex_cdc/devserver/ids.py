@@ -1,4 +1,6 @@
-"""Convex document ids and tablet ids, encoded exactly as the real server does (contract §5).
+"""Convex document ids and tablet ids, encoded exactly as the real server does.
+
+The format is summarised in docs/convex-export-api.md §11.
 
 A document id is ``varint(table_number) ‖ internal_id(16) ‖ footer(2)`` in lowercase
 Crockford base32 (RFC-4648 bit order, no padding). The footer is the Fletcher-16 checksum

@@ -1,4 +1,6 @@
-"""Request arguments: query strings for GET, JSON bodies for POST (contract §2.4).
+"""Request arguments: query strings for GET, JSON bodies for POST.
+
+How the server parses them is summarised in docs/convex-export-api.md §4.
 
 Each endpoint declares its typed fields; parsing mimics serde: a GET value that does not
 parse (``deltaSchema=1``, ``cursor=abc``) → 400 ``BadQueryArgs``; a POST without a JSON

@@ -1,4 +1,6 @@
-"""Inferred table shapes, kept incrementally, rendered as ``json_schemas`` (contract §4).
+"""Inferred table shapes, kept incrementally, rendered as ``json_schemas``.
+
+What the server answers is summarised in docs/convex-export-api.md §9.
 
 Each table keeps a :class:`ShapeCounts` of its live documents' user fields: how many values
 of each kind sit at each position. A write adds the new document and subtracts the old one,

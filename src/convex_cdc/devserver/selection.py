@@ -1,4 +1,6 @@
-"""Which components, tables and columns an export request selects (contract §2.7).
+"""Which components, tables and columns an export request selects.
+
+The selection rules are summarised in docs/convex-export-api.md §6.
 
 The legacy endpoints accept one of four argument forms, tried in order like serde's
 ``untagged`` enum: the full ``selection`` object, ``tableName``/``table_name`` (+ optional

@@ -1,4 +1,6 @@
-"""Convex values on the wire: the five ``format`` names and their three encodings (contract §3).
+"""Convex values on the wire: the five ``format`` names and their three encodings.
+
+The encodings are summarised in docs/convex-export-api.md §10.
 
 ``json``/``convex_clean_json`` is the lossy clean JSON, ``convex_encoded_json``/``convex_json``
 the ``$``-tagged lossless form, ``export_json`` the mostly-plain lossless form. Documents are

@@ -1,7 +1,7 @@
 """The read helper never takes the crash-prone ``to_pyarrow_table()`` path.
 
 Reading through deltalake's Python filesystem handler aborts the interpreter at exit in a
-large share of runs (rc 134, shared/databricks-delta-notes.md section 4f); the failure
+large share of runs (rc 134, docs/delta-lake-notes.md §3); the failure
 only shows as the exit code of a process, so the helper runs in fresh interpreters.
 """
 

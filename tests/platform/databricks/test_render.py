@@ -59,7 +59,7 @@ CASES = {
 }
 
 # Field names of the bundle schema (databricks-bundles 1.22.1 models, see
-# shared/databricks-delta-notes.md section 2); deprecated ones must never appear.
+# docs/delta-lake-notes.md §6); deprecated ones must never appear.
 TOP_FIELDS = {"bundle", "include", "variables", "targets", "resources", "artifacts", "workspace"}
 PIPELINE_FIELDS = {
     "name", "catalog", "schema", "serverless", "root_path", "libraries", "configuration",
@@ -287,7 +287,7 @@ def test_the_extractor_job_runs_the_wheel_entry_point_without_secrets_in_paramet
     wheel = extract["python_wheel_task"]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert wheel["package_name"] == "convex_cdc"
-    assert scripts[wheel["entry_point"]] == "convex_cdc.platform.databricks.extractor:main"
+    assert scripts[wheel["entry_point"]] == "convex_cdc.cli:databricks_extract"
     assert "--secret-scope" in wheel["parameters"]
     assert not any("key" in p.lower() and p != "--secret-scope" for p in wheel["parameters"])
     assert silver["depends_on"] == [{"task_key": "extract"}]
