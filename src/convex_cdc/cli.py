@@ -2,12 +2,17 @@
 
 Each subcommand lives in :mod:`convex_cdc.commands`; this module wires them together
 and turns every :class:`~convex_cdc.core.errors.ConvexCdcError` into one line on stderr
-and a distinct exit code.
+and a distinct exit code (any other exception into one ``error: unexpected …`` line and
+exit code 1). It also holds the console-script entry points, ``convex-cdc`` and the
+Databricks job's ``convex-cdc-databricks-extract``.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -16,6 +21,11 @@ from convex_cdc import __version__
 from convex_cdc.commands.config_file import command_defaults, load_config
 from convex_cdc.core.errors import ConvexCdcError
 from convex_cdc.logs import configure_logging, redact_secrets
+
+log = logging.getLogger(__name__)
+
+_MESSAGE_LIMIT = 300
+"""Characters of an unexpected exception's text on the error line (the log has it all)."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -54,10 +64,26 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
-    """Console-script entry point."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point ``convex-cdc``.
+
+    Every failure ends as one ``error: …`` line on stderr and the exit code of its class
+    (see :mod:`convex_cdc.core.errors`); a traceback is only ever logged (``-v`` for an
+    unexpected error, ``-vv`` for the cause of an expected one), never printed.
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Raises:
+        SystemExit: on every failure, with the exit code of its error class (1 for an
+            unexpected exception, 130 when interrupted).
+    """
     try:
-        cli.main(prog_name="convex-cdc", standalone_mode=False)
+        cli.main(
+            args=None if argv is None else list(argv),
+            prog_name="convex-cdc",
+            standalone_mode=False,
+        )
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -65,8 +91,43 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except ConvexCdcError as exc:
+        if exc.__cause__ is not None:
+            log.debug("%s", _traceback(exc))
         click.echo(f"error: {redact_secrets(exc.one_line())}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        # A bug: say so in one line; the traceback is for -v, never printed by default.
+        log.info("%s", _traceback(exc))
+        text = redact_secrets(" ".join(str(exc).split())) or "(no message)"
+        if len(text) > _MESSAGE_LIMIT:
+            text = text[:_MESSAGE_LIMIT] + "…"
+        click.echo(
+            f"error: unexpected {type(exc).__name__}: {text} — this is a bug; run with -v "
+            "for the traceback and report it",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def databricks_extract(argv: Sequence[str] | None = None) -> None:
+    """Wheel entry point ``convex-cdc-databricks-extract ARGS`` (a ``python_wheel_task``).
+
+    The same as ``convex-cdc databricks extract ARGS``, with the same error handling.
+
+    Args:
+        argv: the arguments of ``databricks extract`` (default: ``sys.argv[1:]``).
+
+    Raises:
+        SystemExit: as :func:`main`.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    main(["databricks", "extract", *args])
+
+
+def _traceback(exc: BaseException) -> str:
+    """The traceback (with its causes) of ``exc``, with every registered secret removed:
+    the log filter only redacts messages, and this text is the message."""
+    return redact_secrets("".join(traceback.format_exception(exc)).rstrip())

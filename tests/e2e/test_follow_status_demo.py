@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from convex_cdc.cli import cli
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.layout import DestinationLayout
 
 
 def test_follow_keeps_landing_new_writes_and_stops_cleanly_on_sigterm(
@@ -28,7 +29,7 @@ def test_follow_keeps_landing_new_writes_and_stops_cleanly_on_sigterm(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    store = FileCheckpointStore(tmp_path)
+    store = FileCheckpointStore(DestinationLayout.at(tmp_path))
     try:
         ts = server.transact([{"op": "insert", "table": "late", "fields": {"n": 1}}])["ts"]
         deadline = time.monotonic() + 60

@@ -24,6 +24,7 @@ from convex_cdc.core.events import ChangeBatch, events_from_values, tables_in
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.source import WIRE_FORMAT
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.raw.change_log import RawChangeLogSink
 
 DEPLOYMENT_URL = "https://happy-animal-123.convex.cloud"
@@ -53,8 +54,8 @@ class ScriptedSync:
 
     def __init__(self, dest: Path, *, fingerprints: dict[str, str] | None = None) -> None:
         self.dest = dest
-        self.sink = RawChangeLogSink(dest)
-        self.store = FileCheckpointStore(dest)
+        self.sink = RawChangeLogSink(DestinationLayout.at(dest))
+        self.store = FileCheckpointStore(DestinationLayout.at(dest))
         self.checkpoint: Checkpoint | None = self.store.load()
         self.fingerprints = fingerprints or {}
 

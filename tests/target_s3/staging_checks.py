@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from convex_cdc.core.names import TableKey
+from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging.reader import read_staging_table
 from convex_cdc.target_s3.staging.state import StagingState, load_staging_state
 
@@ -19,7 +20,7 @@ def state_of(dest: Path) -> StagingState:
 
 def rows_by_id(dest: Path, key: TableKey, *, drop_nulls: bool = False) -> dict[str, dict[str, Any]]:
     """Staging rows of one table keyed by ``_id`` (optionally without null fields)."""
-    rows = read_staging_table(dest, key).to_pylist()
+    rows = read_staging_table(DestinationLayout.at(dest), key).to_pylist()
     by_id = {row["_id"]: row for row in rows}
     assert len(by_id) == len(rows), "an _id appears twice in staging"
     if drop_nulls:

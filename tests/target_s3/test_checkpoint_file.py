@@ -19,6 +19,7 @@ from convex_cdc.core.checkpoint_json import dumps_checkpoint
 from convex_cdc.core.errors import StateError, TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.layout import DestinationLayout
 
 SOURCE = SourceIdentity("https://happy-animal-123.convex.cloud")
 
@@ -33,11 +34,11 @@ def _checkpoint(batches: int = 1) -> Checkpoint:
 
 
 def test_a_missing_file_means_no_checkpoint(tmp_path: Path) -> None:
-    assert FileCheckpointStore(tmp_path).load() is None
+    assert FileCheckpointStore(DestinationLayout.at(tmp_path)).load() is None
 
 
 def test_a_saved_checkpoint_loads_back_equal(tmp_path: Path) -> None:
-    store = FileCheckpointStore(tmp_path)
+    store = FileCheckpointStore(DestinationLayout.at(tmp_path))
     checkpoint = _checkpoint(3)
     store.save(checkpoint)
     assert store.load() == checkpoint
@@ -45,7 +46,7 @@ def test_a_saved_checkpoint_loads_back_equal(tmp_path: Path) -> None:
 
 
 def test_saving_replaces_the_previous_checkpoint(tmp_path: Path) -> None:
-    store = FileCheckpointStore(tmp_path)
+    store = FileCheckpointStore(DestinationLayout.at(tmp_path))
     store.save(_checkpoint(1))
     store.save(_checkpoint(2))
     loaded = store.load()
@@ -69,14 +70,14 @@ def test_a_file_that_is_not_a_checkpoint_is_an_error_never_a_reset(
 ) -> None:
     (tmp_path / "checkpoint.json").write_bytes(content)
     with pytest.raises(StateError, match=match):
-        FileCheckpointStore(tmp_path).load()
+        FileCheckpointStore(DestinationLayout.at(tmp_path)).load()
 
 
 def test_a_truncated_real_checkpoint_is_an_error(tmp_path: Path) -> None:
     whole = dumps_checkpoint(_checkpoint(2))
     (tmp_path / "checkpoint.json").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(StateError, match="corrupt"):
-        FileCheckpointStore(tmp_path).load()
+        FileCheckpointStore(DestinationLayout.at(tmp_path)).load()
 
 
 def test_a_checkpoint_from_a_newer_version_asks_for_an_upgrade(tmp_path: Path) -> None:
@@ -84,14 +85,14 @@ def test_a_checkpoint_from_a_newer_version_asks_for_an_upgrade(tmp_path: Path) -
     data["version"] = 99
     (tmp_path / "checkpoint.json").write_text(json.dumps(data))
     with pytest.raises(StateError, match="newer convex-cdc") as raised:
-        FileCheckpointStore(tmp_path).load()
+        FileCheckpointStore(DestinationLayout.at(tmp_path)).load()
     assert raised.value.hint == "upgrade convex-cdc"
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = FileCheckpointStore(tmp_path)
+    store = FileCheckpointStore(DestinationLayout.at(tmp_path))
     previous = _checkpoint(1)
     store.save(previous)
 

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from convex_cdc.core.errors import DestinationBusy
+from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
 
 HOLDER = """
 import sys
+from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
-with DestinationLock(sys.argv[1], sys.argv[2]):
+with DestinationLock(DestinationLayout.at(sys.argv[1]), sys.argv[2]):
     print("locked", flush=True)
     sys.stdin.readline()
 """
@@ -42,7 +44,10 @@ def test_a_role_held_by_another_process_is_refused_naming_its_pid(tmp_path: Path
     holder = _hold(tmp_path, "sync")
     try:
         expected = rf"another convex-cdc sync is running on .* \(pid {holder.pid}\)"
-        with pytest.raises(DestinationBusy, match=expected), DestinationLock(tmp_path, "sync"):
+        with (
+            pytest.raises(DestinationBusy, match=expected),
+            DestinationLock(DestinationLayout.at(tmp_path), "sync"),
+        ):
             pass
     finally:
         _release(holder)
@@ -50,14 +55,17 @@ def test_a_role_held_by_another_process_is_refused_naming_its_pid(tmp_path: Path
 
 def test_the_lock_is_free_again_once_the_holder_exits(tmp_path: Path) -> None:
     _release(_hold(tmp_path, "staging"))
-    with DestinationLock(tmp_path, "staging") as lock:
+    with DestinationLock(DestinationLayout.at(tmp_path), "staging") as lock:
         assert lock.path == tmp_path / ".locks" / "staging.lock"
 
 
 def test_different_roles_do_not_block_each_other(tmp_path: Path) -> None:
     holder = _hold(tmp_path, "sync")
     try:
-        with DestinationLock(tmp_path, "staging"), DestinationLock(tmp_path, "publish"):
+        with (
+            DestinationLock(DestinationLayout.at(tmp_path), "staging"),
+            DestinationLock(DestinationLayout.at(tmp_path), "publish"),
+        ):
             pass
     finally:
         _release(holder)
@@ -65,11 +73,11 @@ def test_different_roles_do_not_block_each_other(tmp_path: Path) -> None:
 
 def test_a_second_lock_in_the_same_process_is_refused(tmp_path: Path) -> None:
     with (
-        DestinationLock(tmp_path, "publish"),
+        DestinationLock(DestinationLayout.at(tmp_path), "publish"),
         pytest.raises(DestinationBusy, match="another convex-cdc publish"),
     ):
-        DestinationLock(tmp_path, "publish").acquire()
-    with DestinationLock(tmp_path, "publish"):
+        DestinationLock(DestinationLayout.at(tmp_path), "publish").acquire()
+    with DestinationLock(DestinationLayout.at(tmp_path), "publish"):
         pass
 
 

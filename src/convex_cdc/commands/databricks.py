@@ -14,7 +14,7 @@ import click
 
 from convex_cdc.commands.connection import connect, source_options
 from convex_cdc.commands.options import batch_rows_option
-from convex_cdc.core.errors import ConfigError
+from convex_cdc.core.errors import ConfigError, TargetError
 
 _WAREHOUSE_ENV = "CONVEX_CDC_WAREHOUSE"
 
@@ -235,7 +235,15 @@ def render(
         raw_change_log=raw_change_log or defaults.raw_change_log,
         convex_url=convex_url or defaults.convex_url,
     )
-    written = write_rendered(run_render(specs, options), out)
+    files = run_render(specs, options)
+    try:
+        written = write_rendered(files, out)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise TargetError(
+            f"cannot write the rendered bundle to {out}: {exc.strerror or exc}{where}",
+            hint="pass an --out directory this user can create and write",
+        ) from exc
     click.echo(f"render: {len(specs)} tables, {len(written)} files → {out}")
     for path in written:
         click.echo(f"  {path.relative_to(out)}")

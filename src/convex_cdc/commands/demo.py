@@ -25,6 +25,7 @@ from convex_cdc.core.errors import ConfigError
 from convex_cdc.devserver.server import DevServer
 from convex_cdc.logs import register_secret
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.raw.change_log import RawChangeLog
 from convex_cdc.target_s3.staging.state import load_staging_state
@@ -57,7 +58,8 @@ def demo(dest: str, docs: int, transactions: int) -> None:
     its published copy are local directories under --dest.
     """
     layout = DestinationLayout.at(dest)
-    _prepare(layout.root)
+    with io_errors(f"prepare the demo lake {layout.root}", then="run the demo again"):
+        _prepare(layout.root)
     published = layout.root / "published"
     console = Console()
     with DevServer() as server:
@@ -65,13 +67,13 @@ def demo(dest: str, docs: int, transactions: int) -> None:
         register_secret(server.key)
         os.environ[_KEY_ENV] = server.key
         console.rule(f"devserver at {server.url} with {docs:,} documents")
-        _run_once(layout.root, server.url, published)
+        _run_once(layout, server.url, published)
         console.rule(f"playing {transactions} more transactions (updates, deletes, new table)")
         server.workload.step(transactions)
-        _run_once(layout.root, server.url, published)
+        _run_once(layout, server.url, published)
         console.rule("verify: staging against a fresh snapshot of the source")
         with ConvexClient(server.url, server.key) as client:
-            report = verify(layout.root, client)
+            report = verify(layout, client)
         click.echo(report.summary())
     _summary(console, layout, published)
 
@@ -88,18 +90,18 @@ def _prepare(root: Path) -> None:
     (root / _MARKER).write_text("created by `convex-cdc demo`; safe to delete\n")
 
 
-def _run_once(root: Path, url: str, published: Path) -> None:
-    sync_step(dest=root, url=url, deploy_key_env=_KEY_ENV)
-    materialize_step(dest=root)
-    publish_step(dest=root, to=str(published))
+def _run_once(layout: DestinationLayout, url: str, published: Path) -> None:
+    sync_step(layout=layout, url=url, deploy_key_env=_KEY_ENV)
+    materialize_step(layout=layout)
+    publish_step(layout=layout, to=str(published))
 
 
 def _summary(console: Console, layout: DestinationLayout, published: Path) -> None:
     state = load_staging_state(layout.staging_state)
-    checkpoint = FileCheckpointStore(layout.root).load()
+    checkpoint = FileCheckpointStore(layout).load()
     deletes: Counter[str] = Counter()
     if checkpoint is not None:
-        for batch in RawChangeLog(layout.root).committed_batches(0, checkpoint.batch_seq):
+        for batch in RawChangeLog(layout).committed_batches(0, checkpoint.batch_seq):
             for entry in batch.tables:
                 deletes[entry.key.qualified] += entry.deletes
     table = Table("table", "rows", "deletes applied", "files", "widened columns", title="staging")

@@ -18,6 +18,7 @@ from types import FrameType
 
 import click
 
+from convex_cdc.core.errors import ConfigError
 from convex_cdc.devserver.settings import DevServerSettings
 
 _DEFAULTS = DevServerSettings()
@@ -129,14 +130,20 @@ def devserver(
         streaming_export_enabled=not disable_streaming_export,
     )
     key = os.environ.get("CONVEX_DEPLOY_KEY") or None
-    server = DevServer(
-        host=host,
-        port=port,
-        key=key,
-        settings=settings,
-        workload_seed=workload_seed,
-        fault_seed=fault_seed,
-    )
+    try:
+        server = DevServer(
+            host=host,
+            port=port,
+            key=key,
+            settings=settings,
+            workload_seed=workload_seed,
+            fault_seed=fault_seed,
+        )
+    except OSError as exc:  # the address is taken, or not one of this machine's
+        raise ConfigError(
+            f"the devserver cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="pass another --port (0 picks a free one) or --host",
+        ) from exc
     register_secret(server.key)
 
     seeded = threading.Event()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import click
 
@@ -19,9 +18,12 @@ from convex_cdc.target_s3.staging.materializer import (
 log = logging.getLogger(__name__)
 
 
-def materialize_step(*, dest: str | Path) -> MaterializeReport:
-    """Run the materializer on ``dest`` and print what happened (shared with ``run``)."""
-    layout = DestinationLayout.at(dest)
+def materialize_step(*, layout: DestinationLayout) -> MaterializeReport:
+    """Run the materializer on ``layout`` and print what happened (shared with ``run``).
+
+    Raises:
+        ConvexCdcError: as :meth:`StagingMaterializer.materialize` raises.
+    """
 
     def progress(event: MaterializeProgress) -> None:
         log.info(
@@ -31,7 +33,7 @@ def materialize_step(*, dest: str | Path) -> MaterializeReport:
             event.batches_total,
         )
 
-    report = StagingMaterializer(layout.root, progress=progress).materialize()
+    report = StagingMaterializer(layout, progress=progress).materialize()
     if report.batches_applied == 0:
         click.echo(f"materialize: staging already up to date → {layout.staging}")
     else:
@@ -65,4 +67,4 @@ def materialize(dest: str) -> None:
     Incremental: only batches not yet applied are read, and only the staging files
     their rows fall into are rewritten. Deletes are applied; the highest _ts wins.
     """
-    materialize_step(dest=dest)
+    materialize_step(layout=DestinationLayout.at(dest))

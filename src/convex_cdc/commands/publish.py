@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 
 import click
 
 from convex_cdc.commands.options import dest_option, publish_options
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
+from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.publish.publisher import PublishEvent, PublishReport
 from convex_cdc.target_s3.publish.publisher import publish as publish_staging
@@ -20,21 +20,25 @@ log = logging.getLogger(__name__)
 
 def publish_step(
     *,
-    dest: str | Path,
+    layout: DestinationLayout,
     to: str,
     endpoint_url: str | None = None,
     keep: int = 10,
     include_raw: bool = False,
 ) -> PublishReport:
-    """Publish ``dest``'s staging to ``to`` and print what happened (shared with ``run``)."""
-    layout = DestinationLayout.at(dest)
+    """Publish ``layout``'s staging to ``to`` and print what happened (shared with ``run``).
+
+    Raises:
+        ConvexCdcError: as :func:`~convex_cdc.target_s3.publish.publisher.publish` raises,
+            and ``TargetError`` when ``last_publish.json`` cannot be written.
+    """
 
     def progress(event: PublishEvent) -> None:
         if event.stage in ("upload", "delete"):
             log.info("publish: %s %s (%d/%d)", event.stage, event.path, event.done, event.total)
 
     report = publish_staging(
-        layout.root,
+        layout,
         to,
         endpoint_url=endpoint_url,
         keep=keep,
@@ -52,7 +56,8 @@ def publish_step(
         "bytes_uploaded": report.bytes_uploaded,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    atomic_write_bytes(layout.last_publish, (json.dumps(record, indent=2) + "\n").encode())
+    with io_errors(f"record the publish in {layout.last_publish}", then="publish again"):
+        atomic_write_bytes(layout.last_publish, (json.dumps(record, indent=2) + "\n").encode())
     return report
 
 
@@ -74,4 +79,10 @@ def publish(dest: str, to: str, endpoint_url: str | None, keep: int, include_raw
     while the initial snapshot is incomplete. S3 credentials come from the standard AWS
     environment variables.
     """
-    publish_step(dest=dest, to=to, endpoint_url=endpoint_url, keep=keep, include_raw=include_raw)
+    publish_step(
+        layout=DestinationLayout.at(dest),
+        to=to,
+        endpoint_url=endpoint_url,
+        keep=keep,
+        include_raw=include_raw,
+    )

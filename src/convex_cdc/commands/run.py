@@ -14,6 +14,7 @@ from convex_cdc.commands.options import (
 )
 from convex_cdc.commands.publish import publish_step
 from convex_cdc.commands.sync import sync_step
+from convex_cdc.target_s3.layout import DestinationLayout
 
 
 @click.command()
@@ -45,18 +46,19 @@ def run(
     Each step is safe to interrupt and re-run; a failed step stops the run with a
     non-zero exit code and the next run picks up where it stopped.
     """
+    layout = DestinationLayout.at(dest)
     sync_step(
-        dest=dest,
+        layout=layout,
         url=url,
         deploy_key_env=deploy_key_env,
         include=include,
         exclude=exclude,
         batch_rows=batch_rows,
     )
-    materialize_step(dest=dest)
+    materialize_step(layout=layout)
     if to:
         publish_step(
-            dest=dest, to=to, endpoint_url=endpoint_url, keep=keep, include_raw=include_raw
+            layout=layout, to=to, endpoint_url=endpoint_url, keep=keep, include_raw=include_raw
         )
     else:
         click.echo("run: no --to given; skipped publish")

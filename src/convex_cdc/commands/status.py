@@ -20,6 +20,7 @@ from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import ConvexCdcError
 from convex_cdc.core.selection import Selection
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging.state import StagingState, load_staging_state
 
@@ -27,12 +28,19 @@ _NOTHING_SELECTED = Selection.from_wire({"_other": "excluded"})
 
 
 def collect_status(
-    dest: str | Path, *, url: str | None, deploy_key_env: str, ask_server: bool
+    layout: DestinationLayout, *, url: str | None, deploy_key_env: str, ask_server: bool
 ) -> dict[str, Any]:
-    """Everything ``status`` shows, as a JSON-ready dict."""
-    layout = DestinationLayout.at(dest)
-    checkpoint = FileCheckpointStore(layout.root).load()
-    staging = load_staging_state(layout.staging_state)
+    """Everything ``status`` shows, as a JSON-ready dict.
+
+    Raises:
+        StateError: the checkpoint or the staging state is unusable.
+        TargetError: a state file cannot be read (permissions, a file where a directory
+            belongs).
+    """
+    with io_errors(f"read the state of {layout.root}", then="run status again"):
+        checkpoint = FileCheckpointStore(layout).load()
+        staging = load_staging_state(layout.staging_state)
+        last_publish = _last_publish(layout.last_publish)
     status: dict[str, Any] = {
         "dest": str(layout.root),
         "phase": "not started" if checkpoint is None else checkpoint.phase,
@@ -41,7 +49,7 @@ def collect_status(
         "lag_seconds": None,
         "lag_source": None,
         "staging": _staging_status(staging, checkpoint),
-        "last_publish": _last_publish(layout.last_publish),
+        "last_publish": last_publish,
     }
     if checkpoint is not None and isinstance(checkpoint.position, DeltaTail):
         cursor = int(checkpoint.position.cursor)
@@ -151,7 +159,9 @@ def status(dest: str, url: str | None, deploy_key_env: str, as_json: bool, offli
     Lag is measured against the server's current timestamp when the deploy key is
     available, otherwise estimated from the local clock.
     """
-    result = collect_status(dest, url=url, deploy_key_env=deploy_key_env, ask_server=not offline)
+    result = collect_status(
+        DestinationLayout.at(dest), url=url, deploy_key_env=deploy_key_env, ask_server=not offline
+    )
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
     else:

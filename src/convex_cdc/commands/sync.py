@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 
 import click
@@ -18,6 +17,7 @@ from convex_cdc.core.events import DEFAULT_MAX_DOCUMENT_BYTES
 from convex_cdc.core.orchestrator import SyncOptions, SyncReport, run_sync
 from convex_cdc.core.selection import Selection
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
 from convex_cdc.target_s3.raw.change_log import RawChangeLogSink
@@ -25,7 +25,7 @@ from convex_cdc.target_s3.raw.change_log import RawChangeLogSink
 
 def sync_step(
     *,
-    dest: str | Path,
+    layout: DestinationLayout,
     url: str | None,
     deploy_key_env: str,
     include: tuple[str, ...] = (),
@@ -35,8 +35,12 @@ def sync_step(
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> SyncReport:
-    """Run the extraction into ``dest`` and print what happened (shared with ``run``)."""
-    layout = DestinationLayout.at(dest)
+    """Run the extraction into ``layout`` and print what happened (shared with ``run``).
+
+    Raises:
+        ConvexCdcError: as :func:`~convex_cdc.core.orchestrator.run_sync` raises, and
+            ``TargetError`` when the destination directory cannot be created.
+    """
     selection = Selection.from_patterns(include=include, exclude=exclude)
     options = SyncOptions(
         selection=None if selection.is_everything else selection,
@@ -46,17 +50,18 @@ def sync_step(
         batch_rows=batch_rows,
     )
     stop = threading.Event()
-    layout.root.mkdir(parents=True, exist_ok=True)
+    with io_errors(f"create the destination {layout.root}", then="run sync again"):
+        layout.root.mkdir(parents=True, exist_ok=True)
     with (
         StopOnSigterm(stop),
-        DestinationLock(layout.root, "sync"),
+        DestinationLock(layout, "sync"),
         connect(url, deploy_key_env) as client,
         SyncProgress("sync") as progress,
     ):
         report = run_sync(
             client,
-            RawChangeLogSink(layout.root),
-            FileCheckpointStore(layout.root),
+            RawChangeLogSink(layout),
+            FileCheckpointStore(layout),
             options,
             observer=progress,
             should_stop=stop.is_set,
@@ -154,7 +159,7 @@ def sync(
     so an interrupted sync resumes without losing or duplicating anything.
     """
     sync_step(
-        dest=dest,
+        layout=DestinationLayout.at(dest),
         url=url,
         deploy_key_env=deploy_key_env,
         include=include,

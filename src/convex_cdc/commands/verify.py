@@ -8,6 +8,7 @@ from convex_cdc.commands.connection import connect, source_options
 from convex_cdc.commands.options import dest_option, selection_options
 from convex_cdc.commands.sync import format_ts
 from convex_cdc.core.selection import Selection
+from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging.state import load_staging_state
 from convex_cdc.target_s3.staging.verify import verify as verify_staging
@@ -41,11 +42,12 @@ def verify(
     """
     layout = DestinationLayout.at(dest)
     selection = Selection.from_patterns(include=include, exclude=exclude)
-    staging = load_staging_state(layout.staging_state)
+    with io_errors(f"read the staging state {layout.staging_state}", then="run verify again"):
+        staging = load_staging_state(layout.staging_state)
     at_ts = None if at_now or staging is None else staging.consistent_as_of_ts
     with connect(url, deploy_key_env) as client:
         report = verify_staging(
-            layout.root,
+            layout,
             client,
             selection=None if selection.is_everything else selection,
             at_ts=at_ts,

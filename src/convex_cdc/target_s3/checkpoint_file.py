@@ -9,7 +9,6 @@ would re-snapshot and hide the damage.
 from __future__ import annotations
 
 import errno
-from pathlib import Path
 
 from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.checkpoint_json import dumps_checkpoint, loads_checkpoint
@@ -19,10 +18,10 @@ from convex_cdc.target_s3.layout import DestinationLayout
 
 
 class FileCheckpointStore:
-    """A :class:`~convex_cdc.core.sink.CheckpointStore` backed by one JSON file."""
+    """A :class:`~convex_cdc.core.sink.CheckpointStore` backed by ``layout.checkpoint``."""
 
-    def __init__(self, dest: str | Path) -> None:
-        self.path = DestinationLayout.at(dest).checkpoint
+    def __init__(self, layout: DestinationLayout) -> None:
+        self.path = layout.checkpoint
 
     def load(self) -> Checkpoint | None:
         """The saved checkpoint, ``None`` if the file does not exist.

@@ -25,7 +25,11 @@ from pathlib import Path
 
 @dataclass(frozen=True, slots=True)
 class DestinationLayout:
-    """Paths of one destination directory."""
+    """Paths of one destination directory.
+
+    Each command builds one with :meth:`at` from ``--dest`` and hands the object to every
+    sink, store, lock and stage it uses, so all of them agree on one absolute root.
+    """
 
     root: Path
 

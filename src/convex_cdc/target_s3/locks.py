@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
 from convex_cdc.core.errors import DestinationBusy
+from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
 
 LockRole = Literal["sync", "staging", "publish"]
@@ -27,12 +27,16 @@ class DestinationLock:
 
     Locks belong to an open file, so even the same process cannot take the same role
     twice at once.
+
+    Args:
+        layout: the destination whose ``.locks/<role>.lock`` is taken.
+        role: which lock.
     """
 
-    def __init__(self, dest: str | Path, role: LockRole) -> None:
-        self.dest = DestinationLayout.at(dest).root
+    def __init__(self, layout: DestinationLayout, role: LockRole) -> None:
+        self.dest = layout.root
         self.role = role
-        self.path = DestinationLayout.at(dest).locks / f"{role}.lock"
+        self.path = layout.locks / f"{role}.lock"
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -40,9 +44,15 @@ class DestinationLock:
 
         Raises:
             DestinationBusy: another process (or another lock object) holds it.
+            TargetError: the lock file cannot be created (permissions, a read-only or full
+                disk, a file where the destination directory should be).
         """
         if self._fd is not None:
             raise RuntimeError(f"{self.role} lock on {self.dest} is already held by this object")
+        with io_errors(f"take the {self.role} lock {self.path}", then="run the command again"):
+            self._fd = self._take()
+
+    def _take(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -58,9 +68,13 @@ class DestinationLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)  # closing the descriptor also drops the lock
+            raise
+        return fd
 
     def release(self) -> None:
         """Give the lock up (a no-op if it is not held)."""

@@ -1,4 +1,4 @@
-"""The extractor job entry point and its Databricks secret-scope hook."""
+"""The extractor job's wheel entry point and its Databricks secret-scope hook."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import types
 
 import pytest
 
-from convex_cdc.platform.databricks.extractor import load_secret_scope, main
+from convex_cdc.cli import databricks_extract
+from convex_cdc.core.errors import ConfigError
+from convex_cdc.platform.databricks.extractor import load_secret_scope
 
 
 class _Secrets:
@@ -44,8 +46,29 @@ def test_the_wheel_entry_point_is_databricks_extract(
 ) -> None:
     monkeypatch.setattr(sys, "argv", ["convex-cdc-databricks-extract"])
 
-    main(["--help"])
+    databricks_extract(["--help"])
 
     out = capsys.readouterr().out
     assert "Usage: convex-cdc databricks extract" in out
     assert "--secret-scope" in out and "--warehouse" in out
+
+
+def test_the_secret_scope_off_databricks_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "databricks.sdk.runtime", None)  # import fails
+
+    with pytest.raises(ConfigError, match="needs Databricks") as caught:
+        load_secret_scope("convex", deploy_key_env="MY_KEY", environ={})
+
+    assert "set MY_KEY" in caught.value.one_line()
+
+
+def test_the_wheel_entry_point_reads_sys_argv_like_a_console_script(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["convex-cdc-databricks-extract", "--help"])
+
+    databricks_extract()
+
+    assert "Usage: convex-cdc databricks extract" in capsys.readouterr().out

@@ -10,6 +10,7 @@ import pytest
 
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
+from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.publish.manifest import ManifestFormatError
 from convex_cdc.target_s3.publish.publisher import publish
 from convex_cdc.target_s3.publish.reader import read_published
@@ -24,7 +25,7 @@ DOCS = {
 @pytest.fixture
 def published(tmp_path: Path) -> Path:
     write_staging(tmp_path / "dest", DOCS, buckets=3)
-    publish(tmp_path / "dest", str(tmp_path / "out"))
+    publish(DestinationLayout.at(tmp_path / "dest"), str(tmp_path / "out"))
     return tmp_path / "out"
 
 

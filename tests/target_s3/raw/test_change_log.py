@@ -17,6 +17,7 @@ from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
+from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.raw import change_log
 from convex_cdc.target_s3.raw.change_log import RawChangeLog, RawChangeLogSink, read_file_metadata
 from tests.target_s3.change_batches import ScriptedSync, doc, key, tombstone
@@ -110,8 +111,8 @@ def test_writing_the_same_batch_again_changes_nothing(tmp_path: Path) -> None:
         p: (tmp_path / "raw_change_log" / p).read_bytes()
         for p in _files(tmp_path / "raw_change_log")
     }
-    RawChangeLogSink(tmp_path).write(batch)
-    RawChangeLogSink(tmp_path).write(batch)
+    RawChangeLogSink(DestinationLayout.at(tmp_path)).write(batch)
+    RawChangeLogSink(DestinationLayout.at(tmp_path)).write(batch)
     after = {
         p: (tmp_path / "raw_change_log" / p).read_bytes()
         for p in _files(tmp_path / "raw_change_log")
@@ -147,7 +148,7 @@ def test_a_hostile_table_name_is_refused_before_anything_is_written(
     (good,) = ScriptedSync(tmp_path / "source").snapshot([[doc("aaa", "m1", 10)]], snapshot_ts=50)
     dest = tmp_path / "dest"
     with pytest.raises(TargetError, match="refusing"):
-        RawChangeLogSink(dest).write(_batch_with_table(good, hostile))
+        RawChangeLogSink(DestinationLayout.at(dest)).write(_batch_with_table(good, hostile))
     assert not dest.exists() or _files(dest) == []
     assert not (tmp_path / "etc").exists()
 
@@ -189,7 +190,7 @@ def test_a_full_disk_is_a_sink_error_leaving_no_partial_file_and_no_index(
     monkeypatch.undo()
     assert sync.store.load() == sync.checkpoint
     sync.delta([doc("messages", "m2", 60), doc("users", "u1", 61)])
-    assert RawChangeLog(tmp_path).batch(2) is not None
+    assert RawChangeLog(DestinationLayout.at(tmp_path)).batch(2) is not None
 
 
 def test_the_reader_lists_committed_batches_in_a_range_skipping_gaps(tmp_path: Path) -> None:
@@ -197,7 +198,7 @@ def test_the_reader_lists_committed_batches_in_a_range_skipping_gaps(tmp_path: P
     sync.snapshot([[doc("messages", "m1", 10)], [doc("users", "u1", 11)]], snapshot_ts=50)
     sync.delta([doc("messages", "m2", 60)])
     (tmp_path / "raw_change_log/_batches/000000000002.json").unlink()  # a skipped number
-    log = RawChangeLog(tmp_path)
+    log = RawChangeLog(DestinationLayout.at(tmp_path))
     assert [b.seq for b in log.committed_batches(0, 3)] == [1, 3]
     assert [b.seq for b in log.committed_batches(1, 2)] == []
     assert [b.seq for b in log.committed_batches(0, 1)] == [1]
@@ -210,7 +211,7 @@ def test_the_reader_concatenates_a_tables_batches_in_order(tmp_path: Path) -> No
     sync = ScriptedSync(tmp_path)
     sync.snapshot([[doc("messages", "m1", 10)]], snapshot_ts=50)
     sync.delta([doc("messages", "m2", 60), doc("messages", "m1", 61)])
-    log = RawChangeLog(tmp_path)
+    log = RawChangeLog(DestinationLayout.at(tmp_path))
     rows = log.read_table_batches(key("messages"), [1, 2], columns=["_id", "_ts"])
     assert rows.to_pylist() == [
         {"_id": "m1", "_ts": 10},
@@ -225,4 +226,4 @@ def test_a_missing_committed_file_is_a_clear_error(tmp_path: Path) -> None:
     sync.snapshot([[doc("messages", "m1", 10)]], snapshot_ts=50)
     (tmp_path / "raw_change_log/messages/batch=000000000001.parquet").unlink()
     with pytest.raises(TargetError, match="missing although batch 1 is indexed"):
-        RawChangeLog(tmp_path).read_table_batches(key("messages"), [1])
+        RawChangeLog(DestinationLayout.at(tmp_path)).read_table_batches(key("messages"), [1])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from convex_cdc.core.errors import DestinationBusy, StateError
+from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
 from convex_cdc.target_s3.raw.change_log import RawChangeLog, RawChangeLogSink
 from convex_cdc.target_s3.staging import materializer
@@ -48,7 +49,7 @@ def test_upserts_and_deletes_become_one_current_row_per_id(tmp_path: Path) -> No
             tombstone("messages", "never-existed", 64),
         ]
     )
-    report = StagingMaterializer(tmp_path).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
 
     assert _bodies(tmp_path) == {"m1": "a3", "m3": "c"}
     assert rows_by_id(tmp_path, MESSAGES)["m1"]["_ts"] == 62
@@ -64,9 +65,9 @@ def test_upserts_and_deletes_become_one_current_row_per_id(tmp_path: Path) -> No
 def test_deletes_reach_staging_in_a_later_run(tmp_path: Path) -> None:
     sync = ScriptedSync(tmp_path)
     sync.snapshot([[doc("messages", "m1", 10, body="a"), doc("users", "u1", 11)]], snapshot_ts=50)
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     sync.delta([tombstone("messages", "m1", 60), tombstone("users", "u1", 61)])
-    report = StagingMaterializer(tmp_path).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
 
     assert report.rows_deleted == 2 and report.rows_upserted == 0
     assert rows_by_id(tmp_path, MESSAGES) == {} and rows_by_id(tmp_path, USERS) == {}
@@ -79,12 +80,12 @@ def test_the_highest_ts_wins_even_when_events_arrive_out_of_order(tmp_path: Path
     sync.snapshot([[doc("messages", "m1", 10, body="snap")]], snapshot_ts=50)
     sync.delta([doc("messages", "m1", 300, body="newest"), doc("messages", "m1", 250, body="old")])
     sync.delta([doc("messages", "m1", 200, body="older, later batch")], cursor=300)
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     assert _bodies(tmp_path) == {"m1": "newest"}
 
     # Also against what an earlier run already put in staging.
     sync.delta([doc("messages", "m1", 100, body="stale"), tombstone("messages", "m1", 120)])
-    report = StagingMaterializer(tmp_path).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     assert _bodies(tmp_path) == {"m1": "newest"}
     assert report.files_written == 0 and report.rows_deleted == 0
 
@@ -96,12 +97,12 @@ def test_batches_beyond_the_saved_checkpoint_are_not_applied_until_committed(
     sync.snapshot([[doc("messages", "m1", 10, body="a")]], snapshot_ts=50)
     page = [doc("messages", "m1", 60, body="b")]
     sync.delta(page, commit=False)  # written, but the checkpoint save "crashed"
-    report = StagingMaterializer(tmp_path).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     assert _bodies(tmp_path) == {"m1": "a"}
     assert report.last_applied_batch == 1 and report.consistent_as_of_ts == 50
 
     sync.delta(page)  # the orchestrator replays the page and commits it
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     assert _bodies(tmp_path) == {"m1": "b"}
     assert state_of(tmp_path).last_applied_batch == 2
 
@@ -111,17 +112,17 @@ def test_staging_is_not_consistent_until_the_snapshot_walk_completes(tmp_path: P
     pages = [[doc("messages", "m1", 10)], [doc("messages", "m2", 11)]]
     sync.snapshot(pages, snapshot_ts=50)
     # Rewind the checkpoint to "first page durable, walk incomplete".
-    index = RawChangeLog(tmp_path).batch(1)
+    index = RawChangeLog(DestinationLayout.at(tmp_path)).batch(1)
     assert index is not None
     sync.store.save(index.checkpoint)
-    report = StagingMaterializer(tmp_path).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     assert report.consistent_as_of_ts is None
     assert list(rows_by_id(tmp_path, MESSAGES)) == ["m1"]
 
-    last = RawChangeLog(tmp_path).batch(2)
+    last = RawChangeLog(DestinationLayout.at(tmp_path)).batch(2)
     assert last is not None
     sync.store.save(last.checkpoint)
-    report = StagingMaterializer(tmp_path).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     assert report.consistent_as_of_ts == 50
     assert sorted(rows_by_id(tmp_path, MESSAGES)) == ["m1", "m2"]
 
@@ -131,10 +132,10 @@ def test_an_empty_delta_page_moves_consistent_as_of_without_touching_files(
 ) -> None:
     sync = ScriptedSync(tmp_path)
     sync.snapshot([[doc("messages", "m1", 10)]], snapshot_ts=50)
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     before = staging_files(tmp_path)
     sync.delta([], cursor=90)  # no events: no batch, but the cursor moved
-    report = StagingMaterializer(tmp_path).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     assert report.consistent_as_of_ts == 90 and report.batches_applied == 0
     assert state_of(tmp_path).consistent_as_of_ts == 90
     assert staging_files(tmp_path) == before
@@ -148,14 +149,14 @@ def test_a_new_snapshot_walk_truncates_and_reloads_every_table(tmp_path: Path) -
         snapshot_ts=50,
     )  # fmt: skip
     sync.delta([doc("messages", "m3", 60, body="c")])
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
 
     # --resnapshot: the new walk no longer has m2, m3 or the users table.
     sync.snapshot(
         [[doc("messages", "m1", 400, body="a2"), doc("messages", "m4", 401, body="d")]],
         snapshot_ts=500,
     )
-    report = StagingMaterializer(tmp_path).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
 
     assert report.full_rebuild
     assert _bodies(tmp_path) == {"m1": "a2", "m4": "d"}
@@ -172,7 +173,7 @@ def test_a_new_walk_among_pending_batches_discards_everything_before_it(tmp_path
     sync.delta([doc("messages", "m2", 60, body="b"), doc("users", "u1", 61)])
     sync.snapshot([[doc("messages", "m9", 400, body="z")]], snapshot_ts=500)
     sync.delta([doc("messages", "m10", 600, body="y")])
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     assert _bodies(tmp_path) == {"m9": "z", "m10": "y"}
     assert [t.key for t in state_of(tmp_path).tables] == [MESSAGES]
 
@@ -180,7 +181,7 @@ def test_a_new_walk_among_pending_batches_discards_everything_before_it(tmp_path
 def test_an_incremental_run_rewrites_only_the_buckets_it_touches(tmp_path: Path) -> None:
     sync = ScriptedSync(tmp_path)
     sync.snapshot([_messages(64)], snapshot_ts=1_000)
-    materializer = StagingMaterializer(tmp_path, rows_per_bucket=4)
+    materializer = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=4)
     materializer.materialize()
     before = staging_files(tmp_path)
     assert state_of(tmp_path).tables[0].buckets == 16
@@ -208,12 +209,14 @@ def test_a_replayed_raw_batch_changes_nothing(tmp_path: Path) -> None:
         [doc("messages", "m003", 2_000, body="x"), tombstone("messages", "m004", 2_001)]
     )
     assert batch is not None
-    materializer = StagingMaterializer(tmp_path, rows_per_bucket=4)
+    materializer = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=4)
     materializer.materialize()
     before = staging_files(tmp_path)
     state_before = state_of(tmp_path)
 
-    RawChangeLogSink(tmp_path).write(batch)  # the orchestrator replays after a crash
+    RawChangeLogSink(DestinationLayout.at(tmp_path)).write(
+        batch
+    )  # the orchestrator replays after a crash
     report = materializer.materialize()
     assert staging_files(tmp_path) == before
     assert report.files_written == 0 and report.batches_applied == 0
@@ -229,9 +232,11 @@ def test_the_same_batches_give_byte_identical_files_whether_replayed_or_not(
         page = [doc("messages", "m003", 2_000, body="x"), tombstone("messages", "m004", 2_001)]
         if replay:
             sync.delta(page, commit=False)
-            StagingMaterializer(tmp_path / name, rows_per_bucket=4).materialize()
+            StagingMaterializer(
+                DestinationLayout.at(tmp_path / name), rows_per_bucket=4
+            ).materialize()
         sync.delta(page)
-        StagingMaterializer(tmp_path / name, rows_per_bucket=4).materialize()
+        StagingMaterializer(DestinationLayout.at(tmp_path / name), rows_per_bucket=4).materialize()
     once = {p.removeprefix("staging/"): b for p, b in staging_files(tmp_path / "once").items()}
     replayed = staging_files(tmp_path / "replayed")
     assert once == {p.removeprefix("staging/"): b for p, b in replayed.items()}
@@ -243,13 +248,17 @@ def test_small_steps_give_the_same_staging_as_one_big_step(tmp_path: Path) -> No
         sync.snapshot([_messages(10), [doc("users", "u1", 30)]], snapshot_ts=1_000)
         sync.delta([doc("messages", "m001", 2_000, body="x"), tombstone("users", "u1", 2_001)])
         sync.delta([doc("messages", "m002", 3_000, body="y"), doc("users", "u2", 3_001)])
-    StagingMaterializer(tmp_path / "steps", rows_per_bucket=4, max_events_per_step=1).materialize()
-    StagingMaterializer(tmp_path / "one", rows_per_bucket=4).materialize()
+    StagingMaterializer(
+        DestinationLayout.at(tmp_path / "steps"), rows_per_bucket=4, max_events_per_step=1
+    ).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path / "one"), rows_per_bucket=4).materialize()
     for table in (MESSAGES, USERS):
         assert (
-            read_staging_table(tmp_path / "steps", table)
+            read_staging_table(DestinationLayout.at(tmp_path / "steps"), table)
             .sort_by("_id")
-            .equals(read_staging_table(tmp_path / "one", table).sort_by("_id"))
+            .equals(
+                read_staging_table(DestinationLayout.at(tmp_path / "one"), table).sort_by("_id")
+            )
         )
     assert state_of(tmp_path / "steps").consistent_as_of_ts == 3_001
 
@@ -262,11 +271,13 @@ def test_a_column_first_seen_in_a_later_bucket_reaches_every_file_of_the_run(
     values.append(doc("messages", "m015", 30, body="b15", score="high", late=True))
     for name, rows_per_bucket in (("buckets", 1), ("one", 1_000)):
         ScriptedSync(tmp_path / name).snapshot([values], snapshot_ts=1_000)
-        StagingMaterializer(tmp_path / name, rows_per_bucket=rows_per_bucket).materialize()
+        StagingMaterializer(
+            DestinationLayout.at(tmp_path / name), rows_per_bucket=rows_per_bucket
+        ).materialize()
 
     assert state_of(tmp_path / "buckets").tables[0].buckets == 16
-    table = read_staging_table(tmp_path / "buckets", MESSAGES).sort_by("_id")
-    assert table.equals(read_staging_table(tmp_path / "one", MESSAGES))
+    table = read_staging_table(DestinationLayout.at(tmp_path / "buckets"), MESSAGES).sort_by("_id")
+    assert table.equals(read_staging_table(DestinationLayout.at(tmp_path / "one"), MESSAGES))
     rows = rows_by_id(tmp_path / "buckets", MESSAGES)
     assert rows["m003"]["score"] == "3" and rows["m015"]["score"] == '"high"'
     assert rows["m003"]["late"] is None and rows["m015"]["late"] is True
@@ -276,7 +287,7 @@ def test_a_column_first_seen_in_a_later_bucket_reaches_every_file_of_the_run(
 def test_a_growing_table_gets_more_buckets_and_keeps_every_row(tmp_path: Path) -> None:
     sync = ScriptedSync(tmp_path)
     sync.snapshot([_messages(4)], snapshot_ts=1_000)
-    materializer = StagingMaterializer(tmp_path, rows_per_bucket=2)
+    materializer = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=2)
     materializer.materialize()
     assert state_of(tmp_path).tables[0].buckets == 2
     sync.delta([doc("messages", f"n{n:03d}", 2_000 + n, body="new") for n in range(30)])
@@ -299,7 +310,7 @@ def test_a_crash_before_the_state_save_leaves_the_old_state_and_a_rerun_converge
     for dest in (crashed, clean):
         sync = ScriptedSync(dest)
         sync.snapshot([_messages(16)], snapshot_ts=1_000)
-        StagingMaterializer(dest, rows_per_bucket=4).materialize()
+        StagingMaterializer(DestinationLayout.at(dest), rows_per_bucket=4).materialize()
         sync.delta([doc("messages", "m001", 2_000, body="x"), tombstone("messages", "m002", 2_001)])
     old_state = state_of(crashed)
 
@@ -308,13 +319,13 @@ def test_a_crash_before_the_state_save_leaves_the_old_state_and_a_rerun_converge
 
     monkeypatch.setattr(materializer, "save_staging_state", cut)
     with pytest.raises(PowerCut):
-        StagingMaterializer(crashed, rows_per_bucket=4).materialize()
+        StagingMaterializer(DestinationLayout.at(crashed), rows_per_bucket=4).materialize()
     monkeypatch.undo()
     assert state_of(crashed) == old_state  # still names only files that exist
     assert rows_by_id(crashed, MESSAGES)["m001"]["body"] == "v10"
 
-    StagingMaterializer(crashed, rows_per_bucket=4).materialize()
-    StagingMaterializer(clean, rows_per_bucket=4).materialize()
+    StagingMaterializer(DestinationLayout.at(crashed), rows_per_bucket=4).materialize()
+    StagingMaterializer(DestinationLayout.at(clean), rows_per_bucket=4).materialize()
     assert staging_files(crashed).keys() == {
         p.replace("clean", "crashed") for p in staging_files(clean)
     }
@@ -327,7 +338,7 @@ def test_a_crash_before_old_files_are_deleted_is_cleaned_up_by_the_next_run(
 ) -> None:
     sync = ScriptedSync(tmp_path)
     sync.snapshot([_messages(16)], snapshot_ts=1_000)
-    StagingMaterializer(tmp_path, rows_per_bucket=4).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=4).materialize()
     sync.delta([doc("messages", "m001", 2_000, body="x")])
     real_unlink = pathlib.Path.unlink
 
@@ -338,24 +349,24 @@ def test_a_crash_before_old_files_are_deleted_is_cleaned_up_by_the_next_run(
 
     monkeypatch.setattr(pathlib.Path, "unlink", cut)
     with pytest.raises(PowerCut):
-        StagingMaterializer(tmp_path, rows_per_bucket=4).materialize()
+        StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=4).materialize()
     monkeypatch.undo()
     assert rows_by_id(tmp_path, MESSAGES)["m001"]["body"] == "x"  # the new state is saved
 
-    report = StagingMaterializer(tmp_path, rows_per_bucket=4).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=4).materialize()
     assert report.files_removed == 1 and report.batches_applied == 0
     assert_only_listed_files(tmp_path)
 
 
 def test_reading_a_table_staging_does_not_have_gives_an_empty_table(tmp_path: Path) -> None:
-    empty = read_staging_table(tmp_path, MESSAGES)
+    empty = read_staging_table(DestinationLayout.at(tmp_path), MESSAGES)
     assert empty.num_rows == 0 and empty.schema.names == ["_id", "_creationTime", "_ts"]
     sync = ScriptedSync(tmp_path)
     sync.snapshot([[doc("messages", "m1", 10, body="a")]], snapshot_ts=50)
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     sync.delta([tombstone("messages", "m1", 60)])
-    StagingMaterializer(tmp_path).materialize()
-    gone = read_staging_table(tmp_path, MESSAGES)
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
+    gone = read_staging_table(DestinationLayout.at(tmp_path), MESSAGES)
     assert gone.num_rows == 0 and gone.schema.names == ["_id", "_creationTime", "_ts", "body"]
 
 
@@ -364,31 +375,31 @@ def test_progress_is_reported_per_table(tmp_path: Path) -> None:
         [[doc("messages", "m1", 1)], [doc("users", "u1", 2)]], snapshot_ts=5
     )
     seen: list[MaterializeProgress] = []
-    StagingMaterializer(tmp_path, progress=seen.append).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path), progress=seen.append).materialize()
     assert [(p.table, p.batches_total) for p in seen] == [(MESSAGES, 2), (USERS, 2)]
 
 
 def test_without_a_checkpoint_there_is_nothing_to_materialize(tmp_path: Path) -> None:
-    report = StagingMaterializer(tmp_path).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     assert report.batches_applied == 0 and not (tmp_path / "staging").exists()
 
 
 def test_a_second_materialize_on_the_same_destination_is_refused(tmp_path: Path) -> None:
     ScriptedSync(tmp_path).snapshot([[doc("messages", "m1", 1)]], snapshot_ts=5)
     with (
-        DestinationLock(tmp_path, "staging"),
+        DestinationLock(DestinationLayout.at(tmp_path), "staging"),
         pytest.raises(DestinationBusy, match="another convex-cdc staging is running"),
     ):
-        StagingMaterializer(tmp_path).materialize()
+        StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
 
 
 def test_staging_built_from_another_deployment_is_refused(tmp_path: Path) -> None:
     ScriptedSync(tmp_path).snapshot([[doc("messages", "m1", 1)]], snapshot_ts=5)
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     state_file = tmp_path / "staging" / "_state.json"
     state_file.write_text(state_file.read_text().replace("happy-animal-123", "other-place-9"))
     with pytest.raises(StateError, match="other-place-9"):
-        StagingMaterializer(tmp_path).materialize()
+        StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
 
 
 def test_staging_ahead_of_the_checkpoint_is_refused(tmp_path: Path) -> None:
@@ -396,8 +407,8 @@ def test_staging_ahead_of_the_checkpoint_is_refused(tmp_path: Path) -> None:
     sync.snapshot([[doc("messages", "m1", 1)]], snapshot_ts=5)
     restored = sync.checkpoint  # a "backup" taken before the next batch
     sync.delta([doc("messages", "m2", 10)])
-    StagingMaterializer(tmp_path).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
     assert restored is not None
     sync.store.save(restored)
     with pytest.raises(StateError, match="beyond the checkpoint's 1"):
-        StagingMaterializer(tmp_path).materialize()
+        StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()

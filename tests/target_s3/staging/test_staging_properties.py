@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
+from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging import buckets, materializer
 from convex_cdc.target_s3.staging.materializer import StagingMaterializer
 from convex_cdc.target_s3.staging.reader import read_staging_table
@@ -102,12 +103,12 @@ def test_incremental_staging_equals_a_rebuild_and_the_oracle(
         for sync in syncs.values():
             sync.snapshot([snapshot_values], snapshot_ts=1_000_000)
             sync.delta([], cursor=1_000_000)  # keep a checkpoint even if nothing landed
-        StagingMaterializer(incremental, rows_per_bucket=1).materialize()
+        StagingMaterializer(DestinationLayout.at(incremental), rows_per_bucket=1).materialize()
         for values in delta_values:
             for sync in syncs.values():
                 sync.delta(values, cursor=ts + 1)
-            StagingMaterializer(incremental, rows_per_bucket=1).materialize()
-        StagingMaterializer(scratch, rows_per_bucket=1).materialize()
+            StagingMaterializer(DestinationLayout.at(incremental), rows_per_bucket=1).materialize()
+        StagingMaterializer(DestinationLayout.at(scratch), rows_per_bucket=1).materialize()
 
         for table in TABLES:
             assert _materialized(incremental, table) == oracle[table]
@@ -180,17 +181,17 @@ def test_a_crash_anywhere_leaves_a_readable_staging_and_a_rerun_converges(
                 )
             sync.delta(values, cursor=ts + 1)
             with _crash_at(crash_at), suppress(Crash):
-                StagingMaterializer(dest, rows_per_bucket=1).materialize()
+                StagingMaterializer(DestinationLayout.at(dest), rows_per_bucket=1).materialize()
             for table in TABLES:  # whatever state is on disk names only existing files
-                read_staging_table(dest, key(table))
+                read_staging_table(DestinationLayout.at(dest), key(table))
 
-        StagingMaterializer(dest, rows_per_bucket=1).materialize()
+        StagingMaterializer(DestinationLayout.at(dest), rows_per_bucket=1).materialize()
         with tempfile.TemporaryDirectory() as other:
             clean = Path(other)
             if (dest / "raw_change_log").exists():
                 shutil.copytree(dest / "raw_change_log", clean / "raw_change_log")
             shutil.copy(dest / "checkpoint.json", clean / "checkpoint.json")
-            StagingMaterializer(clean, rows_per_bucket=1).materialize()
+            StagingMaterializer(DestinationLayout.at(clean), rows_per_bucket=1).materialize()
             for table in TABLES:
                 assert _materialized(dest, table) == _materialized(clean, table)
         assert_only_listed_files(dest)

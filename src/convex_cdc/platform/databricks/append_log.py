@@ -1,7 +1,7 @@
 """Append-only Delta tables used as logs: the control table, the spec log, progress.
 
 Blind appends never conflict in delta-rs, whereas two MERGEs into one small table do
-(shared/databricks-delta-notes.md section 4f). So every piece of state this target keeps
+(docs/delta-lake-notes.md §2). So every piece of state this target keeps
 is a log whose latest row (per key) wins, and which Databricks can query as a table.
 """
 
@@ -12,6 +12,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from convex_cdc.core.errors import TargetError
+from convex_cdc.platform.databricks.delta_errors import delta_errors, delta_reason
 from convex_cdc.platform.databricks.delta_read import read_table
 from convex_cdc.platform.databricks.warehouse import Warehouse
 from convex_cdc.platform.databricks.writer_table import WriterTable
@@ -30,13 +31,20 @@ class AppendOnlyLog:
         self.location = location
         self.schema = schema
         self.description = description
+        self._state = warehouse.holds_state(location)
         self._writer = WriterTable(location, warehouse, self._create)
 
     def table(self, *, create: bool = False) -> DeltaTable | None:
-        """The log's Delta table, refreshed to its latest version (created if asked)."""
+        """The log's Delta table, refreshed to its latest version (created if asked).
+
+        Raises:
+            TargetError: the table cannot be reached or created.
+            StateError: its log is damaged.
+        """
         table = self._writer.get(create=create)
         if table is not None:
-            table.update_incremental()
+            with delta_errors(f"read the Delta table {self.location}", state=self._state):
+                table.update_incremental()
         return table
 
     def writable(self) -> DeltaTable:
@@ -58,11 +66,18 @@ class AppendOnlyLog:
         )
 
     def read(self, *, where: str | None = None) -> pa.Table:
-        """Every row (matching ``where``), or an empty table if the log does not exist."""
+        """Every row (matching ``where``), or an empty table if the log does not exist.
+
+        Raises:
+            TargetError: the table cannot be reached.
+            StateError: the table is damaged or does not have the log's columns.
+        """
         table = self.table()
         if table is None:
             return self.schema.empty_table()
-        return read_table(table, where=where).select(self.schema.names).cast(self.schema)
+        rows = read_table(table, where=where, state=self._state)
+        with delta_errors(f"read the Delta table {self.location}", state=self._state):
+            return rows.select(self.schema.names).cast(self.schema)
 
     def append(
         self,
@@ -81,21 +96,23 @@ class AppendOnlyLog:
 
         Raises:
             TargetError: the commit failed (e.g. a concurrent writer claimed the same
-                application transaction).
+                application transaction), or the store refused the write.
+            StateError: the table is damaged.
         """
         table = through if through is not None else self.writable()
-        try:
-            write_deltalake(
-                table,
-                rows.select(self.schema.names).cast(self.schema),
-                mode="append",
-                commit_properties=commit_properties,
-            )
-            self._writer.committed()
-        except CommitFailedError as exc:
-            self._writer.forget()
-            raise TargetError(
-                f"could not append to {self.location}: {exc}",
-                hint="another convex-cdc process may be writing this warehouse; run one "
-                "extractor per warehouse",
-            ) from exc
+        with delta_errors(f"append to the Delta table {self.location}", state=self._state):
+            try:
+                write_deltalake(
+                    table,
+                    rows.select(self.schema.names).cast(self.schema),
+                    mode="append",
+                    commit_properties=commit_properties,
+                )
+                self._writer.committed()
+            except CommitFailedError as exc:
+                self._writer.forget()
+                raise TargetError(
+                    f"could not append to {self.location}: {delta_reason(exc)}",
+                    hint="another convex-cdc process may be writing this warehouse; run one "
+                    "extractor per warehouse",
+                ) from exc

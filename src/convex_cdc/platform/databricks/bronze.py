@@ -12,7 +12,7 @@ Each append carries a Delta application transaction ``(app_id, batch_seq)`` with
 table already committed the batch. The check and the write go through the *same*
 ``DeltaTable`` object: a concurrent writer that committed the same app id in between
 makes our commit fail (``CommitFailedError``), after which we reload and check again
-(shared/databricks-delta-notes.md section 4b). Commit metadata carries the batch number,
+(docs/delta-lake-notes.md §1). Commit metadata carries the batch number,
 the tables of the batch and the checkpoint the batch advances to, which is what lets
 the control table recover a checkpoint save lost in a crash (:mod:`.control_table`).
 """
@@ -37,10 +37,11 @@ from deltalake.exceptions import CommitFailedError
 
 from convex_cdc.core.checkpoint import Checkpoint, SourceIdentity
 from convex_cdc.core.checkpoint_json import checkpoint_from_json, checkpoint_to_json
-from convex_cdc.core.errors import TargetError
+from convex_cdc.core.errors import StateError, TargetError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.append_log import APPEND_ONLY
+from convex_cdc.platform.databricks.delta_errors import delta_errors
 from convex_cdc.platform.databricks.delta_read import open_table
 from convex_cdc.platform.databricks.table_spec import TableSpecStore, observed_types
 from convex_cdc.platform.databricks.warehouse import Warehouse, table_dir
@@ -108,16 +109,27 @@ def commit_metadata(batch: ChangeBatch) -> dict[str, str]:
 
 
 def batch_commit_from_history(entry: dict[str, Any]) -> BronzeCommit | None:
-    """Decode one ``DeltaTable.history()`` entry written by :class:`BronzeSink`."""
+    """Decode one ``DeltaTable.history()`` entry written by :class:`BronzeSink`.
+
+    Raises:
+        StateError: the entry carries convex-cdc's batch metadata, but it cannot be decoded.
+    """
     if META_BATCH not in entry or META_CHECKPOINT not in entry:
         return None
-    return BronzeCommit(
-        batch_seq=int(entry[META_BATCH]),
-        tables=tuple(TableKey.parse(t) for t in json.loads(entry[META_TABLES])),
-        checkpoint=checkpoint_from_json(
-            json.loads(entry[META_CHECKPOINT]), where="bronze commit metadata"
-        ),
-    )
+    try:
+        return BronzeCommit(
+            batch_seq=int(entry[META_BATCH]),
+            tables=tuple(TableKey.parse(t) for t in json.loads(entry[META_TABLES])),
+            checkpoint=checkpoint_from_json(
+                json.loads(entry[META_CHECKPOINT]), where="bronze commit metadata"
+            ),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(
+            f"bronze commit metadata of batch {entry.get(META_BATCH)!r} cannot be decoded: "
+            f"{type(exc).__name__}: {exc}",
+            hint="the commit was not written by this convex-cdc; extract into a fresh warehouse",
+        ) from exc
 
 
 def find_batch_commit(table: DeltaTable, batch_seq: int) -> BronzeCommit | None:
@@ -125,9 +137,15 @@ def find_batch_commit(table: DeltaTable, batch_seq: int) -> BronzeCommit | None:
 
     Looks at the most recent commits first (the batch wanted is almost always the last
     write), then at the whole history.
+
+    Raises:
+        TargetError: the history cannot be read.
+        StateError: a commit's convex-cdc metadata cannot be decoded.
     """
     for limit in (8, None):
-        for entry in table.history(limit):
+        with delta_errors(f"read the history of {table.table_uri.rstrip('/')}"):
+            history = table.history(limit)
+        for entry in history:
             commit = batch_commit_from_history(entry)
             if commit is not None and commit.batch_seq == batch_seq:
                 return commit
@@ -164,7 +182,8 @@ class BronzeSink:
         """Append each table's events of ``batch`` unless that table already has the batch.
 
         Raises:
-            TargetError: a table could not be created or appended to.
+            TargetError: a table could not be created or appended to, or its log is damaged.
+            StateError: the spec log is damaged.
         """
         if batch.checkpoint.source != self.source:
             raise TargetError(
@@ -181,11 +200,26 @@ class BronzeSink:
             self._append(key, bronze_rows(batch.events_for(key)), batch.seq, metadata)
 
     def committed_batch(self, key: TableKey) -> int | None:
-        """The last batch committed to ``key``'s bronze table (``None``: none yet)."""
-        table = open_table(self.warehouse.bronze(key), self.warehouse)
-        return None if table is None else table.transaction_version(bronze_app_id(self.source, key))
+        """The last batch committed to ``key``'s bronze table (``None``: none yet).
+
+        Raises:
+            TargetError: the table cannot be read.
+        """
+        location = self.warehouse.bronze(key)
+        table = open_table(location, self.warehouse)
+        if table is None:
+            return None
+        with delta_errors(f"read the Delta table {location}"):
+            return table.transaction_version(bronze_app_id(self.source, key))
 
     def _append(self, key: TableKey, rows: pa.Table, seq: int, metadata: dict[str, str]) -> None:
+        location = self.warehouse.bronze(key)
+        with delta_errors(f"append batch {seq} to the bronze table {location}"):
+            self._append_with_retries(key, rows, seq, metadata)
+
+    def _append_with_retries(
+        self, key: TableKey, rows: pa.Table, seq: int, metadata: dict[str, str]
+    ) -> None:
         app_id = bronze_app_id(self.source, key)
         writer = self._writer(key)
         for _ in range(_COMMIT_ATTEMPTS):

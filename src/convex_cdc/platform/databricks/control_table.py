@@ -1,13 +1,14 @@
 """The control table: the source checkpoint as an append-only Delta log.
 
 ``<warehouse>/_convex_cdc/checkpoints`` gets one row per save; the row with the highest
-``save_seq`` is the checkpoint. Each row holds the checkpoint JSON of design.md section 2
+``save_seq`` is the checkpoint. Each row holds the checkpoint JSON (the form
+:mod:`convex_cdc.core.checkpoint_json` writes, as in the S3 target's ``checkpoint.json``)
 plus flat columns for people and SQL (phase, cursors, ``batch_seq``, the snapshot walk
 and the first batch of that walk, ``updated_at``). Blind appends never conflict, unlike
-MERGEs into one small table; every append also carries the application transaction
-``(convex-cdc-control:<deployment url>, save_seq)``, checked and written through the same
-``DeltaTable``, so two extractors racing on one warehouse fail loudly instead of
-interleaving their checkpoints.
+MERGEs into one small table (docs/delta-lake-notes.md §2); every append also carries the
+application transaction ``(convex-cdc-control:<deployment url>, save_seq)``, checked and
+written through the same ``DeltaTable`` (§1 there), so two extractors racing on one
+warehouse fail loudly instead of interleaving their checkpoints.
 
 The orchestrator saves a checkpoint only after every bronze append of its batch is
 committed. A crash between the two leaves bronze one batch ahead of this table. On
@@ -28,6 +29,7 @@ from typing import Final
 
 import pyarrow as pa
 from deltalake import CommitProperties, Transaction
+from deltalake.exceptions import CommitFailedError
 
 from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, InitialSnapshot, SourceIdentity
 from convex_cdc.core.checkpoint_json import checkpoint_from_json, checkpoint_to_json
@@ -35,6 +37,7 @@ from convex_cdc.core.errors import DestinationBusy, StateError, TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.append_log import AppendOnlyLog
 from convex_cdc.platform.databricks.bronze import bronze_app_id, find_batch_commit
+from convex_cdc.platform.databricks.delta_errors import delta_errors
 from convex_cdc.platform.databricks.delta_read import open_table, query
 from convex_cdc.platform.databricks.table_spec import TableSpecStore
 from convex_cdc.platform.databricks.warehouse import Warehouse
@@ -82,7 +85,9 @@ def read_control_state(warehouse: Warehouse) -> ControlState | None:
     """The latest control row of ``warehouse`` (any source), or ``None`` if there is none.
 
     Raises:
-        StateError: the stored checkpoint JSON is not a usable checkpoint.
+        StateError: the control table is damaged, or the stored checkpoint JSON is not a
+            usable checkpoint.
+        TargetError: the warehouse cannot be reached.
     """
     table = open_table(warehouse.checkpoints, warehouse)
     if table is None:
@@ -91,6 +96,7 @@ def read_control_state(warehouse: Warehouse) -> ControlState | None:
         'SELECT "save_seq", "walk_first_batch", "reason", "checkpoint" FROM t '
         'ORDER BY "save_seq" DESC LIMIT 1',
         {"t": table},
+        state=True,
     )
     if rows.num_rows == 0:
         return None
@@ -138,9 +144,14 @@ class DeltaCheckpointStore:
         """The stored checkpoint, reconciled with the bronze transaction versions.
 
         Raises:
-            StateError: the stored checkpoint is corrupt, or bronze holds batches the
-                control table knows nothing about (the control table lost rows).
+            StateError: the stored checkpoint or the control table is damaged, or bronze
+                holds batches the control table knows nothing about (it lost rows).
+            TargetError: the warehouse cannot be reached.
         """
+        with delta_errors(f"load the checkpoint from {self.warehouse.checkpoints}", state=True):
+            return self._load()
+
+    def _load(self) -> Checkpoint | None:
         self._latest = read_control_state(self.warehouse)
         stored = self._latest.checkpoint if self._latest is not None else None
         if stored is not None and stored.source != self.source:
@@ -162,8 +173,12 @@ class DeltaCheckpointStore:
         Raises:
             DestinationBusy: another process saved a checkpoint for this source since
                 this one last read or wrote the table.
+            StateError: the control table is damaged, or the append conflicted with
+                another writer.
+            TargetError: the warehouse refused the write or cannot be reached.
         """
-        self._append(checkpoint, reason="save")
+        with delta_errors(f"save the checkpoint to {self.warehouse.checkpoints}", state=True):
+            self._append(checkpoint, reason="save")
 
     def _reconcile(self, stored: Checkpoint | None) -> Checkpoint | None:
         durable = stored.batch_seq if stored is not None else 0
@@ -235,6 +250,8 @@ class DeltaCheckpointStore:
                 ),
             )
         except TargetError as exc:
+            if not isinstance(exc.__cause__, CommitFailedError):
+                raise  # the store refused the write: a target problem, not a race
             latest = self._log.table()
             if latest is not None:
                 self._refuse_if_saved_elsewhere(latest.transaction_version(app_id), known)

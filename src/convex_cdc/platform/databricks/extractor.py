@@ -1,27 +1,28 @@
 """The extractor job: run the core sync against the bronze sink and the control table.
 
 ``convex-cdc databricks extract`` calls :func:`extract`; a Databricks job runs the same
-command through the wheel entry point ``convex-cdc-databricks-extract`` (:func:`main`),
-whose arguments are those of ``databricks extract``. On Databricks the deploy key (and,
-if the compute has no instance profile, S3 credentials) come from a secret scope
-(``--secret-scope``), never from job parameters.
+command through the wheel entry point ``convex-cdc-databricks-extract``
+(:func:`convex_cdc.cli.databricks_extract`), whose arguments are those of ``databricks
+extract``. On Databricks the deploy key (and, if the compute has no instance profile, S3
+credentials) come from a secret scope (``--secret-scope``), never from job parameters.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Final
 
 from convex_cdc.core.checkpoint import SourceIdentity
+from convex_cdc.core.errors import ConfigError
 from convex_cdc.core.orchestrator import SyncObserver, SyncOptions, SyncReport, run_sync
 from convex_cdc.core.source import Source
 from convex_cdc.platform.databricks.bronze import BronzeSink
 from convex_cdc.platform.databricks.control_table import DeltaCheckpointStore
+from convex_cdc.platform.databricks.delta_errors import delta_errors
 from convex_cdc.platform.databricks.table_spec import TableSpecStore
 from convex_cdc.platform.databricks.warehouse import Warehouse
 
@@ -60,15 +61,18 @@ def extract(
     """Land ``source`` in ``warehouse``'s bronze tables until caught up (or, following, forever).
 
     Raises:
-        ConvexCdcError: as :func:`~convex_cdc.core.orchestrator.run_sync` raises.
+        ConvexCdcError: as :func:`~convex_cdc.core.orchestrator.run_sync` raises; a Delta
+            or storage failure is a ``TargetError`` (a ``StateError`` for the control
+            table), never a deltalake exception.
     """
     identity = SourceIdentity.from_url(source.deployment_url)
-    specs = TableSpecStore(warehouse)
-    sink = BronzeSink(warehouse, identity, specs=specs)
-    store = DeltaCheckpointStore(warehouse, identity, specs=specs)
-    report = run_sync(
-        source, sink, store, options, observer=observer, should_stop=should_stop, sleep=sleep
-    )
+    with delta_errors(f"extract into {warehouse}"):
+        specs = TableSpecStore(warehouse)
+        sink = BronzeSink(warehouse, identity, specs=specs)
+        store = DeltaCheckpointStore(warehouse, identity, specs=specs)
+        report = run_sync(
+            source, sink, store, options, observer=observer, should_stop=should_stop, sleep=sleep
+        )
     return ExtractResult(
         sync=report,
         bronze_commits=sink.commits,
@@ -85,8 +89,17 @@ def load_secret_scope(
 
     Only works on Databricks (``dbutils``); returns the variable names that were set.
     Values are never logged.
+
+    Raises:
+        ConfigError: not running on Databricks (``databricks.sdk.runtime`` is missing).
     """
-    from databricks.sdk.runtime import dbutils
+    try:
+        from databricks.sdk.runtime import dbutils
+    except ImportError:
+        raise ConfigError(
+            f"--secret-scope {scope} needs Databricks: databricks.sdk.runtime is not available",
+            hint=f"off Databricks, drop --secret-scope and set {deploy_key_env} in the environment",
+        ) from None
 
     env = os.environ if environ is None else environ
     done: list[str] = []
@@ -100,14 +113,3 @@ def load_secret_scope(
         env[name] = value
         done.append(name)
     return done
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Wheel entry point: ``convex-cdc-databricks-extract ARGS``.
-
-    The same as ``convex-cdc databricks extract ARGS``; a ``python_wheel_task`` runs it.
-    """
-    from convex_cdc import cli
-
-    sys.argv = ["convex-cdc", "databricks", "extract", *(sys.argv[1:] if argv is None else argv)]
-    cli.main()

@@ -31,6 +31,7 @@ from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.platform.databricks.append_log import AppendOnlyLog
 from convex_cdc.platform.databricks.control_table import read_control_state
+from convex_cdc.platform.databricks.delta_errors import delta_errors
 from convex_cdc.platform.databricks.delta_read import open_table, query, read_table
 from convex_cdc.platform.databricks.silver_merge import (
     CHANGE_COLUMNS,
@@ -127,49 +128,56 @@ def apply_silver(
     """Bring every silver table of ``warehouse`` up to date with bronze.
 
     Raises:
-        StateError: the control table is unreadable.
-        deltalake.exceptions.DeltaError: a Delta read or write failed.
+        StateError: the control table, the spec log or the progress log is damaged.
+        TargetError: a bronze or silver table cannot be read or written (see
+            :mod:`.delta_errors`).
     """
-    started = time.monotonic()
-    report = SilverReport()
-    control = read_control_state(warehouse)
-    first = control.walk_first_batch if control is not None else 0
-    report.snapshot_complete = control is None or control.checkpoint.phase == "delta"
-    specs = TableSpecStore(warehouse)
-    progress = _ProgressLog(warehouse)
-    recorded = progress.latest()
-    try:
-        for key, stored in specs.load().items():
-            spec = stored
-            for _ in range(3):
-                try:
-                    result = _apply_table(
-                        warehouse,
-                        spec,
-                        recorded.get(key),
-                        first=first,
-                        window_rows=window_rows,
-                        progress=progress,
-                    )
-                    break
-                except _SpecWidened:
-                    spec = specs.load()[key]
-            else:  # pragma: no cover - the spec only widens, so this cannot loop forever
-                raise RuntimeError(f"the spec of {key.qualified} kept changing")
-            report.tables.append(result)
-            if on_table is not None:
-                on_table(result)
-    finally:
-        # One commit for all tables; a table whose progress is lost is merely re-applied.
-        progress.flush()
-    report.elapsed_seconds = time.monotonic() - started
-    return report
+    with delta_errors(f"apply silver in {warehouse}"):
+        started = time.monotonic()
+        report = SilverReport()
+        control = read_control_state(warehouse)
+        first = control.walk_first_batch if control is not None else 0
+        report.snapshot_complete = control is None or control.checkpoint.phase == "delta"
+        specs = TableSpecStore(warehouse)
+        progress = _ProgressLog(warehouse)
+        recorded = progress.latest()
+        try:
+            for key, stored in specs.load().items():
+                spec = stored
+                for _ in range(3):
+                    try:
+                        result = _apply_table(
+                            warehouse,
+                            spec,
+                            recorded.get(key),
+                            first=first,
+                            window_rows=window_rows,
+                            progress=progress,
+                        )
+                        break
+                    except _SpecWidened:
+                        spec = specs.load()[key]
+                else:  # pragma: no cover - the spec only widens, so this cannot loop forever
+                    raise RuntimeError(f"the spec of {key.qualified} kept changing")
+                report.tables.append(result)
+                if on_table is not None:
+                    on_table(result)
+        finally:
+            # One commit for all tables; a table whose progress is lost is merely re-applied.
+            progress.flush()
+        report.elapsed_seconds = time.monotonic() - started
+        return report
 
 
 def read_silver(warehouse: Warehouse, key: TableKey) -> pa.Table | None:
-    """The current rows of ``key``'s silver table, by ``_id`` (``None`` if not built)."""
-    table = open_table(warehouse.silver(key), warehouse)
-    return None if table is None else read_table(table, order_by=["_id"])
+    """The current rows of ``key``'s silver table, by ``_id`` (``None`` if not built).
+
+    Raises:
+        TargetError: the silver table cannot be read.
+    """
+    with delta_errors(f"read silver {key.qualified} in {warehouse}"):
+        table = open_table(warehouse.silver(key), warehouse)
+        return None if table is None else read_table(table, order_by=["_id"])
 
 
 def _apply_table(

@@ -115,6 +115,11 @@ class Warehouse:
         """Location of the silver tombstone side table of ``key``."""
         return self.join(CONTROL_DIR, "silver_tombstones", table_dir(key))
 
+    def holds_state(self, location: str) -> bool:
+        """True for a table under ``_convex_cdc/`` (convex-cdc's own state, not data)."""
+        state = self.join(CONTROL_DIR)
+        return location == state or location.startswith(state + "/")
+
     @property
     def checkpoints(self) -> str:
         """Location of the control table (the checkpoint log)."""

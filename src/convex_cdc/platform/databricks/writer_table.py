@@ -5,7 +5,7 @@ created, so the next idempotency check (``transaction_version``) and append can 
 through the same object without re-listing the log first. If another writer committed
 in between, the append through the stale object fails with ``CommitFailedError`` (the
 conflict checker sees the other commit), and the caller drops the object and checks again
-on a fresh one (shared/databricks-delta-notes.md section 4b).
+on a fresh one (docs/delta-lake-notes.md §1).
 
 The object is replaced by a freshly opened one every :data:`REOPEN_AFTER_COMMITS`
 commits: delta-rs replays the log tail an object has accumulated on every commit, so a
@@ -21,6 +21,7 @@ from typing import Final
 
 from deltalake import DeltaTable
 
+from convex_cdc.platform.databricks.delta_errors import delta_errors
 from convex_cdc.platform.databricks.delta_read import open_table
 from convex_cdc.platform.databricks.warehouse import Warehouse
 
@@ -52,12 +53,18 @@ class WriterTable:
         The kept object reflects this process's own commits but not other writers'; see
         the module docstring for why that is safe for appends with application
         transactions. Readers that must see other writers call ``update_incremental``.
+
+        Raises:
+            TargetError, StateError: the table cannot be opened or created (see
+                :mod:`.delta_errors`).
         """
         if self._table is not None and self._commits < REOPEN_AFTER_COMMITS:
             return self._table
         self._table = open_table(self.location, self.warehouse)
         if self._table is None and create:
-            self._table = self._create()
+            state = self.warehouse.holds_state(self.location)
+            with delta_errors(f"create the Delta table {self.location}", state=state):
+                self._table = self._create()
         self._commits = 0
         return self._table
 

@@ -1,6 +1,6 @@
 """``convex-cdc publish``: copy staging (and optionally the raw change log) to an object store.
 
-Steps, in an order that keeps every reader safe (design.md section 5):
+Steps, in an order that keeps every reader safe:
 
 1. Refuse while the initial snapshot is incomplete: a half-walked snapshot is not a state
    the source ever had.
@@ -30,6 +30,7 @@ from typing import Final, Literal
 from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
+from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
 from convex_cdc.target_s3.publish.manifest import (
@@ -113,7 +114,7 @@ class PublishReport:
 
 
 def publish(
-    dest: str | Path,
+    layout: DestinationLayout,
     to: str,
     *,
     endpoint_url: str | None = None,
@@ -122,10 +123,10 @@ def publish(
     progress: PublishProgress | None = None,
     orphan_grace: timedelta = DEFAULT_ORPHAN_GRACE,
 ) -> PublishReport:
-    """Publish the staging tables under ``dest`` to ``to`` and write the manifest last.
+    """Publish the staging tables of ``layout`` to ``to`` and write the manifest last.
 
     Args:
-        dest: the destination directory (``--dest``) holding staging.
+        layout: the destination (``--dest``) holding staging.
         to: ``s3://bucket/prefix``, ``file:///abs/dir`` or a local directory.
         endpoint_url: S3-compatible endpoint overriding ``AWS_ENDPOINT_URL``.
         keep: how many manifests (and the files they use) to keep.
@@ -140,18 +141,22 @@ def publish(
         TargetError: a file could not be read or uploaded, another publisher wrote the same
             manifest sequence first, or the target is unreachable. Readers still see the
             previous manifest.
+        StateError: the staging state or the checkpoint is unusable.
     """
     started = time.monotonic()
     if keep < 1:
         raise ConfigError(f"--keep must be at least 1, not {keep}", hint="use --keep 1 or more")
-    layout = DestinationLayout.at(dest)
     target = open_publish_target(to, endpoint_url=endpoint_url)
     # The staging lock too: materialize deletes the files an older state listed as soon
     # as it has saved a new one, and publish must read a state whose files stay put.
-    with DestinationLock(layout.root, "publish"), DestinationLock(layout.root, "staging"):
+    with (
+        io_errors(f"publish {layout.staging}", then="publish again"),
+        DestinationLock(layout, "publish"),
+        DestinationLock(layout, "staging"),
+    ):
         staging = _complete_staging(layout)
         # Only the raw change log needs it: it says which raw batches are committed.
-        checkpoint = FileCheckpointStore(layout.root).load() if include_raw else None
+        checkpoint = FileCheckpointStore(layout).load() if include_raw else None
         remote = RemoteManifests.load(target)
         latest = remote.latest()
         _ensure_same_source(latest, staging, target)

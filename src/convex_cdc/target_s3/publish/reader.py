@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
+from convex_cdc.target_s3.io_errors import one_line
 from convex_cdc.target_s3.publish.manifest import Manifest, ManifestFile, ManifestTable
 from convex_cdc.target_s3.publish.object_store import PublishTarget, open_publish_target
 from convex_cdc.target_s3.publish.remote_manifests import read_pointer
@@ -92,7 +93,13 @@ def _read_file(target: PublishTarget, file: ManifestFile) -> pa.Table:
             f"{target.url_of(file.path)} does not match the size/sha256 in the manifest",
             hint="the object was changed after publishing; publish again",
         )
-    rows = pq.read_table(io.BytesIO(data))
+    try:
+        rows = pq.read_table(io.BytesIO(data))
+    except pa.ArrowException as exc:
+        raise TargetError(
+            f"{target.url_of(file.path)} is not a readable parquet file: {one_line(exc)}",
+            hint="the object was changed after publishing; publish again",
+        ) from exc
     if rows.num_rows != file.rows:
         raise TargetError(
             f"{target.url_of(file.path)} has {rows.num_rows} rows, the manifest says {file.rows}",

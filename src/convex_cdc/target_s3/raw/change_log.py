@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -36,6 +36,7 @@ from convex_cdc.core.errors import TargetError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3 import atomic_file
+from convex_cdc.target_s3.io_errors import describe_os_error, io_errors, os_error_hint
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.raw.batch_index import (
     BatchIndex,
@@ -71,10 +72,10 @@ def batch_file_name(seq: int) -> str:
 
 
 class RawChangeLogSink:
-    """A :class:`~convex_cdc.core.sink.Sink` writing the raw change log under ``dest``."""
+    """A :class:`~convex_cdc.core.sink.Sink` writing the raw change log of ``layout``."""
 
-    def __init__(self, dest: str | Path) -> None:
-        self.layout = DestinationLayout.at(dest)
+    def __init__(self, layout: DestinationLayout) -> None:
+        self.layout = layout
         # Checked once per table and sink: resolving follows every path component, and a
         # sync writes thousands of batches to the same few directories.
         self._table_dirs: dict[TableKey, Path] = {}
@@ -91,6 +92,12 @@ class RawChangeLogSink:
         keys = batch.tables()
         # Validate every name before the first byte lands.
         dirs = {key: self._table_dir(root, key) for key in keys}
+        with io_errors(f"write raw change log batch {batch.seq} to {root}", then="run sync again"):
+            self._write(batch, keys, dirs)
+
+    def _write(
+        self, batch: ChangeBatch, keys: Sequence[TableKey], dirs: Mapping[TableKey, Path]
+    ) -> None:
         entries: list[BatchTableEntry] = []
         for key in keys:
             rows = batch.events_for(key)
@@ -133,22 +140,29 @@ class RawChangeLogSink:
 
 
 class RawChangeLog:
-    """Read access to the raw change log under ``dest``, through batch indexes."""
+    """Read access to the raw change log of ``layout``, through batch indexes."""
 
-    def __init__(self, dest: str | Path) -> None:
-        self.layout = DestinationLayout.at(dest)
+    def __init__(self, layout: DestinationLayout) -> None:
+        self.layout = layout
 
     def batch(self, seq: int) -> BatchIndex | None:
         """The index of batch ``seq``, ``None`` if that batch was never completed.
 
         Raises:
             StateError: the index exists but cannot be parsed.
+            TargetError: the index cannot be read (permissions, a file where a directory
+                belongs).
         """
         path = self.layout.batch_index / f"{seq:012d}.json"
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise TargetError(
+                f"cannot read raw batch index {path}: {describe_os_error(exc)}",
+                hint=os_error_hint(exc, then="run the command again"),
+            ) from exc
         return loads_batch_index(raw, where=str(path))
 
     def committed_batches(self, after_seq: int, up_to_seq: int) -> list[BatchIndex]:

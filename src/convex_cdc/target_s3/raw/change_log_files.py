@@ -39,7 +39,7 @@ def committed_raw_files(
         StateError: an index cannot be parsed.
     """
     files: list[RawLogFile] = []
-    for index in RawChangeLog(layout.root).committed_batches(after_batch, up_to_batch):
+    for index in RawChangeLog(layout).committed_batches(after_batch, up_to_batch):
         for entry in sorted(index.tables, key=lambda e: e.dir):
             path = f"{layout.raw_change_log.name}/{entry.dir}/{entry.file}"
             if not (layout.root / path).is_file():
