@@ -324,3 +324,23 @@ def test_bronze_the_spec_does_not_cover_widens_the_spec_before_merging(
 def test_an_unreadable_stored_spec_is_a_state_error_naming_the_table(stored: str) -> None:
     with pytest.raises(StateError, match="column spec of waitlist/entries is not readable"):
         spec_from_json(TableKey("waitlist", "entries"), stored)
+
+
+def test_changes_after_a_recorded_delete_still_reach_keys_that_were_never_deleted(
+    warehouse: Warehouse,
+) -> None:
+    """Once a delete left a tombstone, later applies must still take every other key's
+    changes (a key without a tombstone is always fresh, whatever its timestamp)."""
+    land(
+        warehouse,
+        batch(1, [doc("messages", "a", 10, text="a1"), doc("messages", "b", 11, text="b1")]),
+        batch(2, [doc("messages", "b", 21, deleted=True)]),
+    )
+    apply_silver(warehouse)
+    land(warehouse, batch(3, [doc("messages", "a", 30, text="a2"), doc("messages", "c", 31)]))
+
+    apply_silver(warehouse)
+
+    rows = silver(warehouse)
+    assert live(rows) == {"a": 30, "c": 31}
+    assert rows["a"]["text"] == "a2"

@@ -114,7 +114,9 @@ def merge_window(
     joined = latest.join(known, "_id", join_type="left outer") if known.num_rows else latest
     if known.num_rows:
         tomb = joined.column("_tomb_ts")
-        fresh = pc.or_(pc.is_null(tomb), pc.greater(joined.column("_ts"), tomb))
+        # Kleene logic: "no tombstone" OR (null) is true. Plain `or_` would give null and
+        # the filter would drop every key that was never deleted.
+        fresh = pc.or_kleene(pc.is_null(tomb), pc.greater(joined.column("_ts"), tomb))
         touches_tombstone = pc.any(pc.and_(fresh, pc.is_valid(tomb))).as_py() or False
         current = joined.filter(fresh).drop_columns(["_tomb_ts"])
     else:
