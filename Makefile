@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench lock clean
+.PHONY: demo test test-spark lint typecheck unit bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -26,6 +26,11 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 test: lint typecheck unit
+
+# Only tests/spark (part of `make test` too): the rendered Databricks pipelines on Apache
+# Spark, against one local Spark Connect server. Needs a JDK 17 (javac and java on PATH).
+test-spark: $(STAMP)
+	$(BIN)/python -m pytest tests/spark -q
 
 # `make bench BENCH_ARGS="--docs 200000 --skip-peer"`; see `bench/run.py --help`.
 bench: $(STAMP)
