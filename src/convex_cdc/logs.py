@@ -6,8 +6,11 @@ import logging
 import sys
 from typing import Final
 
+from convex_cdc.core.secrets import has_secrets, redact_secrets, register_secret
+
+__all__ = ["SecretRedactingFilter", "configure_logging", "redact_secrets", "register_secret"]
+
 _FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_secrets: set[str] = set()
 
 
 class SecretRedactingFilter(logging.Filter):
@@ -18,29 +21,13 @@ class SecretRedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _secrets:
+        if not has_secrets():
             return True
         message = record.getMessage()
         redacted = redact_secrets(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
-
-
-def register_secret(secret: str | None) -> None:
-    """Make sure ``secret`` is redacted from every log line from now on."""
-    if secret:
-        _secrets.add(secret)
-
-
-def redact_secrets(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``.
-
-    Longest first, so a key and a secret part of it are both hidden completely.
-    """
-    for secret in sorted(_secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 def configure_logging(verbosity: int = 0) -> None:

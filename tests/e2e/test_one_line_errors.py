@@ -123,8 +123,9 @@ def test_render_into_a_file_prints_one_line(warehouse: Warehouse, tmp_path: Path
     blocker.write_text("not a directory")
 
     result = _convex_cdc(
-        "databricks", "render", "--warehouse", warehouse.root, "--out", str(blocker / "out")
-    )
+        "databricks", "render", "--warehouse", warehouse.root, "--out", str(blocker / "out"),
+        "--warehouse-location", "s3://lake/convex",
+    )  # fmt: skip
 
     assert result.returncode == 7, result.stderr
     assert "--out" in _one_error_line(result)

@@ -7,14 +7,16 @@ semantics, ``render`` writes the Lakeflow pipeline sources and the bundle.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, cast
 
 import click
 
 from convex_cdc.commands.connection import connect, source_options
-from convex_cdc.commands.options import batch_rows_option
+from convex_cdc.commands.options import batch_rows_option, selection_options
 from convex_cdc.core.errors import ConfigError, TargetError
+from convex_cdc.core.selection import Selection
 
 _WAREHOUSE_ENV = "CONVEX_CDC_WAREHOUSE"
 
@@ -50,9 +52,18 @@ def databricks() -> None:
 @click.option(
     "--secret-scope",
     metavar="SCOPE",
-    help="On Databricks: read the deploy key (`deploy-key`) and optional S3 credentials "
-    "from this secret scope.",
+    help="On Databricks: read the deploy key (`deploy-key`) and, as a fallback for S3, static "
+    "keys (`aws-access-key-id`, `aws-secret-access-key`, optional `aws-session-token`) from "
+    "this secret scope.",
 )
+@click.option(
+    "--service-credential",
+    metavar="NAME",
+    help="On Databricks (DBR 16.2+, serverless included): take temporary S3 credentials for "
+    "an s3:// warehouse from this Unity Catalog service credential; they are refreshed "
+    "before they expire and win over static keys.",
+)
+@selection_options
 @batch_rows_option
 def extract(
     *,
@@ -63,6 +74,9 @@ def extract(
     resnapshot: bool,
     follow: bool,
     secret_scope: str | None,
+    service_credential: str | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
     batch_rows: int,
 ) -> None:
     """Land the deployment in bronze CDC Delta tables (one per Convex table).
@@ -74,6 +88,7 @@ def extract(
     from convex_cdc.commands.progress import SyncProgress
     from convex_cdc.core.orchestrator import SyncOptions
     from convex_cdc.platform.databricks.control_table import read_control_state
+    from convex_cdc.platform.databricks.credentials import ServiceCredential
     from convex_cdc.platform.databricks.extractor import extract as run_extract
     from convex_cdc.platform.databricks.extractor import load_secret_scope
     from convex_cdc.platform.databricks.warehouse import Warehouse
@@ -81,7 +96,20 @@ def extract(
     if secret_scope:
         load_secret_scope(secret_scope, deploy_key_env=deploy_key_env)
     target = Warehouse.from_uri(warehouse, endpoint_url=endpoint_url)
-    options = SyncOptions(resnapshot=resnapshot, follow=follow, batch_rows=batch_rows)
+    if service_credential:
+        if target.is_local:
+            raise ConfigError(
+                "--service-credential gives S3 credentials, but the warehouse is a local directory",
+                hint="pass --warehouse s3://bucket/prefix, or drop --service-credential",
+            )
+        target = target.with_credentials(ServiceCredential.from_databricks(service_credential))
+    selection = Selection.from_patterns(include=include, exclude=exclude)
+    options = SyncOptions(
+        selection=None if selection.is_everything else selection,
+        resnapshot=resnapshot,
+        follow=follow,
+        batch_rows=batch_rows,
+    )
     with connect(url, deploy_key_env) as source, SyncProgress("extract") as progress:
         result = run_extract(source, target, options, observer=progress)
     report = result.sync
@@ -174,12 +202,47 @@ def apply_silver(*, warehouse: str, endpoint_url: str | None) -> None:
     show_default=True,
     help="Which pipeline source the bundle's pipeline uses (both are rendered).",
 )
-@click.option("--catalog", default="main", show_default=True)
+@click.option(
+    "--catalog",
+    default="main",
+    show_default=True,
+    help="Catalog of the bronze tables and of the silver schemas.",
+)
 @click.option("--bronze-schema", default="convex_bronze", show_default=True)
-@click.option("--silver-schema", default="convex_silver", show_default=True)
-@click.option("--location", metavar="S3_URI", help="Where Databricks finds the warehouse.")
-@click.option("--raw-change-log", metavar="S3_URI", help="The published raw change log.")
-@click.option("--url", "convex_url", metavar="URL", help="Deployment URL for the job.")
+@click.option(
+    "--silver-schema",
+    default="convex_silver",
+    show_default=True,
+    help="The prod target's silver schema; dev uses <this>_<developer short name>.",
+)
+@click.option(
+    "--warehouse-location",
+    "--location",
+    "warehouse_location",
+    metavar="URI",
+    help="The warehouse as Databricks reaches it (s3://bucket/prefix), where the extractor "
+    "job writes and bronze is registered. Default: --warehouse when it is not local.",
+)
+@click.option(
+    "--url",
+    "convex_url",
+    metavar="URL",
+    help="The deployment the extractor job replicates. Default: the one the --warehouse "
+    "checkpoint belongs to.",
+)
+@click.option(
+    "--project-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="The convex-cdc checkout the bundle builds the extractor's wheel from at deploy "
+    "time. Default: the checkout this convex-cdc runs from.",
+)
+@click.option(
+    "--raw-change-log",
+    metavar="URI",
+    help="With --source s3-export: the published raw change log "
+    "(s3://bucket/prefix/raw_change_log).",
+)
 def render(
     *,
     out: Path,
@@ -192,31 +255,46 @@ def render(
     catalog: str,
     bronze_schema: str,
     silver_schema: str,
-    location: str | None,
-    raw_change_log: str | None,
+    warehouse_location: str | None,
     convex_url: str | None,
+    project_dir: Path | None,
+    raw_change_log: str | None,
 ) -> None:
     """Render the Lakeflow AUTO CDC pipeline (SQL and Python) and the bundle.
 
     Typed columns come from the table spec the extractor keeps in --warehouse; with
-    --tables alone the silver tables carry the document JSON instead.
+    --tables alone the silver tables carry the document JSON instead. Nothing is made
+    up: a value the bundle needs that is neither given nor found in the warehouse is a
+    usage error naming its flag.
     """
+    from convex_cdc.core.checkpoint import SourceIdentity
     from convex_cdc.core.names import TableKey
+    from convex_cdc.platform.databricks.control_table import read_control_state
     from convex_cdc.platform.databricks.render import RenderOptions, write_rendered
     from convex_cdc.platform.databricks.render import render as run_render
     from convex_cdc.platform.databricks.table_spec import TableSpec, TableSpecStore
     from convex_cdc.platform.databricks.warehouse import Warehouse
+    from convex_cdc.platform.databricks.wheel_project import find_checkout
 
     if warehouse is None and not tables:
         raise ConfigError("nothing to render", hint="pass --warehouse URI or --tables a,b/c")
     known: dict[TableKey, TableSpec] = {}
-    defaults = RenderOptions()
-    wh_location = defaults.warehouse
     if warehouse is not None:
         target = Warehouse.from_uri(warehouse, endpoint_url=endpoint_url)
         known = TableSpecStore(target).load()
-        if not target.is_local:
-            wh_location = target.root
+        if source == "bronze":
+            if warehouse_location is None and not target.is_local:
+                warehouse_location = target.root
+            state = read_control_state(target)
+            replicated = state.checkpoint.source if state is not None else None
+            if convex_url is None and replicated is not None:
+                convex_url = replicated.deployment_url
+            elif convex_url and replicated and SourceIdentity.from_url(convex_url) != replicated:
+                raise ConfigError(
+                    f"--url {convex_url} is not the deployment the warehouse replicates "
+                    f"({replicated.deployment_url}); the extractor job would refuse to run",
+                    hint="drop --url, or point --warehouse at that deployment's warehouse",
+                )
     if tables:
         keys = [TableKey.parse(t.strip()) for t in tables.split(",") if t.strip()]
         specs = [known.get(k, TableSpec(k, keep_document=True)) for k in keys]
@@ -224,6 +302,7 @@ def render(
         specs = list(known.values())
     for spec in specs:
         _ = spec.dir  # validates the names before they reach a template
+    checkout = find_checkout(project_dir) if source == "bronze" else None
     options = RenderOptions(
         source=cast(Literal["bronze", "s3-export"], source),
         scd_type=1 if scd_type == "1" else 2,
@@ -231,9 +310,11 @@ def render(
         catalog=catalog,
         bronze_schema=bronze_schema,
         silver_schema=silver_schema,
-        warehouse=location or wh_location,
-        raw_change_log=raw_change_log or defaults.raw_change_log,
-        convex_url=convex_url or defaults.convex_url,
+        warehouse=warehouse_location,
+        convex_url=convex_url,
+        # The bundle records the checkout relative to itself, as the CLI resolves it.
+        project_dir=_relative_posix(checkout, out) if checkout is not None else None,
+        raw_change_log=raw_change_log,
     )
     files = run_render(specs, options)
     try:
@@ -247,4 +328,11 @@ def render(
     click.echo(f"render: {len(specs)} tables, {len(written)} files → {out}")
     for path in written:
         click.echo(f"  {path.relative_to(out)}")
+    if checkout is not None:
+        click.echo(f"wheel: built from {checkout} by `databricks bundle deploy`")
     click.echo(f"deploy: cd {out} && databricks bundle deploy -t dev")
+
+
+def _relative_posix(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` (both resolved), with forward slashes as in YAML."""
+    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()

@@ -15,6 +15,8 @@ class PipelineRecorder:
         self.views: dict[str, Callable[[], Any]] = {}
         self.tables: list[dict[str, Any]] = []
         self.flows: list[dict[str, Any]] = []
+        self.udfs: list[tuple[Callable[..., Any], str]] = []
+        """Each pandas UDF defined: its function and return schema."""
 
     def modules(self) -> dict[str, types.ModuleType]:
         recorder = self
@@ -36,6 +38,13 @@ class PipelineRecorder:
         functions = types.ModuleType("pyspark.sql.functions")
         functions.col = Col  # type: ignore[attr-defined]
         functions.expr = Expr  # type: ignore[attr-defined]
+        functions.from_json = lambda *args: Call("from_json", args)  # type: ignore[attr-defined]
+
+        def pandas_udf(function: Callable[..., Any], schema: str) -> Callable[..., Call]:
+            recorder.udfs.append((function, schema))
+            return lambda *columns: Call("pandas_udf", (schema, *columns))
+
+        functions.pandas_udf = pandas_udf  # type: ignore[attr-defined]
         sql.functions = functions  # type: ignore[attr-defined]
         sql.DataFrame = object  # type: ignore[attr-defined]
         session = types.SimpleNamespace(
@@ -65,6 +74,19 @@ class Expr:
         self.name: str | None = None
 
     def alias(self, name: str) -> Expr:
+        self.name = name
+        return self
+
+
+class Call:
+    """A call of a Spark function (``from_json``, a UDF), recorded with its arguments."""
+
+    def __init__(self, function: str, args: tuple[Any, ...]) -> None:
+        self.function = function
+        self.args = args
+        self.name: str | None = None
+
+    def alias(self, name: str) -> Call:
         self.name = name
         return self
 

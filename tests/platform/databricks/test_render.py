@@ -5,31 +5,31 @@ Regenerate the golden files with ``UPDATE_GOLDEN=1 pytest tests/platform/databri
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import sys
-import tomllib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
+import pandas as pd
 import pytest
-import yaml
-from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from convex_cdc.cli import cli
 from convex_cdc.core.errors import ConfigError
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType as C
-from convex_cdc.platform.databricks.bronze import BronzeSink
+from convex_cdc.core.type_mapping import json_text
 from convex_cdc.platform.databricks.render import RenderOptions, render
 from convex_cdc.platform.databricks.table_spec import TableSpec
-from convex_cdc.platform.databricks.warehouse import Warehouse
-from tests.platform.databricks.change_batches import SOURCE, batch, doc
+from tests.platform.databricks.change_batches import URL
 from tests.platform.databricks.fake_pyspark import PipelineRecorder
 
 GOLDEN = Path(__file__).parent / "golden"
-REPO = Path(__file__).parents[3]
 
 SPECS = [
     TableSpec(
@@ -48,8 +48,14 @@ SPECS = [
     TableSpec(TableKey("waitlist/ratelimiter", "limits"), {"count": C.INT64, "window": C.FLOAT64}),
 ]
 NAMES = ["messages", "users", "waitlist__ratelimiter__limits"]
+BRONZE = RenderOptions(
+    warehouse="s3://lake/convex",
+    convex_url=URL,
+    project_dir="../convex-cdc",
+)
+"""The bronze change feed with every value its bundle needs (see test_bundle.py)."""
 CASES = {
-    "bronze_scd1": RenderOptions(),
+    "bronze_scd1": BRONZE,
     "s3_export_scd2": RenderOptions(
         source="s3-export",
         scd_type=2,
@@ -57,31 +63,6 @@ CASES = {
         raw_change_log="s3://exports/convex/raw_change_log",
     ),
 }
-
-# Field names of the bundle schema (databricks-bundles 1.22.1 models, see
-# docs/delta-lake-notes.md §6); deprecated ones must never appear.
-TOP_FIELDS = {"bundle", "include", "variables", "targets", "resources", "artifacts", "workspace"}
-PIPELINE_FIELDS = {
-    "name", "catalog", "schema", "serverless", "root_path", "libraries", "configuration",
-    "environment", "channel", "edition", "photon", "clusters", "event_log", "notifications",
-    "permissions", "tags", "budget_policy_id", "storage",
-}  # fmt: skip
-JOB_FIELDS = {
-    "name", "max_concurrent_runs", "schedule", "trigger", "tasks", "environments",
-    "timeout_seconds", "queue", "parameters", "tags", "email_notifications", "permissions",
-}  # fmt: skip
-TASK_FIELDS = {
-    "task_key", "depends_on", "python_wheel_task", "spark_python_task", "pipeline_task",
-    "environment_key", "timeout_seconds",
-}  # fmt: skip
-NESTED_FIELDS = {
-    "python_wheel_task": {"package_name", "entry_point", "parameters", "named_parameters"},
-    "pipeline_task": {"pipeline_id", "full_refresh"},
-    "schedule": {"quartz_cron_expression", "timezone_id", "pause_status"},
-    "spec": {"environment_version", "dependencies"},
-    "glob": {"include"},
-}
-DEPRECATED = {"target", "continuous", "development", "client"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -137,21 +118,47 @@ def test_sql_pipeline_declares_one_auto_cdc_flow_per_table(case: str) -> None:
     assert tables == NAMES
     views = re.findall(r"CREATE TEMPORARY VIEW `([^`]+)` AS", sql)
     assert views == [f"{name}__changes" for name in NAMES]
-    assert sql.count("WHERE _batch >= ${convex.first_batch};") == 3
+    assert sql.count("  WHERE _batch >= ${convex.first_batch}\n);") == 3
     has_tombstones = "pipelines.cdc.tombstoneGCThresholdInSeconds" in sql
     assert has_tombstones == (options.scd_type == 1)
 
 
-def test_sql_source_view_projects_every_typed_column_and_never_nulls_only_fields() -> None:
-    sql = render(SPECS, RenderOptions())["src/silver_sql/convex_silver.sql"]
+def test_sql_source_view_reads_every_typed_column_from_two_parses_without_json_paths() -> None:
+    sql = render(SPECS, BRONZE)["src/silver_sql/convex_silver.sql"]
     messages = sql.split("CREATE TEMPORARY VIEW `messages__changes` AS", 1)[1].split(";", 1)[0]
 
     aliases = re.findall(r" AS `([^`]+)`,?\n", messages)
     assert aliases == ["_creationTime", "attachment", "author", "likes", "meta", "pinned", "score"]
-    assert "CAST(get_json_object(document, '$[\"likes\"]') AS BIGINT)" in messages
-    assert 'unbase64(get_json_object(document, \'$["attachment"]["$bytes"]\'))' in messages
-    assert "'AAAAAAAA8H8=' THEN CAST('Infinity' AS DOUBLE)" in messages
+    assert messages.startswith(
+        "\nSELECT\n  _id,\n  typed.`_creationTime` AS `_creationTime`,\n  _ts,"
+    )
+    # One typed parse and one VARIANT parse per row, whatever the number of columns.
+    assert messages.count("from_json(") == 2
+    assert (
+        "'`_creationTime` DOUBLE, `attachment` STRUCT<`$bytes`: BINARY>, `author` STRING, "
+        "`likes` BIGINT, `meta` STRING, `pinned` BOOLEAN, `score` DOUBLE',\n"
+        "      map('allowNonNumericNumbers', 'false')\n    ) AS typed" in messages
+    )
+    assert (
+        "from_json(document, '`author` VARIANT, `likes` VARIANT, `meta` VARIANT, "
+        "`score` VARIANT') AS kinds" in messages
+    )
+    assert "neverSet" not in sql
+    for unwanted in ("get_json_object", "parse_json", "$[", "CAST(typed"):
+        assert unwanted not in sql
     assert "FROM STREAM(${convex.bronze_catalog}.${convex.bronze_schema}.`messages`)" in messages
+
+
+def test_only_the_python_source_reads_convex_tables_and_both_headers_say_so() -> None:
+    files = render(SPECS, BRONZE)
+    sql = files["src/silver_sql/convex_silver.sql"]
+    python = files["src/silver_python/convex_silver.py"]
+
+    assert "--   convex.tables" not in sql
+    assert "-- Tables: exactly the 3 rendered below. convex.tables is not read here" in sql
+    assert "    convex.tables             comma-separated Convex tables" in python
+    assert 'spark.conf.get("convex.tables", "")' in python
+    assert "The SQL source differs here: it builds exactly its rendered tables." in python
 
 
 def test_s3_export_sources_read_the_published_raw_change_log() -> None:
@@ -185,7 +192,7 @@ def run_python_pipeline() -> Iterator[Callable[[str, dict[str, str]], PipelineRe
 def test_python_pipeline_defines_a_flow_per_table_each_with_its_own_source(
     run_python_pipeline: Callable[[str, dict[str, str]], PipelineRecorder],
 ) -> None:
-    source = render(SPECS, RenderOptions(language="python"))["src/silver_python/convex_silver.py"]
+    source = render(SPECS, replace(BRONZE, language="python"))["src/silver_python/convex_silver.py"]
     conf = {"convex.bronze_catalog": "main", "convex.bronze_schema": "bronze"}
 
     recorder = run_python_pipeline(source, conf)
@@ -210,8 +217,22 @@ def test_python_pipeline_defines_a_flow_per_table_each_with_its_own_source(
         ("table", ("`main`.`bronze`.`users`",)),
         ("where", ((">=", "_batch", 0),)),
     )
-    selected = [c.name for c in reads["users__changes"][-1][1][3:]]
-    assert selected == ["_creationTime", "age", "name"]
+    (_, parsed), (_, selected) = reads["users__changes"][3:]
+    assert parsed[:4] == ("_id", "_ts", "_deleted", "document")
+    assert [(c.function, c.args[1], c.name) for c in parsed[4:]] == [
+        ("from_json", "`_creationTime` DOUBLE, `age` BIGINT, `name` STRING", "typed"),
+        ("from_json", "`age` VARIANT, `name` VARIANT", "kinds"),
+    ]
+    assert [c.name for c in selected[:-1]] == ["_id", "_creationTime", "_ts", "age", "name"]
+    assert selected[-1] == "_deleted"
+    # Only a table with JSON columns runs the pandas UDF that cuts their text out.
+    messages = reads["messages__changes"][3][1]
+    assert [(c.function, c.name) for c in messages[4:]] == [
+        ("from_json", "typed"),
+        ("from_json", "kinds"),
+        ("pandas_udf", "json_text"),
+    ]
+    assert [schema for _, schema in recorder.udfs] == ["`meta` STRING"]
 
 
 def test_python_pipeline_builds_the_configured_tables_untyped_if_unknown(
@@ -226,79 +247,56 @@ def test_python_pipeline_builds_the_configured_tables_untyped_if_unknown(
     assert {f["stored_as_scd_type"] for f in recorder.flows} == {2}
     orders = recorder.views["shop__orders__changes"]().steps
     assert ("load", ("s3://x/raw/shop.orders/",)) in orders
-    assert [c.name for c in orders[-1][1][3:]] == ["_creationTime", "document"]
+    assert [c.name for c in orders[-1][1][:-1]] == ["_id", "_creationTime", "_ts", "document"]
 
 
-def yaml_files(case: str) -> dict[str, Any]:
-    return {
-        name: yaml.safe_load(content)
-        for name, content in render(SPECS, CASES[case]).items()
-        if name.endswith(".yml")
-    }
+EXPORT_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+    | st.binary(max_size=6).map(lambda raw: {"$bytes": base64.b64encode(raw).decode()}),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=10,
+)
+JSON_FIELDS = ["a", "meta", "zz"]
+FIELD_NAMES = st.sampled_from([*JSON_FIELDS, "A", "_creationTime", "_id", "b", "m", "z", "zzz"])
 
 
-def walk(node: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield key, value
-            yield from walk(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from walk(item)
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_bundle_yaml_parses_and_names_only_current_fields(case: str) -> None:
-    files = yaml_files(case)
-    bundle = files["databricks.yml"]
-    assert set(bundle) <= TOP_FIELDS
-    pipelines = [
-        p for f in files.values() for p in f.get("resources", {}).get("pipelines", {}).values()
+def test_the_python_json_texts_udf_cuts_out_exactly_stagings_json_text(
+    run_python_pipeline: Callable[[str, dict[str, str]], PipelineRecorder],
+) -> None:
+    spec = TableSpec(TableKey("", "docs"), dict.fromkeys(JSON_FIELDS, C.JSON))
+    source = render([spec], replace(BRONZE, language="python"))[
+        "src/silver_python/convex_silver.py"
     ]
-    jobs = [j for f in files.values() for j in f.get("resources", {}).get("jobs", {}).values()]
-    assert len(pipelines) == 1 and len(jobs) == 1
-    pipeline, job = pipelines[0], jobs[0]
-    assert set(pipeline) <= PIPELINE_FIELDS
-    assert set(job) <= JOB_FIELDS
-    assert all(set(task) <= TASK_FIELDS for task in job["tasks"])
-    for key, value in walk([f.get("resources", {}) for f in files.values()]):
-        assert key not in DEPRECATED, f"deprecated bundle field {key!r}"
-        if key in NESTED_FIELDS:
-            assert set(value) <= NESTED_FIELDS[key], key
-    assert not DEPRECATED & {key for key, _ in walk(bundle["targets"])}
-    assert pipeline["serverless"] is True
-    assert (pipeline["catalog"], pipeline["schema"]) == ("${var.catalog}", "${var.silver_schema}")
-    assert (
-        pipeline["configuration"]["convex.tables"] == "messages,users,waitlist/ratelimiter/limits"
+    recorder = run_python_pipeline(
+        source, {"convex.bronze_catalog": "c", "convex.bronze_schema": "s"}
     )
-    assert job["max_concurrent_runs"] == 1
-    assert job["schedule"]["quartz_cron_expression"] == "${var.schedule}"
-    assert (
-        job["tasks"][-1]["pipeline_task"]["pipeline_id"]
-        == "${resources.pipelines.convex_cdc_silver.id}"
-    )
+    ((texts, schema),) = recorder.udfs
+    assert schema == "`a` STRING, `meta` STRING, `zz` STRING"
 
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.none() | st.dictionaries(FIELD_NAMES, EXPORT_JSON_VALUES), max_size=4))
+    def cuts_out_each_fields_text(documents: list[dict[str, Any] | None]) -> None:
+        canonical = [
+            None if d is None else orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode()
+            for d in documents
+        ]
+        frame = texts(pd.Series(canonical, dtype=object))
+        want = [
+            {f: None if d is None or d.get(f) is None else json_text(d[f]) for f in JSON_FIELDS}
+            for d in documents
+        ]
+        assert list(frame.columns) == JSON_FIELDS
+        assert frame.to_dict("records") == want
 
-def test_the_extractor_job_runs_the_wheel_entry_point_without_secrets_in_parameters() -> None:
-    job = yaml_files("bronze_scd1")["resources/convex_cdc_extract.job.yml"]
-    job = job["resources"]["jobs"]["convex_cdc_extract"]
-    extract, silver = job["tasks"]
-
-    wheel = extract["python_wheel_task"]
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert wheel["package_name"] == "convex_cdc"
-    assert scripts[wheel["entry_point"]] == "convex_cdc.cli:databricks_extract"
-    assert "--secret-scope" in wheel["parameters"]
-    assert not any("key" in p.lower() and p != "--secret-scope" for p in wheel["parameters"])
-    assert silver["depends_on"] == [{"task_key": "extract"}]
-    assert job["environments"][0]["spec"]["environment_version"]
-    assert extract["environment_key"] == job["environments"][0]["environment_key"]
+    cuts_out_each_fields_text()
 
 
 def test_bronze_external_tables_register_every_table_by_location() -> None:
-    sql = render(SPECS, RenderOptions(warehouse="s3://lake/convex"))[
-        "sql/bronze_external_tables.sql"
-    ]
+    sql = render(SPECS, BRONZE)["sql/bronze_external_tables.sql"]
 
     assert (
         "CREATE TABLE IF NOT EXISTS `main`.`convex_bronze`.`waitlist__ratelimiter__limits`\n"
@@ -311,21 +309,4 @@ def test_bronze_external_tables_register_every_table_by_location() -> None:
 def test_tables_whose_databricks_names_collide_are_refused() -> None:
     specs = [TableSpec(TableKey("", "Users")), TableSpec(TableKey("", "users"))]
     with pytest.raises(ConfigError, match="would both be named"):
-        render(specs, RenderOptions())
-
-
-def test_render_command_reads_the_spec_from_the_warehouse(
-    warehouse: Warehouse, tmp_path: Path
-) -> None:
-    BronzeSink(warehouse, SOURCE).write(batch(1, [doc("messages", "m1", 10, text="hi", n=1)]))
-    out = tmp_path / "bundle"
-
-    result = CliRunner().invoke(
-        cli, ["databricks", "render", "--out", str(out), "--warehouse", warehouse.root]
-    )
-
-    assert result.exit_code == 0, result.output
-    sql = (out / "src/silver_sql/convex_silver.sql").read_text()
-    assert re.findall(r" AS `([^`]+)`,?\n", sql) == ["_creationTime", "n", "text"]
-    assert (out / "databricks.yml").exists()
-    assert "databricks bundle deploy" in result.output
+        render(specs, BRONZE)

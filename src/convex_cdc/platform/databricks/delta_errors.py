@@ -31,6 +31,7 @@ import pyarrow as pa
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from convex_cdc.core.errors import ConvexCdcError, StateError, TargetError, redact
+from convex_cdc.core.secrets import redact_secrets
 
 _LIMIT: Final = 300
 _STORAGE_FAILURES: Final = (
@@ -70,7 +71,7 @@ def delta_reason(exc: BaseException) -> str:
     """The first line of a delta-rs/pyarrow error, whitespace collapsed, credentials
     removed, cut short (delta-rs appends a backtrace on the following lines)."""
     text = " ".join(str(exc).split("\n", 1)[0].split()) or type(exc).__name__
-    text = redact(text, *(os.environ.get(name) for name in _SECRET_VARIABLES))
+    text = redact_secrets(redact(text, *(os.environ.get(name) for name in _SECRET_VARIABLES)))
     return text if len(text) <= _LIMIT else text[:_LIMIT] + "…"
 
 

@@ -19,6 +19,7 @@ from typing import Final
 from convex_cdc.core.checkpoint import SourceIdentity
 from convex_cdc.core.errors import ConfigError
 from convex_cdc.core.orchestrator import SyncObserver, SyncOptions, SyncReport, run_sync
+from convex_cdc.core.secrets import register_secret
 from convex_cdc.core.source import Source
 from convex_cdc.platform.databricks.bronze import BronzeSink
 from convex_cdc.platform.databricks.control_table import DeltaCheckpointStore
@@ -32,8 +33,11 @@ SECRET_KEYS: Final = {
     "deploy-key": None,  # → the variable named by --deploy-key-env
     "aws-access-key-id": "AWS_ACCESS_KEY_ID",
     "aws-secret-access-key": "AWS_SECRET_ACCESS_KEY",
+    "aws-session-token": "AWS_SESSION_TOKEN",
 }
-"""Keys read from ``--secret-scope`` (missing ones are skipped) → environment variables."""
+"""Keys read from ``--secret-scope`` (missing ones are skipped) → environment variables.
+Static S3 keys are the fallback for compute without a service credential; a session token
+is passed on when the scope holds temporary keys."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,8 @@ def load_secret_scope(
             log.debug("secret scope %s has no %s", scope, key)
             continue
         name = variable or deploy_key_env
+        if variable != "AWS_ACCESS_KEY_ID":  # the key id names an identity, not a secret
+            register_secret(value)
         env[name] = value
         done.append(name)
     return done

@@ -2,7 +2,7 @@
 
 Output (paths relative to ``--out``)::
 
-    databricks.yml                              the bundle: variables, targets
+    databricks.yml                              the bundle: wheel artifact, variables, dev/prod
     resources/convex_cdc_extract.job.yml        extractor (wheel) → silver pipeline, scheduled
       (or resources/convex_cdc_refresh.job.yml  for --source s3-export: pipeline only)
     resources/convex_cdc_silver.pipeline.yml    serverless pipeline, catalog/schema, config
@@ -18,6 +18,7 @@ placeholders, so SQL's own ``${convex.*}`` pipeline-configuration references pas
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ from convex_cdc import __version__
 from convex_cdc.core.errors import ConfigError
 from convex_cdc.platform.databricks.spark_projection import (
     EXCEPT_COLUMNS,
+    KINDS,
+    TYPED,
+    TYPED_OPTIONS,
+    JsonText,
+    Projection,
     check_unique_names,
     projection,
     quote,
@@ -36,6 +42,7 @@ from convex_cdc.platform.databricks.spark_projection import (
     string_literal,
 )
 from convex_cdc.platform.databricks.table_spec import TableSpec
+from convex_cdc.platform.databricks.wheel_project import WHEEL_EXTRA
 
 ChangeFeed = Literal["bronze", "s3-export"]
 """Where the silver pipeline reads change events (a Convex source is something else)."""
@@ -50,7 +57,13 @@ _GENERATED: Final = (
 
 @dataclass(frozen=True, slots=True)
 class RenderOptions:
-    """What to render, and the defaults written into the bundle variables."""
+    """What to render, and the values written into the bundle.
+
+    The deployment-specific values have no defaults: a bundle that deploys a made-up
+    bucket or deployment fails far from its cause, so :func:`render` refuses to render
+    without the ones its change feed needs (``warehouse``, ``convex_url`` and
+    ``project_dir`` for ``bronze``; ``raw_change_log`` for ``s3-export``).
+    """
 
     source: ChangeFeed = "bronze"
     """``bronze``: the extractor's bronze tables; ``s3-export``: the S3/export target's
@@ -59,13 +72,19 @@ class RenderOptions:
     language: Language = "sql"
     """Which pipeline source the bundle's pipeline includes."""
     catalog: str = "main"
+    """Catalog of the bronze tables and of both targets' silver schemas."""
     bronze_schema: str = "convex_bronze"
     silver_schema: str = "convex_silver"
-    warehouse: str = "s3://my-bucket/convex"
-    """Where the extractor writes (bronze source)."""
-    raw_change_log: str = "s3://my-bucket/convex-export/raw_change_log"
+    """The prod target's silver schema; dev gets ``<silver_schema>_<developer>``."""
+    warehouse: str | None = None
+    """Where Databricks reaches the warehouse the extractor writes (bronze source)."""
+    convex_url: str | None = None
+    """The deployment the extractor replicates (bronze source)."""
+    project_dir: str | None = None
+    """The convex-cdc source checkout, relative to the bundle root, that the bundle's
+    artifact builds the extractor's wheel from (bronze source)."""
+    raw_change_log: str | None = None
     """Where the S3/export target publishes its raw change log (s3-export source)."""
-    convex_url: str = "https://my-deployment.convex.cloud"
     bundle_name: str = "convex_cdc"
     tombstone_seconds: int = DEFAULT_TOMBSTONE_SECONDS
 
@@ -74,7 +93,8 @@ def render(specs: Sequence[TableSpec], options: RenderOptions) -> dict[str, str]
     """Every rendered file, relative path → content.
 
     Raises:
-        ConfigError: no tables, or two tables whose Databricks names collide.
+        ConfigError: no tables, two tables whose Databricks names collide, or a value the
+            change feed needs is missing (the message names the ``render`` flag).
     """
     if not specs:
         raise ConfigError(
@@ -83,12 +103,11 @@ def render(specs: Sequence[TableSpec], options: RenderOptions) -> dict[str, str]
         )
     chosen = sorted(specs, key=lambda s: s.key)
     check_unique_names(chosen, suffixes=("__changes", "__auto_cdc"))
+    _require_deployment_values(options)
     job = "extract" if options.source == "bronze" else "refresh"
     files = {
         "databricks.yml": _databricks_yml(options, job),
-        f"resources/convex_cdc_{job}.job.yml": _fill(
-            _template(f"bundle/job_{job}.yml"), generated=_generated()
-        ),
+        f"resources/convex_cdc_{job}.job.yml": _job_yml(options, job),
         "resources/convex_cdc_silver.pipeline.yml": _pipeline_yml(chosen, options),
         "src/silver_sql/convex_silver.sql": _silver_sql(chosen, options),
         "src/silver_python/convex_silver.py": _silver_python(chosen, options),
@@ -111,25 +130,99 @@ def write_rendered(files: Mapping[str, str], out: Path) -> list[Path]:
 
 # --- bundle -----------------------------------------------------------------------------
 
+MINIMUM_CLI_VERSION: Final = "1.13.0"
+"""The first Databricks CLI that uploads a local wheel given with pip extras
+(``dist/*.whl[extra]``) in a job environment's ``dependencies``."""
+_WHEEL_BUILD_DIR: Final = "dist"
+"""Where the artifact's build command (``pip wheel --wheel-dir dist``) puts the wheel,
+relative to the checkout."""
+
+_FLAGS: Final = {
+    "warehouse": (
+        "--warehouse-location",
+        "s3://bucket/prefix, the warehouse as Databricks reaches it",
+    ),
+    "convex_url": ("--url", "https://<deployment>.convex.cloud, the deployment to replicate"),
+    "project_dir": (
+        "--project-dir",
+        "DIR, the convex-cdc checkout the bundle builds the extractor's wheel from",
+    ),
+    "raw_change_log": (
+        "--raw-change-log",
+        "s3://bucket/prefix/raw_change_log, the S3/export target's publish",
+    ),
+}
+"""Each deployment-specific option, the ``render`` flag that gives it and what it is."""
+_NEEDED: Final[Mapping[ChangeFeed, tuple[str, ...]]] = {
+    "bronze": ("warehouse", "convex_url", "project_dir"),
+    "s3-export": ("raw_change_log",),
+}
+
+
+def _require_deployment_values(options: RenderOptions) -> None:
+    """Refuse to render a bundle that would deploy a made-up location or deployment."""
+    for field in _NEEDED[options.source]:
+        _required(options, field)
+
+
+def _required(options: RenderOptions, field: str) -> str:
+    value = getattr(options, field)
+    if not value:
+        flag, meaning = _FLAGS[field]
+        raise ConfigError(
+            f"{flag} is required to render the {options.source} bundle",
+            hint=f"pass {flag} {meaning}",
+        )
+    return str(value)
+
 
 def _databricks_yml(options: RenderOptions, job: str) -> str:
+    bronze = options.source == "bronze"
     variables = _fill(
         _template(f"bundle/variables_{options.source.replace('-', '_')}.yml"),
-        bronze_schema=options.bronze_schema,
-        warehouse=options.warehouse,
-        convex_url=options.convex_url,
-        version=__version__,
-        raw_change_log=options.raw_change_log,
+        **(
+            {
+                "bronze_catalog": _yaml_str(options.catalog),
+                "bronze_schema": _yaml_str(options.bronze_schema),
+                "warehouse": _yaml_str(_required(options, "warehouse").rstrip("/")),
+                "convex_url": _yaml_str(_required(options, "convex_url")),
+            }
+            if bronze
+            else {"raw_change_log": _yaml_str(_required(options, "raw_change_log"))}
+        ),
     )
+    requirements = artifacts = ""
+    if bronze:
+        requirements = _fill(
+            _template("bundle/bundle_bronze.yml"), minimum_cli_version=MINIMUM_CLI_VERSION
+        )
+        artifacts = _fill(
+            _template("bundle/artifacts_bronze.yml"),
+            project_dir=_yaml_str(_required(options, "project_dir")),
+        )
     return _fill(
         _template("bundle/databricks.yml"),
         generated=_generated(),
         job_kind=job,
         bundle_name=options.bundle_name,
-        catalog=options.catalog,
-        silver_schema=options.silver_schema,
+        bundle_requirements=requirements,
+        artifacts=artifacts,
+        silver_catalog=_yaml_str(options.catalog),
+        prod_silver_schema=_yaml_str(options.silver_schema),
+        dev_silver_schema=_yaml_str(
+            f"{options.silver_schema}_${{workspace.current_user.short_name}}"
+        ),
         source_variables=variables,
     )
+
+
+def _job_yml(options: RenderOptions, job: str) -> str:
+    if options.source != "bronze":
+        return _fill(_template(f"bundle/job_{job}.yml"), generated=_generated())
+    # Relative to resources/, where the job is defined; the CLI resolves it from there.
+    checkout = posixpath.normpath(posixpath.join("..", _required(options, "project_dir")))
+    wheel = f"{checkout}/{_WHEEL_BUILD_DIR}/*.whl[{WHEEL_EXTRA}]"
+    return _fill(_template(f"bundle/job_{job}.yml"), generated=_generated(), wheel=wheel)
 
 
 def _configuration(specs: Sequence[TableSpec], options: RenderOptions) -> list[tuple[str, str]]:
@@ -141,12 +234,16 @@ def _configuration(specs: Sequence[TableSpec], options: RenderOptions) -> list[t
     ]
     if options.source == "bronze":
         return [
-            ("convex.bronze_catalog", "${var.catalog}"),
+            ("convex.bronze_catalog", "${var.bronze_catalog}"),
             ("convex.bronze_schema", "${var.bronze_schema}"),
-            ("convex.bronze_location", "${var.warehouse}/bronze"),
             *common,
         ]
     return [("convex.raw_change_log", "${var.raw_change_log}"), *common]
+
+
+def _yaml_str(text: str) -> str:
+    """``text`` as a YAML scalar that reads back as the same string (JSON is YAML)."""
+    return json.dumps(text)
 
 
 def _pipeline_yml(specs: Sequence[TableSpec], options: RenderOptions) -> str:
@@ -166,17 +263,68 @@ _CONFIG_HELP: Final = {
     "convex.bronze_catalog": "catalog of the bronze external tables",
     "convex.bronze_schema": "schema of the bronze external tables",
     "convex.raw_change_log": "s3://.../raw_change_log of the S3/export publish",
-    "convex.tables": "comma-separated Convex tables (component/table) to build (Python)",
+    "convex.tables": "comma-separated Convex tables (component/table) to build",
     "convex.first_batch": "first _batch of the current snapshot walk (default 0)",
     "convex.tombstone_seconds": "how long deleted keys are kept as tombstones (SCD type 1)",
 }
 
+_TYPED_COLUMNS_HELP: Final = """\
+Typed columns come from the convex-cdc table spec (the same spec `apply-silver` uses).
+{parses}
+`typed` = from_json with each field as its column's Spark type (a value of another JSON
+kind is NULL in that field only); `kinds` = from_json with VARIANT fields, whose
+schema_of_variant names a value's JSON kind. Per column type:
+  string   the JSON string; a value of any other kind -> NULL
+  int64    the JSON integer (exact above 2^53) or a {{"$integer": base64}} tag
+  float64  the JSON number (-0.0, subnormals exact); a JSON integer -> NULL;
+           {{"$float": base64}} tags -> +/-Infinity, any other payload -> NaN
+           (Spark stores every NaN as the canonical one)
+  bool     true / false
+  binary   the base64-decoded {{"$bytes": ...}} tag
+  json     {json_text}
+A value that does not fit its column (the field widened after this render) is NULL,
+never an error. The extractor records the widening in the table spec before the value
+lands in bronze; rendering again changes the column to JSON text, which needs a full
+refresh of this pipeline. A new field gets a column at the next render; documents
+changed before that render fill it only at their next change or a full refresh.
+After `extract --resnapshot` set convex.first_batch to the batch it prints and run a
+full refresh."""
 
-def _configuration_help(options: RenderOptions, prefix: str) -> str:
+_PARSES_HELP: Final[Mapping[JsonText, str]] = {
+    "spark": "Each view parses `document` twice per row, whatever the number of columns:",
+    "document": (
+        "Each view parses `document` twice per row, whatever the number of columns (and\n"
+        "the json_texts pandas UDF scans it once more when the table has JSON columns):"
+    ),
+}
+_JSON_TEXT_HELP: Final[Mapping[JsonText, str]] = {
+    "spark": (
+        "the value's JSON text as Spark writes it: the same JSON value as staging's\n"
+        "           text, not the same bytes (Spark formats numbers its own way,\n"
+        "           5e-324 -> 4.9E-324, 1e+20 -> 1.0E20, and escapes control characters\n"
+        "           in upper case); the Python source keeps the exact text"
+    ),
+    "document": (
+        "the field's own text in the document, byte for byte staging's JSON text\n"
+        "           (cut out of the document by the json_texts pandas UDF)"
+    ),
+}
+
+
+def _typed_columns_help(json_text: JsonText, prefix: str) -> str:
+    text = _TYPED_COLUMNS_HELP.format(
+        parses=_PARSES_HELP[json_text], json_text=_JSON_TEXT_HELP[json_text]
+    )
+    return "\n".join((prefix + line).rstrip() for line in text.splitlines())
+
+
+def _configuration_help(options: RenderOptions, prefix: str, *, tables: bool) -> str:
     keys = ["convex.bronze_catalog", "convex.bronze_schema"]
     if options.source == "s3-export":
         keys = ["convex.raw_change_log"]
-    keys += ["convex.tables", "convex.first_batch", "convex.tombstone_seconds"]
+    if tables:
+        keys.append("convex.tables")
+    keys += ["convex.first_batch", "convex.tombstone_seconds"]
     width = max(len(k) for k in keys)
     return "\n".join(f"{prefix}{k.ljust(width)}  {_CONFIG_HELP[k]}" for k in keys)
 
@@ -197,6 +345,35 @@ def _sql_source(spec: TableSpec, options: RenderOptions) -> str:
     )
 
 
+def _sql_projection(reading: Projection) -> str:
+    """The source view's silver columns, one per line (a long expression over several)."""
+    columns = []
+    for column in reading.columns:
+        *head, last = column.lines
+        alias = "" if last == column.name else f" AS {quote(column.name)}"
+        columns.append("\n".join([f"  {line}" for line in head] + [f"  {last}{alias}"]))
+    return ",\n".join(columns)
+
+
+def _sql_parsed(reading: Projection) -> str:
+    """The inner SELECT's parsed documents: ``typed``, ``kinds`` and ``document`` if kept."""
+    options = ", ".join(
+        f"{string_literal(key)}, {string_literal(value)}" for key, value in TYPED_OPTIONS.items()
+    )
+    parsed = [
+        "    from_json(\n"
+        "      document,\n"
+        f"      {string_literal(reading.typed_schema)},\n"
+        f"      map({options})\n"
+        f"    ) AS {TYPED}"
+    ]
+    if reading.kinds_schema:
+        parsed.append(f"    from_json(document, {string_literal(reading.kinds_schema)}) AS {KINDS}")
+    if reading.keeps_document:
+        parsed.append("    document")
+    return ",\n".join(parsed)
+
+
 def _silver_sql(specs: Sequence[TableSpec], options: RenderOptions) -> str:
     parts = [
         _fill(
@@ -204,7 +381,9 @@ def _silver_sql(specs: Sequence[TableSpec], options: RenderOptions) -> str:
             generated=_generated(),
             scd_type=str(options.scd_type),
             source_description=_source_description(options),
-            configuration_help=_configuration_help(options, "--   "),
+            configuration_help=_configuration_help(options, "--   ", tables=False),
+            table_count=str(len(specs)),
+            typed_columns_help=_typed_columns_help("spark", "-- "),
         )
     ]
     properties = ""
@@ -215,7 +394,7 @@ def _silver_sql(specs: Sequence[TableSpec], options: RenderOptions) -> str:
         )
     for spec in specs:
         name = sql_name(spec.key)
-        columns = ",\n".join(f"  {expr} AS {quote(col)}" for col, expr in projection(spec))
+        reading = projection(spec, json_text="spark")
         parts.append(
             _fill(
                 _template("sql/silver_table.sql"),
@@ -223,7 +402,8 @@ def _silver_sql(specs: Sequence[TableSpec], options: RenderOptions) -> str:
                 table=spec.key.table,
                 component_description=_component(spec),
                 view=quote(f"{name}__changes"),
-                projection=columns,
+                projection=_sql_projection(reading),
+                parsed=_sql_parsed(reading),
                 source=_sql_source(spec, options),
                 target=quote(name),
                 comment=string_literal(_comment(spec, options)),
@@ -236,29 +416,40 @@ def _silver_sql(specs: Sequence[TableSpec], options: RenderOptions) -> str:
     return "".join(parts)
 
 
+def _python_table(reading: Projection, indent: str) -> str:
+    """The body of one ``TABLES`` entry (or ``UNTYPED``): schemas, JSON fields, columns."""
+    columns = "".join(
+        f"{indent}        ({_py_str(column.name)}, {_py_str(column.expression)}),\n"
+        for column in reading.columns
+    )
+    return (
+        f'{indent}    "typed": {_py_str(reading.typed_schema)},\n'
+        f'{indent}    "kinds": {_py_str(reading.kinds_schema)},\n'
+        f'{indent}    "json": {json.dumps(list(reading.json_fields))},\n'
+        f'{indent}    "columns": [\n{columns}{indent}    ],\n'
+    )
+
+
 def _silver_python(specs: Sequence[TableSpec], options: RenderOptions) -> str:
-    entries = []
-    for spec in specs:
-        columns = "".join(
-            f"            ({_py_str(col)}, {_py_str(expr)}),\n" for col, expr in projection(spec)
-        )
-        entries.append(
-            f"    {_py_str(spec.key.qualified)}: {{\n"
-            f'        "name": {_py_str(sql_name(spec.key))},\n'
-            f'        "columns": [\n{columns}        ],\n'
-            "    },\n"
-        )
-    tables = "{\n" + "".join(entries) + "}"
-    untyped = TableSpec(specs[0].key, keep_document=True)
+    entries = [
+        f"    {_py_str(spec.key.qualified)}: {{\n"
+        f'        "name": {_py_str(sql_name(spec.key))},\n'
+        + _python_table(projection(spec, json_text="document"), "    ")
+        + "    },\n"
+        for spec in specs
+    ]
+    untyped = projection(TableSpec(specs[0].key, keep_document=True), json_text="document")
     source = _template(f"python/source_{options.source.replace('-', '_')}.py.tmpl").rstrip("\n")
     return _fill(
         _template("python/silver_pipeline.py.tmpl"),
         generated=_generated(),
         scd_type=str(options.scd_type),
         source_description=_source_description(options),
-        configuration_help=_configuration_help(options, "    "),
-        tables=tables,
-        creation_time_expression=_py_str(projection(untyped)[0][1]),
+        configuration_help=_configuration_help(options, "    ", tables=True),
+        typed_columns_help=_typed_columns_help("document", ""),
+        tables="{\n" + "".join(entries) + "}",
+        untyped="{\n" + _python_table(untyped, "") + "}",
+        typed_options=json.dumps(TYPED_OPTIONS),
         source_function=source,
         except_columns=json.dumps(list(EXCEPT_COLUMNS)),
     )
@@ -266,7 +457,7 @@ def _silver_python(specs: Sequence[TableSpec], options: RenderOptions) -> str:
 
 def _bronze_external_tables(specs: Sequence[TableSpec], options: RenderOptions) -> str:
     schema = f"{quote(options.catalog)}.{quote(options.bronze_schema)}"
-    root = options.warehouse.rstrip("/")
+    root = _required(options, "warehouse").rstrip("/")
     parts = [
         _fill(
             _template("sql/bronze_external_tables_header.sql"),

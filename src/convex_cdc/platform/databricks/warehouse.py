@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlparse
@@ -32,8 +32,11 @@ from urllib.parse import urlparse
 from convex_cdc.core import names
 from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.core.names import TableKey
+from convex_cdc.platform.databricks.credentials import CredentialSource
 
 CONTROL_DIR: Final = "_convex_cdc"
+
+_CREDENTIAL_OPTIONS: Final = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 # Environment variable → delta-rs (object_store) storage option, for s3:// warehouses.
 _AWS_ENV: Final[Mapping[str, str]] = {
@@ -51,11 +54,14 @@ class Warehouse:
     """A warehouse root plus the options delta-rs needs to open tables under it.
 
     ``storage_options`` may hold credentials, so it is left out of ``repr``; never log it.
+    ``credentials``, when set, supplies temporary S3 credentials that are asked for again
+    each time a table is opened (they rotate; see :mod:`.credentials`).
     """
 
     root: str
     """An absolute local path, or ``s3://bucket/prefix`` without a trailing slash."""
     storage_options: Mapping[str, str] = field(default_factory=dict, repr=False)
+    credentials: CredentialSource | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_uri(
@@ -96,8 +102,22 @@ class Warehouse:
         return not self.root.startswith("s3://")
 
     def options(self) -> dict[str, str]:
-        """A fresh copy of the storage options, as delta-rs wants them."""
-        return dict(self.storage_options)
+        """A fresh copy of the storage options, as delta-rs wants them, with the current
+        temporary credentials when a credential source is set (they win over static keys).
+
+        Raises:
+            TargetError: the credential source cannot supply credentials.
+        """
+        options = dict(self.storage_options)
+        if self.credentials is not None:
+            for name in _CREDENTIAL_OPTIONS:
+                options.pop(name, None)
+            options.update(self.credentials.storage_options())
+        return options
+
+    def with_credentials(self, source: CredentialSource) -> Warehouse:
+        """This warehouse, with S3 credentials from ``source`` instead of static keys."""
+        return replace(self, credentials=source)
 
     def join(self, *parts: str) -> str:
         """``root/part/...`` (parts are trusted, already-validated names)."""

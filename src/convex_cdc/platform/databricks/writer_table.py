@@ -7,11 +7,12 @@ in between, the append through the stale object fails with ``CommitFailedError``
 conflict checker sees the other commit), and the caller drops the object and checks again
 on a fresh one (docs/delta-lake-notes.md §1).
 
-The object is replaced by a freshly opened one every :data:`REOPEN_AFTER_COMMITS`
-commits: delta-rs replays the log tail an object has accumulated on every commit, so a
-long-lived object gets slower with each one (measured locally: 400 appends through one
-object went from ~9 ms to ~28 ms each), while a fresh one starts from the latest
-checkpoint.
+The object is also replaced when the warehouse's temporary S3 credentials have rotated
+(delta-rs keeps the credentials a table was opened with), and every
+:data:`REOPEN_AFTER_COMMITS` commits: delta-rs replays the log tail an object has
+accumulated on every commit, so a long-lived object gets slower with each one (measured
+locally: 400 appends through one object went from ~9 ms to ~28 ms each), while a fresh
+one starts from the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class WriterTable:
         self._create = create
         self._table: DeltaTable | None = None
         self._commits = 0
+        self._opened_with: dict[str, str] | None = None
 
     def get(self, *, create: bool = False) -> DeltaTable | None:
         """The table to check and write through (``None``: it does not exist).
@@ -58,8 +60,10 @@ class WriterTable:
             TargetError, StateError: the table cannot be opened or created (see
                 :mod:`.delta_errors`).
         """
-        if self._table is not None and self._commits < REOPEN_AFTER_COMMITS:
+        fresh_enough = self._table is not None and self._commits < REOPEN_AFTER_COMMITS
+        if fresh_enough and (self.warehouse.credentials is None or self._credentials_current()):
             return self._table
+        self._opened_with = self.warehouse.options() if self.warehouse.credentials else None
         self._table = open_table(self.location, self.warehouse)
         if self._table is None and create:
             state = self.warehouse.holds_state(self.location)
@@ -67,6 +71,10 @@ class WriterTable:
                 self._table = self._create()
         self._commits = 0
         return self._table
+
+    def _credentials_current(self) -> bool:
+        """Whether the kept object was opened with the credentials in force now."""
+        return self._opened_with == self.warehouse.options()
 
     def committed(self) -> None:
         """Record a commit made through the object :meth:`get` returned."""

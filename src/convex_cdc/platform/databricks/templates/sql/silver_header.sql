@@ -7,7 +7,8 @@
 -- Pipeline configuration used here:
 {{configuration_help}}
 --
--- Typed columns come from the convex-cdc table spec (the same spec `apply-silver` uses);
--- re-render after new fields appear. A field that widened to JSON text changes a
--- column's type: re-render, then run a full refresh of this pipeline. After
--- `extract --resnapshot` set convex.first_batch to the batch it prints and run a full refresh.
+-- Tables: exactly the {{table_count}} rendered below. convex.tables is not read here (SQL cannot
+-- declare tables conditionally); the Python source builds the tables it lists. To build
+-- other tables with this file, render again with --tables.
+--
+{{typed_columns_help}}

@@ -2,12 +2,17 @@
 -- {{qualified}}: Convex table `{{table}}` of {{component_description}}
 CREATE TEMPORARY VIEW {{view}} AS
 SELECT
-  _id,
-  _ts,
-  _deleted,
-{{projection}}
-FROM {{source}}
-WHERE _batch >= ${convex.first_batch};
+{{projection}},
+  _deleted
+FROM (
+  SELECT
+    _id,
+    _ts,
+    _deleted,
+{{parsed}}
+  FROM {{source}}
+  WHERE _batch >= ${convex.first_batch}
+);
 
 CREATE OR REFRESH STREAMING TABLE {{target}}
   COMMENT {{comment}}{{table_properties}};
