@@ -51,6 +51,18 @@ def test_a_config_file_becomes_the_default_of_every_command(tmp_path: Path) -> N
     assert defaults["databricks"]["extract"]["warehouse"] == "s3://bucket/delta"
 
 
+def test_the_databricks_source_name_reaches_every_databricks_command(tmp_path: Path) -> None:
+    text = GOOD.replace("[databricks]\n", '[databricks]\nsource = "prod_app"\n')
+    databricks = command_defaults(load_config(_write(tmp_path, text)))["databricks"]
+
+    for command in ("extract", "apply-silver", "render"):
+        assert databricks[command]["source_name"] == "prod_app", command
+        assert databricks[command]["warehouse"] == "s3://bucket/delta", command
+    # Without a source name, apply-silver and render derive it from the deployment URL.
+    assert databricks["apply-silver"]["url"] == "https://happy-animal-123.convex.cloud"
+    assert databricks["render"]["convex_url"] == "https://happy-animal-123.convex.cloud"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -59,6 +71,7 @@ def test_a_config_file_becomes_the_default_of_every_command(tmp_path: Path) -> N
         ('dset = "./lake"', "unknown setting 'dset'"),
         ('[selection]\ninclude = "messages"', "must be a list of strings"),
         ("url = [", "not valid TOML"),
+        ("[databricks]\nsource = 1", "databricks.source must be a string"),
     ],
 )
 def test_secrets_typos_and_bad_values_are_refused(tmp_path: Path, text: str, expected: str) -> None:

@@ -28,6 +28,7 @@ from convex_cdc.core.errors import StateError
 from convex_cdc.platform.databricks.control_table import read_control_state
 from convex_cdc.platform.databricks.delta_read import open_table, read_table
 from convex_cdc.platform.databricks.silver import apply_silver, read_silver
+from convex_cdc.platform.databricks.source_name import source_name_from_url
 from convex_cdc.platform.databricks.table_spec import TableSpecStore
 from convex_cdc.platform.databricks.warehouse import Warehouse
 from tests.e2e.kill_loop import Phase, ProgressSignal, files_in, kill_after_progress
@@ -54,7 +55,7 @@ _TABLE_DIR = re.compile(r"[^.].*")
 
 def _progress_signals(warehouse: Warehouse) -> list[ProgressSignal]:
     """The commits of one batch, in order: bronze appends, then the control-table append."""
-    bronze = Path(warehouse.root) / "bronze"
+    bronze = Path(warehouse.location) / "bronze"
     control_log = Path(warehouse.checkpoints) / "_delta_log"
 
     def bronze_commits() -> list[str]:
@@ -104,7 +105,9 @@ def test_extract_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path:
         "--stall-seconds", "0.2",
     )  # fmt: skip
     control = httpx.Client(base_url=url, headers={"Authorization": f"Convex {key}"}, timeout=60)
-    warehouse = Warehouse.from_uri(str(tmp_path / "warehouse"))
+    warehouse = Warehouse.from_uri(
+        str(tmp_path / "warehouse"), source_name=source_name_from_url(url)
+    )
     env = {**os.environ, "CONVEX_URL": url, "CONVEX_DEPLOY_KEY": key}
     try:
         kills = kill_after_progress(

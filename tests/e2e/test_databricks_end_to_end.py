@@ -22,6 +22,7 @@ from convex_cdc.cli import cli
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.delta_read import open_table, read_table
 from convex_cdc.platform.databricks.silver import read_silver
+from convex_cdc.platform.databricks.source_name import source_name_from_url
 from convex_cdc.platform.databricks.table_spec import TableSpecStore
 from convex_cdc.platform.databricks.warehouse import Warehouse
 from tests.e2e.lake_truth import assert_tables_equal_truth
@@ -124,7 +125,9 @@ def test_local_warehouse_silver_equals_the_devserver(
     uri = str(tmp_path / "warehouse")
     server = devserver_factory(seed="demo", docs=3000, snapshot_page_size=250, workload_seed=3)
 
-    figures = scenario(server, uri, {}, Warehouse.from_uri(uri), transactions=400)
+    warehouse = Warehouse.from_uri(uri, source_name=source_name_from_url(server.url))
+
+    figures = scenario(server, uri, {}, warehouse, transactions=400)
 
     print(f"local: {figures}")  # measured figures, shown with -s
 
@@ -140,9 +143,12 @@ def test_s3_warehouse_silver_equals_the_devserver(
         seed="demo", docs=1500, snapshot_page_size=500, deltas_row_limit=400, workload_seed=4
     )
 
-    figures = scenario(server, uri, env, Warehouse.from_uri(uri, env=env), transactions=200)
+    name = source_name_from_url(server.url)
+    warehouse = Warehouse.from_uri(uri, source_name=name, env=env)
 
-    assert DeltaTable(f"{uri}/_convex_cdc/checkpoints", storage_options=env).version() >= 0
+    figures = scenario(server, uri, env, warehouse, transactions=200)
+
+    assert DeltaTable(f"{uri}/{name}/_convex_cdc/checkpoints", storage_options=env).version() >= 0
     print(f"s3: {figures}")  # measured figures, shown with -s
 
 
@@ -156,7 +162,7 @@ def test_a_selection_narrows_what_extract_lands_in_bronze(
 
     run(["extract", "--warehouse", uri, "--exclude", "channels", "--exclude", "users.email"], env)
 
-    warehouse = Warehouse.from_uri(uri)
+    warehouse = Warehouse.from_uri(uri, source_name=source_name_from_url(server.url))
     specs = TableSpecStore(warehouse).load()
     assert TableKey("", "channels") not in specs
     assert TableKey("", "users") in specs and TableKey("waitlist", "users") in specs

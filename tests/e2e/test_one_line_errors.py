@@ -24,7 +24,7 @@ from convex_cdc.platform.databricks.bronze import BronzeSink
 from convex_cdc.platform.databricks.control_table import DeltaCheckpointStore
 from convex_cdc.platform.databricks.silver import apply_silver
 from convex_cdc.platform.databricks.warehouse import Warehouse
-from tests.platform.databricks.change_batches import SOURCE, batch, doc
+from tests.platform.databricks.change_batches import SOURCE, SOURCE_NAME, batch, doc
 
 KEY = "prod:target-errors|" + "ab" * 32
 
@@ -58,7 +58,7 @@ def _damage_delta_log(table: Path) -> None:
 @pytest.fixture
 def warehouse(tmp_path: Path) -> Warehouse:
     """A warehouse with bronze, silver, a control table and a spec log."""
-    target = Warehouse.from_uri(str(tmp_path / "warehouse"))
+    target = Warehouse.from_uri(str(tmp_path / "warehouse"), source_name=SOURCE_NAME)
     landed = batch(1, [doc("messages", "a", 10, text="hi"), doc("messages", "b", 11, text="yo")])
     BronzeSink(target, SOURCE).write(landed)
     DeltaCheckpointStore(target, SOURCE).save(landed.checkpoint)
@@ -78,9 +78,11 @@ def warehouse(tmp_path: Path) -> Warehouse:
 def test_apply_silver_on_a_damaged_delta_log_prints_one_line(
     warehouse: Warehouse, damaged: str, exit_code: int, names: str
 ) -> None:
-    _damage_delta_log(Path(warehouse.root) / damaged)
+    _damage_delta_log(Path(warehouse.location) / damaged)
 
-    result = _convex_cdc("databricks", "apply-silver", "--warehouse", warehouse.root)
+    result = _convex_cdc(
+        "databricks", "apply-silver", "--warehouse", warehouse.root, "--source", SOURCE_NAME
+    )
 
     assert result.returncode == exit_code, result.stderr
     line = _one_error_line(result)
@@ -89,9 +91,11 @@ def test_apply_silver_on_a_damaged_delta_log_prints_one_line(
 
 
 def test_the_cause_of_a_target_error_is_logged_with_vv(warehouse: Warehouse) -> None:
-    _damage_delta_log(Path(warehouse.root) / "bronze/messages")
+    _damage_delta_log(Path(warehouse.location) / "bronze/messages")
 
-    result = _convex_cdc("-vv", "databricks", "apply-silver", "--warehouse", warehouse.root)
+    result = _convex_cdc(
+        "-vv", "databricks", "apply-silver", "--warehouse", warehouse.root, "--source", SOURCE_NAME
+    )
 
     assert result.returncode == 7
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -100,13 +104,15 @@ def test_the_cause_of_a_target_error_is_logged_with_vv(warehouse: Warehouse) -> 
 
 
 def test_extract_on_a_damaged_control_table_is_a_state_error(warehouse: Warehouse) -> None:
-    _damage_delta_log(Path(warehouse.root) / "_convex_cdc/checkpoints")
+    _damage_delta_log(Path(warehouse.location) / "_convex_cdc/checkpoints")
 
     result = _convex_cdc(
         "databricks",
         "extract",
         "--warehouse",
         warehouse.root,
+        "--source",
+        SOURCE_NAME,
         "--url",
         "http://127.0.0.1:9",  # never contacted: the checkpoint is read first
         env={"CONVEX_DEPLOY_KEY": KEY},
@@ -124,7 +130,7 @@ def test_render_into_a_file_prints_one_line(warehouse: Warehouse, tmp_path: Path
 
     result = _convex_cdc(
         "databricks", "render", "--warehouse", warehouse.root, "--out", str(blocker / "out"),
-        "--warehouse-location", "s3://lake/convex",
+        "--source", SOURCE_NAME, "--warehouse-location", "s3://lake/convex",
     )  # fmt: skip
 
     assert result.returncode == 7, result.stderr

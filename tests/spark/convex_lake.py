@@ -28,6 +28,7 @@ from convex_cdc.cli import cli
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.delta_read import open_table, read_table
 from convex_cdc.platform.databricks.silver import read_silver
+from convex_cdc.platform.databricks.source_name import SourceName, source_name_from_url
 from convex_cdc.platform.databricks.spark_projection import sql_name
 from convex_cdc.platform.databricks.table_spec import TableSpec, TableSpecStore
 from convex_cdc.platform.databricks.warehouse import Warehouse
@@ -78,8 +79,13 @@ class ConvexLake:
         return self.root / "warehouse"
 
     @property
+    def source_name(self) -> SourceName:
+        """The deployment's source name in the warehouse (derived from its URL)."""
+        return source_name_from_url(self.server.url)
+
+    @property
     def warehouse(self) -> Warehouse:
-        return Warehouse.from_uri(str(self.warehouse_dir))
+        return Warehouse.from_uri(str(self.warehouse_dir), source_name=self.source_name)
 
     @property
     def raw_change_log(self) -> Path:
@@ -95,7 +101,10 @@ class ConvexLake:
             convex_cdc("materialize", "--dest", dest, env=self.env)
             published = str(self.root / "published")
             convex_cdc("publish", "--dest", dest, "--to", published, "--include-raw", env=self.env)
-        convex_cdc("databricks", "apply-silver", "--warehouse", str(self.warehouse_dir), env={})
+        convex_cdc(
+            "databricks", "apply-silver", "--warehouse", str(self.warehouse_dir),
+            "--source", self.source_name, env={},
+        )  # fmt: skip
 
     def specs(self) -> dict[TableKey, TableSpec]:
         """The warehouse's table specs (the typed columns silver has)."""
@@ -113,7 +122,7 @@ class ConvexLake:
     def truth(self) -> list[dict[str, Any]]:
         return self.server.truth()
 
-    def render(self, out: Path, *, source: str, scd_type: int, language: Language) -> Path:
+    def render(self, out: Path, *, feed: str, scd_type: int, language: Language) -> Path:
         """``convex-cdc databricks render`` of the warehouse's spec into ``out``.
 
         Deployment values are passed for the flags this version of ``render`` declares.
@@ -125,8 +134,8 @@ class ConvexLake:
             str(self.warehouse_dir),
             "--out",
             str(out),
-            "--source",
-            source,
+            "--feed",
+            feed,
             "--scd-type",
             str(scd_type),
             "--language",

@@ -38,12 +38,12 @@ class Configuration:
     """Which rendered pipeline to run."""
 
     language: Language
-    source: ChangeFeed
+    feed: ChangeFeed
     scd_type: Literal[1, 2]
 
     @property
     def name(self) -> str:
-        return f"{self.language}-scd{self.scd_type}-{self.source}"
+        return f"{self.language}-scd{self.scd_type}-{self.feed}"
 
 
 class SilverPipeline:
@@ -65,7 +65,7 @@ class SilverPipeline:
         suffix = f"{configuration.name.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
         self.project = PipelineProject(root / "project", f"silver_{suffix}", configuration.language)
         self.feed: BronzeFeed | None = None
-        if configuration.source == "bronze":
+        if configuration.feed == "bronze":
             self.feed = BronzeFeed(lake.warehouse, root / "bronze", f"bronze_{suffix}")
         self.runs: list[PipelineRun] = []
 
@@ -95,7 +95,7 @@ class SilverPipeline:
         config = self.configuration
         rendered = self.lake.render(
             self.root / f"render-{len(self.runs)}",
-            source=config.source,
+            feed=config.feed,
             scd_type=config.scd_type,
             language=config.language,
         )

@@ -43,9 +43,9 @@ from tests.spark.spark_harness import TEST_CATALOG, ConnectServer, SilverReader,
 pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("spark"), pytest.mark.timeout(1200)]
 
 EVERY_CONFIGURATION = [
-    Configuration(language, source, scd_type)
+    Configuration(language, feed, scd_type)
     for language in ("python", "sql")
-    for source in ("bronze", "s3-export")
+    for feed in ("bronze", "s3-export")
     for scd_type in (1, 2)
 ]
 EVERY_PAIR = [
@@ -129,7 +129,7 @@ def test_the_rendered_pipeline_builds_silver_equal_to_the_devserver_and_apply_si
     spark: SilverReader,
     tmp_path: Path,
 ) -> None:
-    lake = convex_lake(export=configuration.source == "s3-export", **WORKLOAD)
+    lake = convex_lake(export=configuration.feed == "s3-export", **WORKLOAD)
     lake.replicate()  # the snapshot
     lake.server.workload(FIRST_TRANSACTIONS)
     lake.replicate()

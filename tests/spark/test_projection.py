@@ -40,7 +40,9 @@ from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType as C
 from convex_cdc.core.type_mapping import values_column_type, widen
-from convex_cdc.platform.databricks.render import RenderOptions, render
+from convex_cdc.platform.databricks.render import render
+from convex_cdc.platform.databricks.render_options import RenderOptions
+from convex_cdc.platform.databricks.source_name import SourceName
 from convex_cdc.platform.databricks.spark_projection import sql_name
 from convex_cdc.platform.databricks.table_spec import TableSpec
 
@@ -267,7 +269,10 @@ def spark() -> Iterator[SparkSession]:
 def rendered(specs: Sequence[TableSpec]) -> dict[str, str]:
     """Both pipeline sources (the change feed only decides the FROM, which is replaced)."""
     return render(
-        specs, RenderOptions(source="s3-export", raw_change_log="s3://lake/raw_change_log")
+        specs,
+        RenderOptions(
+            SourceName("app"), feed="s3-export", raw_change_log="s3://lake/raw_change_log"
+        ),
     )
 
 

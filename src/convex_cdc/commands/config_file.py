@@ -18,6 +18,7 @@ Example (``convex-cdc.toml``)::
 
     [databricks]
     warehouse = "s3://analytics/convex-delta"
+    source = "prod_app"                      # the deployment's name in the warehouse
 
 Flags given on the command line win over the file. Keys the file does not know are
 refused (a typo should not silently do nothing), and so is anything that looks like a
@@ -37,7 +38,7 @@ _TOP_LEVEL: Final = {"url", "dest", "deploy_key_env", "selection", "publish", "d
 _SECTIONS: Final[Mapping[str, frozenset[str]]] = {
     "selection": frozenset({"include", "exclude"}),
     "publish": frozenset({"to", "endpoint_url", "keep", "include_raw"}),
-    "databricks": frozenset({"warehouse", "endpoint_url"}),
+    "databricks": frozenset({"warehouse", "endpoint_url", "source"}),
 }
 _SECRET_HINTS: Final = ("key", "secret", "token", "password")
 
@@ -66,6 +67,10 @@ def command_defaults(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     select = {k: tuple(selection[k]) for k in ("include", "exclude") if k in selection}
     publish = dict(config.get("publish", {}))
     databricks = dict(config.get("databricks", {}))
+    if "source" in databricks:  # the flag is --source, its parameter source_name
+        databricks["source_name"] = databricks.pop("source")
+    url = {"url": config["url"]} if "url" in config else {}
+    convex_url = {"convex_url": config["url"]} if "url" in config else {}
     sync = {**source, **dest, **select}
     return {
         "sync": sync,
@@ -76,10 +81,9 @@ def command_defaults(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         "verify": {**source, **dest, **select},
         "databricks": {
             "extract": {**source, **select, **databricks},
-            "apply-silver": {
-                k: v for k, v in databricks.items() if k in {"warehouse", "endpoint_url"}
-            },
-            "render": {k: v for k, v in databricks.items() if k == "warehouse"},
+            # apply-silver reads --url only to derive the source name; render's is convex_url.
+            "apply-silver": {**url, **databricks},
+            "render": {**convex_url, **databricks},
         },
     }
 
@@ -101,6 +105,9 @@ def _validate(data: Mapping[str, Any], path: Path) -> None:
             patterns = data.get(section, {}).get(name, [])
             if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
                 raise ConfigError(f"{path}: {section}.{name} must be a list of strings")
+    for name, value in data.get("databricks", {}).items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: databricks.{name} must be a string")
 
 
 def _unknown(path: Path, key: str) -> ConfigError:

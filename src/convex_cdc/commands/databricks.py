@@ -3,22 +3,30 @@
 ``extract`` lands a deployment in bronze (and is what the bundle's job runs),
 ``apply-silver`` builds silver current-state tables locally with AUTO CDC SCD1
 semantics, ``render`` writes the Lakeflow pipeline sources and the bundle.
+
+A warehouse holds one or more deployments, each under its source name (``--source``,
+by default derived from the deployment URL; see
+:mod:`convex_cdc.platform.databricks.source_name`). Every command works on one source.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import click
 
-from convex_cdc.commands.connection import connect, source_options
+from convex_cdc.commands.connection import URL_ENV, connect, source_options
 from convex_cdc.commands.options import batch_rows_option, selection_options
 from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.core.selection import Selection
 
+if TYPE_CHECKING:
+    from convex_cdc.platform.databricks.warehouse import Warehouse
+
 _WAREHOUSE_ENV = "CONVEX_CDC_WAREHOUSE"
+_SOURCE_ENV = "CONVEX_CDC_SOURCE"
 
 
 _WAREHOUSE_HELP = f"Warehouse: a local directory or s3://bucket/prefix [env: {_WAREHOUSE_ENV}]."
@@ -27,6 +35,18 @@ _warehouse_required = click.option(
 )
 _warehouse_optional = click.option(
     "--warehouse", envvar=_WAREHOUSE_ENV, metavar="URI", help=_WAREHOUSE_HELP
+)
+
+
+_source_option = click.option(
+    "--source",
+    "source_name",
+    envvar=_SOURCE_ENV,
+    metavar="NAME",
+    help="The deployment's name in the warehouse (its directory <warehouse>/NAME/, and part "
+    "of every rendered schema, job and pipeline name): lowercase letters, digits and _, "
+    "starting with a letter. Default: derived from the deployment URL "
+    f"(https://happy-animal-123.convex.cloud → happy_animal_123) [env: {_SOURCE_ENV}].",
 )
 
 
@@ -45,6 +65,7 @@ def databricks() -> None:
 
 @databricks.command()
 @_warehouse_required
+@_source_option
 @source_options
 @_endpoint_option
 @click.option("--resnapshot", is_flag=True, help="Start a new snapshot (truncate-and-reload).")
@@ -68,6 +89,7 @@ def databricks() -> None:
 def extract(
     *,
     warehouse: str,
+    source_name: str | None,
     url: str | None,
     deploy_key_env: str,
     endpoint_url: str | None,
@@ -82,8 +104,10 @@ def extract(
     """Land the deployment in bronze CDC Delta tables (one per Convex table).
 
     Each batch is one Delta commit per table, tagged with an application transaction,
-    so a replay after a crash writes nothing twice. The checkpoint goes to the control
-    table (<warehouse>/_convex_cdc/checkpoints) after the batch is committed.
+    so a replay after a crash writes nothing twice. The checkpoint goes to the source's
+    control table (<warehouse>/<source>/_convex_cdc/checkpoints) after the batch is
+    committed. Extractors of different sources can share a warehouse and run at the same
+    time; a second extractor of the same source exits with 75.
     """
     from convex_cdc.commands.progress import SyncProgress
     from convex_cdc.core.orchestrator import SyncOptions
@@ -91,18 +115,11 @@ def extract(
     from convex_cdc.platform.databricks.credentials import ServiceCredential
     from convex_cdc.platform.databricks.extractor import extract as run_extract
     from convex_cdc.platform.databricks.extractor import load_secret_scope
+    from convex_cdc.platform.databricks.source_name import resolve_source_name
     from convex_cdc.platform.databricks.warehouse import Warehouse
 
     if secret_scope:
         load_secret_scope(secret_scope, deploy_key_env=deploy_key_env)
-    target = Warehouse.from_uri(warehouse, endpoint_url=endpoint_url)
-    if service_credential:
-        if target.is_local:
-            raise ConfigError(
-                "--service-credential gives S3 credentials, but the warehouse is a local directory",
-                hint="pass --warehouse s3://bucket/prefix, or drop --service-credential",
-            )
-        target = target.with_credentials(ServiceCredential.from_databricks(service_credential))
     selection = Selection.from_patterns(include=include, exclude=exclude)
     options = SyncOptions(
         selection=None if selection.is_everything else selection,
@@ -110,12 +127,24 @@ def extract(
         follow=follow,
         batch_rows=batch_rows,
     )
-    with connect(url, deploy_key_env) as source, SyncProgress("extract") as progress:
-        result = run_extract(source, target, options, observer=progress)
+    with connect(url, deploy_key_env) as source:
+        name = resolve_source_name(source_name, source.deployment_url, command="databricks extract")
+        target = Warehouse.from_uri(warehouse, source_name=name, endpoint_url=endpoint_url)
+        if service_credential:
+            if target.is_local:
+                raise ConfigError(
+                    "--service-credential gives S3 credentials, but the warehouse is a local "
+                    "directory",
+                    hint="pass --warehouse s3://bucket/prefix, or drop --service-credential",
+                )
+            target = target.with_credentials(ServiceCredential.from_databricks(service_credential))
+        with SyncProgress("extract") as progress:
+            result = run_extract(source, target, options, observer=progress)
     report = result.sync
     rate = report.events / report.elapsed_seconds if report.elapsed_seconds > 0 else 0.0
     click.echo(
-        f"extract: {report.events:,} change events ({report.deletes:,} deletes) in "
+        f"extract: source {target.source_name}: {report.events:,} change events "
+        f"({report.deletes:,} deletes) in "
         f"{report.snapshot_pages + report.delta_pages:,} pages, {result.bronze_commits:,} "
         f"bronze commits, {report.elapsed_seconds:.1f}s ({rate:,.0f} events/s)"
     )
@@ -137,18 +166,33 @@ def extract(
 
 @databricks.command("apply-silver")
 @_warehouse_required
+@_source_option
+@click.option(
+    "--url",
+    envvar=URL_ENV,
+    metavar="URL",
+    help="The deployment whose silver to build, to derive --source from (nothing is fetched "
+    f"from it) [env: {URL_ENV}].",
+)
 @_endpoint_option
-def apply_silver(*, warehouse: str, endpoint_url: str | None) -> None:
-    """Build silver/<table> current-state tables from bronze (AUTO CDC SCD type 1).
+def apply_silver(
+    *, warehouse: str, source_name: str | None, url: str | None, endpoint_url: str | None
+) -> None:
+    """Build <source>/silver/<table> current-state tables from bronze (AUTO CDC SCD type 1).
 
     Keys _id, sequence _ts, deletes where _deleted; late and replayed events are
     ignored. Incremental: only bronze batches not applied yet are read.
     """
+    from convex_cdc.platform.databricks.control_table import read_control_state
     from convex_cdc.platform.databricks.silver import TableApply
     from convex_cdc.platform.databricks.silver import apply_silver as run_apply
+    from convex_cdc.platform.databricks.source_name import resolve_source_name
     from convex_cdc.platform.databricks.warehouse import Warehouse
 
-    target = Warehouse.from_uri(warehouse, endpoint_url=endpoint_url)
+    name = resolve_source_name(source_name, url, command="databricks apply-silver")
+    target = Warehouse.from_uri(warehouse, source_name=name, endpoint_url=endpoint_url)
+    if read_control_state(target) is None:
+        raise _no_such_source(target)
 
     def show(table: TableApply) -> None:
         if table.skipped:
@@ -164,7 +208,8 @@ def apply_silver(*, warehouse: str, endpoint_url: str | None) -> None:
     report = run_apply(target, on_table=show)
     rate = report.rows_read / report.elapsed_seconds if report.elapsed_seconds > 0 else 0.0
     click.echo(
-        f"apply-silver: {len(report.tables)} tables, {report.rows_read:,} bronze rows in "
+        f"apply-silver: source {target.source_name}: {len(report.tables)} tables, "
+        f"{report.rows_read:,} bronze rows in "
         f"{report.elapsed_seconds:.1f}s ({rate:,.0f} rows/s)"
     )
     if not report.snapshot_complete:
@@ -186,13 +231,14 @@ def apply_silver(*, warehouse: str, endpoint_url: str | None) -> None:
     help="Render these tables (untyped: silver keeps the document JSON) instead of, or as "
     "a subset of, the warehouse's table spec.",
 )
+@_source_option
 @click.option(
-    "--source",
+    "--feed",
     type=click.Choice(["bronze", "s3-export"]),
     default="bronze",
     show_default=True,
-    help="Read the extractor's bronze tables, or the S3/export target's published raw "
-    "change log (Auto Loader).",
+    help="The change feed the pipeline reads: the extractor's bronze tables, or the "
+    "S3/export target's published raw change log (Auto Loader).",
 )
 @click.option("--scd-type", type=click.Choice(["1", "2"]), default="1", show_default=True)
 @click.option(
@@ -208,12 +254,17 @@ def apply_silver(*, warehouse: str, endpoint_url: str | None) -> None:
     show_default=True,
     help="Catalog of the bronze tables and of the silver schemas.",
 )
-@click.option("--bronze-schema", default="convex_bronze", show_default=True)
+@click.option(
+    "--bronze-schema",
+    metavar="SCHEMA",
+    help="Where the source's bronze tables are registered (one source per schema). "
+    "Default: convex_<source>_bronze.",
+)
 @click.option(
     "--silver-schema",
-    default="convex_silver",
-    show_default=True,
-    help="The prod target's silver schema; dev uses <this>_<developer short name>.",
+    metavar="SCHEMA",
+    help="The prod target's silver schema; dev uses <this>_<developer short name>. "
+    "Default: convex_<source>_silver.",
 )
 @click.option(
     "--warehouse-location",
@@ -226,9 +277,11 @@ def apply_silver(*, warehouse: str, endpoint_url: str | None) -> None:
 @click.option(
     "--url",
     "convex_url",
+    envvar=URL_ENV,
     metavar="URL",
-    help="The deployment the extractor job replicates. Default: the one the --warehouse "
-    "checkpoint belongs to.",
+    help="The deployment the extractor job replicates (and, without --source, what the "
+    "source name is derived from). Default: the one the source's checkpoint in --warehouse "
+    f"belongs to [env: {URL_ENV}].",
 )
 @click.option(
     "--project-dir",
@@ -240,8 +293,7 @@ def apply_silver(*, warehouse: str, endpoint_url: str | None) -> None:
 @click.option(
     "--raw-change-log",
     metavar="URI",
-    help="With --source s3-export: the published raw change log "
-    "(s3://bucket/prefix/raw_change_log).",
+    help="With --feed s3-export: the published raw change log (s3://bucket/prefix/raw_change_log).",
 )
 def render(
     *,
@@ -249,12 +301,13 @@ def render(
     warehouse: str | None,
     endpoint_url: str | None,
     tables: str | None,
-    source: str,
+    source_name: str | None,
+    feed: str,
     scd_type: str,
     language: str,
     catalog: str,
-    bronze_schema: str,
-    silver_schema: str,
+    bronze_schema: str | None,
+    silver_schema: str | None,
     warehouse_location: str | None,
     convex_url: str | None,
     project_dir: Path | None,
@@ -262,38 +315,44 @@ def render(
 ) -> None:
     """Render the Lakeflow AUTO CDC pipeline (SQL and Python) and the bundle.
 
-    Typed columns come from the table spec the extractor keeps in --warehouse; with
-    --tables alone the silver tables carry the document JSON instead. Nothing is made
-    up: a value the bundle needs that is neither given nor found in the warehouse is a
-    usage error naming its flag.
+    The bundle serves one source of the warehouse; every schema, job and pipeline name
+    it gives Databricks carries the source name. Typed columns come from the source's
+    table spec in --warehouse; with --tables alone the silver tables carry the document
+    JSON instead. Nothing is made up: a value the bundle needs that is neither given nor
+    found in the warehouse is a usage error naming its flag.
     """
     from convex_cdc.core.checkpoint import SourceIdentity
     from convex_cdc.core.names import TableKey
     from convex_cdc.platform.databricks.control_table import read_control_state
-    from convex_cdc.platform.databricks.render import RenderOptions, write_rendered
     from convex_cdc.platform.databricks.render import render as run_render
+    from convex_cdc.platform.databricks.render import write_rendered
+    from convex_cdc.platform.databricks.render_options import RenderOptions, bundle_names
+    from convex_cdc.platform.databricks.source_name import resolve_source_name
     from convex_cdc.platform.databricks.table_spec import TableSpec, TableSpecStore
     from convex_cdc.platform.databricks.warehouse import Warehouse
     from convex_cdc.platform.databricks.wheel_project import find_checkout
 
     if warehouse is None and not tables:
         raise ConfigError("nothing to render", hint="pass --warehouse URI or --tables a,b/c")
+    name = resolve_source_name(source_name, convex_url, command="databricks render")
     known: dict[TableKey, TableSpec] = {}
     if warehouse is not None:
-        target = Warehouse.from_uri(warehouse, endpoint_url=endpoint_url)
+        target = Warehouse.from_uri(warehouse, source_name=name, endpoint_url=endpoint_url)
         known = TableSpecStore(target).load()
-        if source == "bronze":
+        state = read_control_state(target)
+        if state is None and not known and not tables:
+            raise _no_such_source(target)
+        if feed == "bronze":
             if warehouse_location is None and not target.is_local:
                 warehouse_location = target.root
-            state = read_control_state(target)
             replicated = state.checkpoint.source if state is not None else None
             if convex_url is None and replicated is not None:
                 convex_url = replicated.deployment_url
             elif convex_url and replicated and SourceIdentity.from_url(convex_url) != replicated:
                 raise ConfigError(
-                    f"--url {convex_url} is not the deployment the warehouse replicates "
+                    f"--url {convex_url} is not the deployment source {name!r} replicates "
                     f"({replicated.deployment_url}); the extractor job would refuse to run",
-                    hint="drop --url, or point --warehouse at that deployment's warehouse",
+                    hint="drop --url, or pass the --source of that deployment",
                 )
     if tables:
         keys = [TableKey.parse(t.strip()) for t in tables.split(",") if t.strip()]
@@ -302,9 +361,10 @@ def render(
         specs = list(known.values())
     for spec in specs:
         _ = spec.dir  # validates the names before they reach a template
-    checkout = find_checkout(project_dir) if source == "bronze" else None
+    checkout = find_checkout(project_dir) if feed == "bronze" else None
     options = RenderOptions(
-        source=cast(Literal["bronze", "s3-export"], source),
+        source_name=name,
+        feed=cast(Literal["bronze", "s3-export"], feed),
         scd_type=1 if scd_type == "1" else 2,
         language=cast(Literal["sql", "python"], language),
         catalog=catalog,
@@ -325,12 +385,27 @@ def render(
             f"cannot write the rendered bundle to {out}: {exc.strerror or exc}{where}",
             hint="pass an --out directory this user can create and write",
         ) from exc
-    click.echo(f"render: {len(specs)} tables, {len(written)} files → {out}")
+    names = bundle_names(options)
+    click.echo(f"render: source {name}: {len(specs)} tables, {len(written)} files → {out}")
     for path in written:
         click.echo(f"  {path.relative_to(out)}")
+    click.echo(
+        f"names: bundle {names.bundle}, job {names.job}, pipeline {names.pipeline}, "
+        f"schemas {catalog}.{names.bronze_schema} (bronze) and {catalog}.{names.silver_schema} "
+        "(prod silver)"
+    )
     if checkout is not None:
         click.echo(f"wheel: built from {checkout} by `databricks bundle deploy`")
     click.echo(f"deploy: cd {out} && databricks bundle deploy -t dev")
+
+
+def _no_such_source(target: Warehouse) -> ConfigError:
+    """The error for a source the warehouse holds nothing of (a mistyped or other name)."""
+    return ConfigError(
+        f"the warehouse {target.root} holds no source {target.source_name!r} "
+        f"(nothing at {target.location})",
+        hint="pass the --source `databricks extract` used (or its --url), or extract it first",
+    )
 
 
 def _relative_posix(path: Path, start: Path) -> str:

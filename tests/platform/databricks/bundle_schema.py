@@ -2,11 +2,11 @@
 
 The CLI (a Go binary) cannot run in the test suite, so the check is in two parts:
 
-- **Resources** (``resources.jobs``, ``resources.pipelines``) are loaded into the typed
-  models of the ``databricks-bundles`` package, which are generated from the same schema
-  as the CLI's. A misspelled or unknown field, a value outside an enum or a value of the
-  wrong type raises. A set field that the models document as ``[DEPRECATED]`` is
-  reported as well.
+- **Resources** (``resources.jobs``, ``resources.pipelines``, ``resources.dashboards``)
+  are loaded into the typed models of the ``databricks-bundles`` package, which are
+  generated from the same schema as the CLI's. A misspelled or unknown field, a value
+  outside an enum or a value of the wrong type raises. A set field that the models
+  document as ``[DEPRECATED]`` is reported as well.
 - **The rest of the configuration** (``bundle``, ``include``, ``artifacts``,
   ``variables``, ``workspace``, ``run_as``, ``targets``) has no model in that package.
   :data:`ROOT` below transcribes the field names of those objects from the CLI's bundle
@@ -33,6 +33,7 @@ from functools import cache
 from typing import Any, Final
 
 import yaml
+from databricks.bundles.dashboards import Dashboard
 from databricks.bundles.jobs import Job, JobRunAs
 from databricks.bundles.pipelines import Pipeline
 
@@ -182,7 +183,13 @@ def _deprecated_fields_set(value: Any, path: str = "") -> Iterator[str]:
             yield from _deprecated_fields_set(item, _join(path, key))
 
 
-RESOURCES: Final = obj({"jobs": map_of(model(Job)), "pipelines": map_of(model(Pipeline))})
+RESOURCES: Final = obj(
+    {
+        "dashboards": map_of(model(Dashboard)),
+        "jobs": map_of(model(Job)),
+        "pipelines": map_of(model(Pipeline)),
+    }
+)
 """The resource kinds convex-cdc renders; any other kind is reported as unknown."""
 _WORKSPACE_STRINGS: Final = [
     "account_id",

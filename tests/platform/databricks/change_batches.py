@@ -20,9 +20,12 @@ from convex_cdc.core.checkpoint import (
 )
 from convex_cdc.core.events import ChangeBatch, events_from_values
 from convex_cdc.core.type_mapping import ColumnType, to_column_value
+from convex_cdc.platform.databricks.source_name import SourceName
 
 URL = "https://test-animal-123.convex.cloud"
 SOURCE = SourceIdentity(URL)
+SOURCE_NAME = SourceName("test_animal_123")
+"""The source name ``SOURCE`` is stored under (the one derived from ``URL``)."""
 
 
 def doc(

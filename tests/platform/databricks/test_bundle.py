@@ -1,4 +1,5 @@
-"""The rendered bundle deploys: valid configuration, dev and prod apart, the wheel it builds.
+"""The rendered bundle deploys: valid configuration, dev and prod apart, the wheel it builds,
+and the bundles of two sources side by side without sharing a name.
 
 Every rendered YAML file is checked against the Databricks CLI's bundle schema offline
 (:mod:`tests.platform.databricks.bundle_schema`), and each kind of mistake that schema
@@ -10,8 +11,10 @@ naming the flag.
 from __future__ import annotations
 
 import posixpath
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,9 @@ from convex_cdc.cli import main
 from convex_cdc.core.errors import ConfigError
 from convex_cdc.platform.databricks.bronze import BronzeSink
 from convex_cdc.platform.databricks.control_table import DeltaCheckpointStore
-from convex_cdc.platform.databricks.render import RenderOptions, render
+from convex_cdc.platform.databricks.render import render
+from convex_cdc.platform.databricks.render_options import RenderOptions
+from convex_cdc.platform.databricks.source_name import SourceName
 from convex_cdc.platform.databricks.warehouse import Warehouse
 from convex_cdc.platform.databricks.wheel_project import WHEEL_EXTRA
 from tests.platform.databricks.bundle_schema import (
@@ -31,12 +36,29 @@ from tests.platform.databricks.bundle_schema import (
     target_variable,
     unassigned_variables,
 )
-from tests.platform.databricks.change_batches import SOURCE, URL, batch, checkpoint, doc
+from tests.platform.databricks.change_batches import (
+    SOURCE,
+    SOURCE_NAME,
+    URL,
+    batch,
+    checkpoint,
+    doc,
+)
 from tests.platform.databricks.test_render import BRONZE, CASES, SPECS
 
 REPO = Path(__file__).parents[3]
 JOB = "resources/convex_cdc_extract.job.yml"
 PIPELINE = "resources/convex_cdc_silver.pipeline.yml"
+JOB_KEY = "convex_cdc_test_animal_123_extract"
+PIPELINE_KEY = "convex_cdc_test_animal_123_silver"
+
+
+@pytest.fixture(autouse=True)
+def no_deployment_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``render --url`` and ``--source`` read CONVEX_URL and CONVEX_CDC_SOURCE."""
+    monkeypatch.delenv("CONVEX_URL", raising=False)
+    monkeypatch.delenv("CONVEX_CDC_SOURCE", raising=False)
+    yield
 
 
 def rendered(case: str) -> dict[str, str]:
@@ -99,7 +121,7 @@ MISTAKES = {
     ),
     "dangling resource reference": (
         JOB,
-        "${resources.pipelines.convex_cdc_silver.id}",
+        f"${{resources.pipelines.{PIPELINE_KEY}.id}}",
         "${resources.pipelines.silver.id}",
         "${resources.pipelines.silver.id} names no resource of the bundle",
     ),
@@ -124,7 +146,7 @@ def test_a_deliberately_wrong_field_is_caught(mistake: str) -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_dev_and_prod_publish_silver_to_different_schemas(case: str) -> None:
     files = rendered(case)
-    pipeline = parsed(files, PIPELINE)["resources"]["pipelines"]["convex_cdc_silver"]
+    pipeline = parsed(files, PIPELINE)["resources"]["pipelines"][PIPELINE_KEY]
     assert (pipeline["catalog"], pipeline["schema"]) == (
         "${var.silver_catalog}",
         "${var.silver_schema}",
@@ -136,9 +158,12 @@ def test_dev_and_prod_publish_silver_to_different_schemas(case: str) -> None:
             target_variable(files, target, "silver_schema"),
         )
 
-    assert silver("prod") == ("main", "convex_silver")
+    assert silver("prod") == ("main", "convex_test_animal_123_silver")
     # Each developer gets a schema of their own, so two dev deploys never collide either.
-    assert silver("dev") == ("main", "convex_silver_${workspace.current_user.short_name}")
+    assert silver("dev") == (
+        "main",
+        "convex_test_animal_123_silver_${workspace.current_user.short_name}",
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -154,9 +179,11 @@ def test_prod_runs_as_a_service_principal_from_a_fixed_root_path(case: str) -> N
         "/Workspace/Users/${var.service_principal}/.bundle/${bundle.name}/${bundle.target}"
     )
     assert prod["run_as"] == {"service_principal_name": "${var.service_principal}"}
-    # Deploying prod needs exactly the service principal; dev needs nothing.
-    assert unassigned_variables(files, "prod") == {"service_principal"}
-    assert unassigned_variables(files, "dev") == set()
+    # Deploying prod needs the service principal; dev nothing but, like prod, the SQL
+    # warehouse of the monitoring dashboard when there is one (bronze feed).
+    dashboard = {"warehouse_id"} if CASES[case].feed == "bronze" else set()
+    assert unassigned_variables(files, "prod") == {"service_principal"} | dashboard
+    assert unassigned_variables(files, "dev") == dashboard
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -168,7 +195,7 @@ def test_the_job_runs_one_at_a_time_and_then_updates_the_pipeline(case: str) -> 
     assert job["max_concurrent_runs"] == 1
     assert job["schedule"]["quartz_cron_expression"] == "${var.schedule}"
     assert job["tasks"][-1]["pipeline_task"] == {
-        "pipeline_id": "${resources.pipelines.convex_cdc_silver.id}"
+        "pipeline_id": f"${{resources.pipelines.{PIPELINE_KEY}.id}}"
     }
 
 
@@ -178,7 +205,7 @@ def test_the_job_runs_one_at_a_time_and_then_updates_the_pipeline(case: str) -> 
 def test_the_job_installs_the_wheel_the_bundle_builds_from_the_checkout() -> None:
     files = render(SPECS, BRONZE)
     bundle = parsed(files, "databricks.yml")
-    job = parsed(files, JOB)["resources"]["jobs"]["convex_cdc_extract"]
+    job = parsed(files, JOB)["resources"]["jobs"][JOB_KEY]
     (artifact,) = bundle["artifacts"].values()
     (environment,) = job["environments"]
 
@@ -206,13 +233,16 @@ def test_the_job_installs_the_wheel_the_bundle_builds_from_the_checkout() -> Non
 
 def test_the_extractor_job_takes_secrets_and_s3_credentials_by_name_only() -> None:
     """The deploy key comes from the secret scope and S3 credentials from a service
-    credential (or the scope): job parameters name them, never hold them."""
-    job = parsed(render(SPECS, BRONZE), JOB)["resources"]["jobs"]["convex_cdc_extract"]
+    credential (or the scope): job parameters name them, never hold them. The source name
+    is fixed: it is part of every name the bundle registered bronze and silver under."""
+    job = parsed(render(SPECS, BRONZE), JOB)["resources"]["jobs"][JOB_KEY]
     parameters = job["tasks"][0]["python_wheel_task"]["parameters"]
 
     assert parameters == [
         "--warehouse",
         "${var.warehouse}",
+        "--source",
+        "test_animal_123",
         "--url",
         "${var.convex_url}",
         "--secret-scope",
@@ -237,7 +267,7 @@ def test_the_s3_export_bundle_builds_no_wheel() -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_pipeline_configuration_key_is_read_by_a_pipeline_source(case: str) -> None:
     files = rendered(case)
-    pipeline = parsed(files, PIPELINE)["resources"]["pipelines"]["convex_cdc_silver"]
+    pipeline = parsed(files, PIPELINE)["resources"]["pipelines"][PIPELINE_KEY]
     sources = "".join(
         files[f"src/silver_{language}/convex_silver.{ext}"]
         for language, ext in [("sql", "sql"), ("python", "py")]
@@ -258,10 +288,10 @@ def test_every_pipeline_configuration_key_is_read_by_a_pipeline_source(case: str
 @pytest.mark.parametrize(
     ("options", "flag"),
     [
-        (RenderOptions(convex_url=URL, project_dir="."), "--warehouse-location"),
-        (RenderOptions(warehouse="s3://lake/convex", project_dir="."), "--url"),
-        (RenderOptions(warehouse="s3://lake/convex", convex_url=URL), "--project-dir"),
-        (RenderOptions(source="s3-export"), "--raw-change-log"),
+        (RenderOptions(SOURCE_NAME, convex_url=URL, project_dir="."), "--warehouse-location"),
+        (RenderOptions(SOURCE_NAME, warehouse="s3://lake/convex", project_dir="."), "--url"),
+        (RenderOptions(SOURCE_NAME, warehouse="s3://lake/convex", convex_url=URL), "--project-dir"),
+        (RenderOptions(SOURCE_NAME, feed="s3-export"), "--raw-change-log"),
     ],
 )
 def test_render_refuses_a_bundle_without_a_value_it_needs(
@@ -289,8 +319,11 @@ def error_line(capsys: pytest.CaptureFixture[str]) -> str:
     ("args", "flag"),
     [
         (["--tables", "messages", "--url", URL], "--warehouse-location"),
-        (["--tables", "messages", "--warehouse-location", "s3://lake/convex"], "--url"),
-        (["--tables", "messages", "--source", "s3-export"], "--raw-change-log"),
+        (
+            ["--tables", "messages", "--source", "app", "--warehouse-location", "s3://lake/c"],
+            "--url",
+        ),
+        (["--tables", "messages", "--source", "app", "--feed", "s3-export"], "--raw-change-log"),
     ],
 )
 def test_render_without_a_needed_flag_exits_2_naming_it(
@@ -327,8 +360,9 @@ def test_render_takes_the_deployment_from_the_warehouse_checkpoint(
     out = tmp_path / "bundle"
 
     code = run_render(
-        "--out", str(out), "--warehouse", warehouse.root, "--location", "s3://lake/convex"
-    )
+        "--out", str(out), "--warehouse", warehouse.root, "--source", SOURCE_NAME,
+        "--location", "s3://lake/convex",
+    )  # fmt: skip
 
     assert code == 0
     files = {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
@@ -346,13 +380,15 @@ def test_render_refuses_a_url_of_another_deployment_than_the_warehouse_holds(
     other = "https://other-animal-456.convex.cloud"
 
     code = run_render(
-        "--out", str(tmp_path / "b"), "--warehouse", warehouse.root,
+        "--out", str(tmp_path / "b"), "--warehouse", warehouse.root, "--source", SOURCE_NAME,
         "--tables", "messages", "--warehouse-location", "s3://lake/convex", "--url", other,
     )  # fmt: skip
 
     assert code == 2
     line = error_line(capsys)
-    assert f"--url {other} is not the deployment the warehouse replicates ({URL})" in line
+    assert (
+        f"--url {other} is not the deployment source 'test_animal_123' replicates ({URL})" in line
+    )
 
 
 def test_render_refuses_a_project_dir_that_is_not_a_convex_cdc_checkout(
@@ -379,6 +415,104 @@ def test_the_bundle_points_at_the_checkout_render_runs_from(tmp_path: Path) -> N
     bundle = yaml.safe_load((out / "databricks.yml").read_text())
     (artifact,) = bundle["artifacts"].values()
     assert (out / artifact["path"]).resolve() == REPO.resolve()
-    job = yaml.safe_load((out / JOB).read_text())["resources"]["jobs"]["convex_cdc_extract"]
+    job = yaml.safe_load((out / JOB).read_text())["resources"]["jobs"][JOB_KEY]
     (dependency,) = job["environments"][0]["spec"]["dependencies"]
     assert (out / "resources" / dependency.split("/dist/")[0]).resolve() == REPO.resolve()
+
+
+# --- several sources ---------------------------------------------------------------------
+
+
+def databricks_names(files: Mapping[str, str]) -> set[str]:
+    """Every name a rendered bundle gives Databricks, lower-cased as Unity Catalog compares
+    them: the bundle, each resource's key and name, each target's silver schema and its
+    streaming tables, the bronze schema with everything registered in it, and each storage
+    location."""
+    bundle = yaml.safe_load(files["databricks.yml"])
+    names = {f"bundle {bundle['bundle']['name']}"}
+    for name, content in files.items():
+        if name.startswith("resources/"):
+            for kind, resources in yaml.safe_load(content)["resources"].items():
+                for key, resource in resources.items():
+                    shown = resource.get("name") or resource.get("display_name") or key
+                    names |= {f"{kind} {key}", f"{kind} {shown}"}
+    tables = re.findall(
+        r"CREATE OR REFRESH STREAMING TABLE `([^`]+)`", files["src/silver_sql/convex_silver.sql"]
+    )
+    for target in ("dev", "prod"):
+        schema = "{}.{}".format(
+            target_variable(files, target, "silver_catalog"),
+            target_variable(files, target, "silver_schema"),
+        )
+        names |= {f"schema {schema}"} | {f"table {schema}.{table}" for table in tables}
+    bronze = files.get("sql/bronze_external_tables.sql", "")
+    names |= {f"schema {m}" for m in re.findall(r"CREATE SCHEMA IF NOT EXISTS (\S+);", bronze)}
+    names |= {
+        f"table {m}"
+        for m in re.findall(
+            r"^CREATE (?:TABLE IF NOT EXISTS|OR REPLACE VIEW) (\S+)", bronze, flags=re.MULTILINE
+        )
+    }
+    names |= {f"location {m}" for m in re.findall(r"LOCATION '([^']+)'", bronze)}
+    return {name.replace("`", "").lower() for name in names}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_bundles_of_two_sources_share_no_name(case: str) -> None:
+    """Two deployments, both with the same tables, rendered from one warehouse: their
+    bundles deploy side by side (no resource, schema, table or location in common)."""
+    first = render(SPECS, CASES[case])
+    second = render(SPECS, replace(CASES[case], source_name=SourceName("staging_app")))
+
+    first_names, second_names = databricks_names(first), databricks_names(second)
+
+    kinds = {name.split(" ", 1)[0] for name in first_names}
+    assert kinds >= {"bundle", "jobs", "pipelines", "schema", "table"}
+    assert first_names & second_names == set()
+    assert "schema main.convex_staging_app_silver" in second_names
+    if case == "bronze_scd1":
+        assert "table main.convex_staging_app_bronze.messages" in second_names
+        assert "table main.convex_staging_app_bronze.convex_cdc_checkpoint" in second_names
+    assert bundle_problems(second) == []
+
+
+@pytest.mark.parametrize("feed", ["bronze", "s3-export"])
+def test_render_source_naming_a_change_feed_exits_2_pointing_at_feed(
+    feed: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--source` used to be the change feed; the old spelling is refused, never misread."""
+    out = tmp_path / "bundle"
+
+    code = run_render("--out", str(out), "--tables", "messages", "--source", feed, "--url", URL)
+
+    assert code == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: --source {feed} names a change feed"), line
+    assert f"--feed {feed}" in line
+    assert not out.exists()
+
+
+def test_render_of_a_source_the_warehouse_does_not_hold_exits_2(
+    warehouse: Warehouse, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = DeltaCheckpointStore(warehouse, SOURCE)
+    store.load()
+    store.save(checkpoint(0, walk=5, snapshot=True))
+
+    code = run_render(
+        "--out", str(tmp_path / "b"), "--warehouse", warehouse.root, "--source", "mistyped",
+        "--location", "s3://lake/convex",
+    )  # fmt: skip
+
+    assert code == 2
+    assert "holds no source 'mistyped'" in error_line(capsys)
+
+
+def test_render_without_a_source_or_url_exits_2_asking_for_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_render("--out", str(tmp_path / "b"), "--tables", "messages")
+
+    assert code == 2
+    line = error_line(capsys)
+    assert "needs to know which deployment" in line and "--source NAME" in line

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +20,17 @@ from convex_cdc.platform.databricks.control_table import (
     read_control_state,
 )
 from convex_cdc.platform.databricks.delta_read import read_table
+from convex_cdc.platform.databricks.source_name import SourceName
+from convex_cdc.platform.databricks.table_spec import TableSpec, TableSpecStore
 from convex_cdc.platform.databricks.warehouse import Warehouse
-from tests.platform.databricks.change_batches import SOURCE, batch, checkpoint, doc
+from tests.platform.databricks.change_batches import (
+    SOURCE,
+    SOURCE_NAME,
+    URL,
+    batch,
+    checkpoint,
+    doc,
+)
 
 MESSAGES = TableKey("", "messages")
 USERS = TableKey("", "users")
@@ -48,7 +60,7 @@ def test_the_latest_save_wins_and_every_save_is_kept(warehouse: Warehouse) -> No
     ]
     assert rows[0]["snapshot_ts"] == 100 and rows[0]["snapshot_cursor"] == "c0"
     assert rows[1]["delta_cursor"] == 500 and rows[1]["consistent_as_of"] == 500
-    assert rows[1]["source"] == SOURCE.deployment_url
+    assert {(r["source"], r["deployment_url"]) for r in rows} == {(SOURCE_NAME, URL)}
     assert {r["walk_first_batch"] for r in rows} == {1}
 
 
@@ -123,6 +135,38 @@ def test_bronze_far_ahead_of_the_control_table_is_an_error(warehouse: Warehouse)
         DeltaCheckpointStore(warehouse, SOURCE).load()
 
 
+def test_an_extractor_that_moves_on_while_another_starts_makes_it_busy_not_lost_rows(
+    warehouse: Warehouse,
+) -> None:
+    """The second extractor reads the control table, then bronze: if the first saved two
+    more batches in between, bronze is ahead by two, which is a race, not lost rows."""
+    first = DeltaCheckpointStore(warehouse, SOURCE)
+    first.load()
+    first_sink = BronzeSink(warehouse, SOURCE)
+    landed = batch(1, [doc("messages", "m1", 10, text="a")])
+    first_sink.write(landed)
+    first.save(landed.checkpoint)
+
+    class FirstMovesOn(TableSpecStore):
+        """The spec log, read by reconciliation just before bronze: the race window."""
+
+        moved = False
+
+        def load(self) -> dict[TableKey, TableSpec]:
+            if not self.moved:
+                self.moved = True
+                for seq in (2, 3):
+                    later = batch(seq, [doc("messages", f"m{seq}", 10 * seq, text="b")])
+                    first_sink.write(later)
+                    first.save(later.checkpoint)
+            return super().load()
+
+    second = DeltaCheckpointStore(warehouse, SOURCE, specs=FirstMovesOn(warehouse))
+
+    with pytest.raises(DestinationBusy, match=r"\(save 3\) since this one read it \(save 1\)"):
+        second.load()
+
+
 def test_two_extractors_on_one_warehouse_cannot_interleave_checkpoints(
     warehouse: Warehouse,
 ) -> None:
@@ -153,13 +197,73 @@ def test_an_extractor_that_already_saved_still_notices_another_ones_save(
     assert [r["delta_cursor"] for r in control_rows(warehouse)] == [10, 20]
 
 
-def test_a_checkpoint_of_another_deployment_is_returned_for_the_orchestrator_to_refuse(
+def test_a_source_name_already_bound_to_another_deployment_is_refused_naming_both(
     warehouse: Warehouse,
 ) -> None:
     store = DeltaCheckpointStore(warehouse, SOURCE)
     store.load()
     store.save(checkpoint(1, cursor=10))
+    other = "https://other-animal-9.convex.cloud"
 
-    other = DeltaCheckpointStore(warehouse, SourceIdentity("https://other-animal-9.convex.cloud"))
-    loaded = other.load()
-    assert loaded is not None and loaded.source == SOURCE
+    with pytest.raises(StateError) as refused:
+        DeltaCheckpointStore(warehouse, SourceIdentity(other)).load()
+
+    assert refused.value.message == (
+        f"source 'test_animal_123' of {warehouse.root} replicates {URL}, not {other}"
+    )
+    assert "--source NAME" in (refused.value.hint or "")
+    assert [r["batch_seq"] for r in control_rows(warehouse)] == [1]
+
+
+def test_sources_of_one_warehouse_keep_separate_checkpoints_and_never_contend(
+    warehouse: Warehouse,
+) -> None:
+    """Two extractors of different sources interleave their saves; neither is refused."""
+    other_source = SourceIdentity("https://other-animal-9.convex.cloud")
+    other = replace(warehouse, source_name=SourceName("other_app"))
+    mine, theirs = (
+        DeltaCheckpointStore(warehouse, SOURCE),
+        DeltaCheckpointStore(other, other_source),
+    )
+    mine.load()
+    theirs.load()
+    for seq in (1, 2, 3):
+        mine.save(checkpoint(seq, cursor=10 * seq))
+        theirs.save(replace(checkpoint(seq, cursor=100 * seq), source=other_source))
+
+    assert DeltaCheckpointStore(warehouse, SOURCE).load() == checkpoint(3, cursor=30)
+    loaded = DeltaCheckpointStore(other, other_source).load()
+    assert loaded is not None and loaded.source == other_source
+    assert {r["source"] for r in control_rows(other)} == {"other_app"}
+    assert [r["save_seq"] for r in control_rows(warehouse)] == [1, 2, 3]
+
+
+def test_a_control_table_moved_under_another_source_name_is_refused(
+    warehouse: Warehouse,
+) -> None:
+    store = DeltaCheckpointStore(warehouse, SOURCE)
+    store.load()
+    store.save(checkpoint(1, cursor=10))
+    moved = replace(warehouse, source_name=SourceName("renamed"))
+    shutil.copytree(warehouse.location, moved.location)
+
+    with pytest.raises(StateError, match="holds checkpoints of source 'test_animal_123'"):
+        read_control_state(moved)
+
+
+def test_a_warehouse_written_before_sources_is_refused_not_started_again(
+    warehouse: Warehouse,
+) -> None:
+    """Its deployment lived at the warehouse root; a new copy beside it would re-read
+    everything and orphan the old one's bronze."""
+    store = DeltaCheckpointStore(warehouse, SOURCE)
+    store.load()
+    store.save(checkpoint(1, cursor=10))
+    root = Path(warehouse.root)
+    for part in ("_convex_cdc", "bronze"):
+        if (Path(warehouse.location) / part).exists():
+            shutil.move(Path(warehouse.location) / part, root / part)
+
+    with pytest.raises(StateError, match="from before a warehouse held sources") as refused:
+        DeltaCheckpointStore(warehouse, SOURCE).load()
+    assert str(Path(warehouse.location)) in (refused.value.hint or "")

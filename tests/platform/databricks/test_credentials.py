@@ -23,6 +23,7 @@ from convex_cdc.platform.databricks.delta_read import read_table
 from convex_cdc.platform.databricks.warehouse import Warehouse
 from convex_cdc.platform.databricks.writer_table import WriterTable
 from tests.fixtures.moto_s3 import S3Endpoint
+from tests.platform.databricks.change_batches import SOURCE_NAME
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,15 @@ class RotatingSession:
 def s3_warehouse(server: S3Endpoint, bucket: str) -> Warehouse:
     """An s3:// warehouse with no static keys at all: only the endpoint and region."""
     env = {"AWS_REGION": server.region, "AWS_ALLOW_HTTP": "true"}
-    return Warehouse.from_uri(f"s3://{bucket}/lake", endpoint_url=server.url, env=env)
+    return Warehouse.from_uri(
+        f"s3://{bucket}/lake", source_name=SOURCE_NAME, endpoint_url=server.url, env=env
+    )
 
 
 def test_temporary_credentials_with_their_session_token_replace_static_keys() -> None:
     static = Warehouse.from_uri(
         "s3://bucket/lake",
+        source_name=SOURCE_NAME,
         env={"AWS_ACCESS_KEY_ID": "static-id", "AWS_SECRET_ACCESS_KEY": "static-secret"},
     )
     session = RotatingSession("ASIATEMPORARY")
@@ -84,14 +88,16 @@ def test_credential_values_never_reach_a_message() -> None:
     leaked = "boom secret-key-generation-1-do-not-log / session-token-generation-1-do-not-log"
     assert redact_secrets(leaked) == "boom *** / ***"
     assert "lake-writer" not in repr(
-        Warehouse("s3://b/p").with_credentials(ServiceCredential("lake-writer", session))
+        Warehouse("s3://b/p", SOURCE_NAME).with_credentials(
+            ServiceCredential("lake-writer", session)
+        )
     )
 
 
 def test_a_credential_that_cannot_be_obtained_is_a_target_error_naming_it() -> None:
     credential = ServiceCredential("lake-writer", RotatingSession("ASIA", fail=True))
     with pytest.raises(TargetError, match="service credential 'lake-writer': RuntimeError"):
-        Warehouse("s3://b/p").with_credentials(credential).options()
+        Warehouse("s3://b/p", SOURCE_NAME).with_credentials(credential).options()
 
 
 @pytest.mark.s3

@@ -24,9 +24,10 @@ READER = textwrap.dedent(
     """
     import sys
     from convex_cdc.platform.databricks.delta_read import open_table, read_table
+    from convex_cdc.platform.databricks.source_name import SourceName
     from convex_cdc.platform.databricks.warehouse import Warehouse
 
-    warehouse = Warehouse.from_uri(sys.argv[1])
+    warehouse = Warehouse.from_uri(sys.argv[1], source_name=SourceName(sys.argv[2]))
     for _ in range(5):
         table = open_table(warehouse.join("t"), warehouse)
         rows = read_table(table, where='"n" > 1', order_by=["n"])
@@ -42,7 +43,7 @@ def test_reads_in_a_fresh_interpreter_exit_cleanly(warehouse: Warehouse) -> None
 
     runs = [
         subprocess.Popen(
-            [sys.executable, "-c", READER, warehouse.root],
+            [sys.executable, "-c", READER, warehouse.root, warehouse.source_name],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,

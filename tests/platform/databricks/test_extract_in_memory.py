@@ -26,7 +26,12 @@ from convex_cdc.platform.databricks.silver import apply_silver, read_silver
 from convex_cdc.platform.databricks.table_spec import TableSpecStore
 from convex_cdc.platform.databricks.warehouse import Warehouse
 from tests.core.in_process_convex import InProcessConvex
-from tests.platform.databricks.change_batches import expected_silver, parse, silver_as_dicts
+from tests.platform.databricks.change_batches import (
+    SOURCE_NAME,
+    expected_silver,
+    parse,
+    silver_as_dicts,
+)
 
 
 class Crash(Exception):
@@ -171,14 +176,16 @@ def test_a_crash_at_any_append_or_save_then_a_restart_converges(
 ) -> None:
     dry = _Plan(None)
     run_with(dry, monkeypatch)(
-        deployment(), Warehouse.from_uri(str(tmp_path / "dry")), CRASHING_RUN
+        deployment(),
+        Warehouse.from_uri(str(tmp_path / "dry"), source_name=SOURCE_NAME),
+        CRASHING_RUN,
     )
     points = [(op, phase) for op in range(1, dry.ops + 1) for phase in ("before", "after")]
     assert len(points) >= 20
 
     recoveries = Counter[str]()
     for n, point in enumerate(points):
-        target = Warehouse.from_uri(str(tmp_path / f"w{n}"))
+        target = Warehouse.from_uri(str(tmp_path / f"w{n}"), source_name=SOURCE_NAME)
         convex = deployment()
         with pytest.raises(Crash):
             run_with(_Plan(point), monkeypatch)(convex, target, CRASHING_RUN)

@@ -24,9 +24,10 @@ from convex_cdc.core.errors import ConfigError
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType as C
 from convex_cdc.core.type_mapping import json_text
-from convex_cdc.platform.databricks.render import RenderOptions, render
+from convex_cdc.platform.databricks.render import render
+from convex_cdc.platform.databricks.render_options import RenderOptions
 from convex_cdc.platform.databricks.table_spec import TableSpec
-from tests.platform.databricks.change_batches import URL
+from tests.platform.databricks.change_batches import SOURCE_NAME, URL
 from tests.platform.databricks.fake_pyspark import PipelineRecorder
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -49,6 +50,7 @@ SPECS = [
 ]
 NAMES = ["messages", "users", "waitlist__ratelimiter__limits"]
 BRONZE = RenderOptions(
+    source_name=SOURCE_NAME,
     warehouse="s3://lake/convex",
     convex_url=URL,
     project_dir="../convex-cdc",
@@ -57,7 +59,8 @@ BRONZE = RenderOptions(
 CASES = {
     "bronze_scd1": BRONZE,
     "s3_export_scd2": RenderOptions(
-        source="s3-export",
+        source_name=SOURCE_NAME,
+        feed="s3-export",
         scd_type=2,
         language="python",
         raw_change_log="s3://exports/convex/raw_change_log",
@@ -295,15 +298,41 @@ def test_the_python_json_texts_udf_cuts_out_exactly_stagings_json_text(
     cuts_out_each_fields_text()
 
 
-def test_bronze_external_tables_register_every_table_by_location() -> None:
+def test_bronze_external_tables_register_the_sources_tables_by_location() -> None:
     sql = render(SPECS, BRONZE)["sql/bronze_external_tables.sql"]
+    schema = "`main`.`convex_test_animal_123_bronze`"
+    source_root = "s3://lake/convex/test_animal_123"
 
     assert (
-        "CREATE TABLE IF NOT EXISTS `main`.`convex_bronze`.`waitlist__ratelimiter__limits`\n"
-        "  USING DELTA LOCATION 's3://lake/convex/bronze/waitlist.ratelimiter.limits';" in sql
+        f"CREATE TABLE IF NOT EXISTS {schema}.`waitlist__ratelimiter__limits`\n"
+        f"  USING DELTA LOCATION '{source_root}/bronze/waitlist.ratelimiter.limits';" in sql
     )
-    assert sql.count("USING DELTA LOCATION 's3://lake/convex/bronze/") == 3
-    assert "'s3://lake/convex/_convex_cdc/checkpoints'" in sql
+    assert sql.count(f"USING DELTA LOCATION '{source_root}/bronze/") == 3
+    assert sql.count("USING DELTA LOCATION 's3://lake/convex/") == 5  # + control, spec log
+    assert f"'{source_root}/_convex_cdc/checkpoints'" in sql
+    assert f"'{source_root}/_convex_cdc/table_specs'" in sql
+
+
+def test_the_checkpoint_view_shows_the_sources_latest_checkpoint_and_guards_the_schema() -> None:
+    sql = render(SPECS, BRONZE)["sql/bronze_external_tables.sql"]
+    schema = "`main`.`convex_test_animal_123_bronze`"
+
+    assert (
+        f"CREATE OR REPLACE VIEW {schema}.`convex_cdc_checkpoint` AS\n"
+        f"SELECT * FROM {schema}.`convex_cdc_checkpoints`\n"
+        "WHERE source = 'test_animal_123'\nORDER BY save_seq DESC\nLIMIT 1;" in sql
+    )
+    # A schema that already registers another source's control table stops the script
+    # before any bronze table of this source could be silently skipped.
+    guard = sql.index("SELECT assert_true(\n  count(*) = 0,\n  'main.convex_test_animal_123_bronze")
+    assert sql.index("CREATE TABLE IF NOT EXISTS") < guard < sql.index("`messages`")
+    assert f"FROM {schema}.`convex_cdc_checkpoints`\nWHERE source <> 'test_animal_123';" in sql
+
+
+def test_a_table_named_like_the_control_table_is_refused() -> None:
+    specs = [TableSpec(TableKey("", "convex_cdc_checkpoints"))]
+    with pytest.raises(ConfigError, match="the name of the control table"):
+        render(specs, BRONZE)
 
 
 def test_tables_whose_databricks_names_collide_are_refused() -> None:

@@ -1,4 +1,4 @@
-"""Warehouse URIs, storage options and table directories."""
+"""Warehouse URIs, storage options, the per-source layout and table directories."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ import pytest
 
 from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.core.names import TableKey
+from convex_cdc.platform.databricks.source_name import SourceName
 from convex_cdc.platform.databricks.warehouse import Warehouse, table_dir, table_key_from_dir
+
+APP = SourceName("app")
 
 
 def test_a_local_path_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
-    warehouse = Warehouse.from_uri("lake")
+    warehouse = Warehouse.from_uri("lake", source_name=APP)
 
     assert warehouse.root == str(tmp_path / "lake")
     assert warehouse.is_local and warehouse.options() == {}
-    assert Warehouse.from_uri(f"file://{tmp_path}/x").root == str(tmp_path / "x")
+    assert Warehouse.from_uri(f"file://{tmp_path}/x", source_name=APP).root == str(tmp_path / "x")
 
 
 def test_an_s3_uri_takes_credentials_from_the_standard_aws_variables() -> None:
@@ -29,7 +32,7 @@ def test_an_s3_uri_takes_credentials_from_the_standard_aws_variables() -> None:
         "UNRELATED": "x",
     }
 
-    warehouse = Warehouse.from_uri("s3://bucket/some/prefix/", env=env)
+    warehouse = Warehouse.from_uri("s3://bucket/some/prefix/", source_name=APP, env=env)
 
     assert warehouse.root == "s3://bucket/some/prefix"
     assert warehouse.options() == {
@@ -38,11 +41,43 @@ def test_an_s3_uri_takes_credentials_from_the_standard_aws_variables() -> None:
         "AWS_REGION": "eu-west-1",
     }
     assert "very-secret" not in repr(warehouse) and "very-secret" not in str(warehouse)
-    assert warehouse.bronze(TableKey("", "messages")) == "s3://bucket/some/prefix/bronze/messages"
+    assert (
+        warehouse.bronze(TableKey("", "messages")) == "s3://bucket/some/prefix/app/bronze/messages"
+    )
+
+
+def test_every_table_of_a_source_lives_under_its_own_directory() -> None:
+    """Two deployments with the same tables share no location (nothing can collide)."""
+    key = TableKey("waitlist", "users")
+    prod = Warehouse.from_uri("s3://bucket/lake", source_name=SourceName("prod_app"), env={})
+    staging = Warehouse.from_uri("s3://bucket/lake", source_name=SourceName("staging"), env={})
+
+    def locations(warehouse: Warehouse) -> set[str]:
+        return {
+            warehouse.bronze(key),
+            warehouse.silver(key),
+            warehouse.tombstones(key),
+            warehouse.checkpoints,
+            warehouse.table_specs,
+            warehouse.silver_progress,
+        }
+
+    assert {location.rsplit("/lake/", 1)[1] for location in locations(prod)} == {
+        "prod_app/bronze/waitlist.users",
+        "prod_app/silver/waitlist.users",
+        "prod_app/_convex_cdc/silver_tombstones/waitlist.users",
+        "prod_app/_convex_cdc/checkpoints",
+        "prod_app/_convex_cdc/table_specs",
+        "prod_app/_convex_cdc/silver_progress",
+    }
+    assert not locations(prod) & locations(staging)
+    assert str(prod) == prod.location == "s3://bucket/lake/prod_app"
 
 
 def test_an_http_endpoint_allows_plain_http() -> None:
-    warehouse = Warehouse.from_uri("s3://bucket", endpoint_url="http://127.0.0.1:9000", env={})
+    warehouse = Warehouse.from_uri(
+        "s3://bucket", source_name=APP, endpoint_url="http://127.0.0.1:9000", env={}
+    )
 
     assert warehouse.options() == {
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
@@ -60,7 +95,7 @@ def test_an_http_endpoint_allows_plain_http() -> None:
 )
 def test_unusable_warehouse_uris_are_refused(uri: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        Warehouse.from_uri(uri, env={})
+        Warehouse.from_uri(uri, source_name=APP, env={})
 
 
 def test_table_directories_follow_the_s3_target_rule() -> None:

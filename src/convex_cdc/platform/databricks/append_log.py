@@ -113,6 +113,6 @@ class AppendOnlyLog:
                 self._writer.forget()
                 raise TargetError(
                     f"could not append to {self.location}: {delta_reason(exc)}",
-                    hint="another convex-cdc process may be writing this warehouse; run one "
-                    "extractor per warehouse",
+                    hint="another convex-cdc process may be writing this source; run one "
+                    "extractor per source",
                 ) from exc

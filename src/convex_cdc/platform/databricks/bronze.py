@@ -188,8 +188,9 @@ class BronzeSink:
         if batch.checkpoint.source != self.source:
             raise TargetError(
                 f"batch {batch.seq} comes from {batch.checkpoint.source.deployment_url}, "
-                f"but this warehouse sink writes {self.source.deployment_url}",
-                hint="use one warehouse per deployment",
+                f"but this sink writes source {self.warehouse.source_name!r} "
+                f"({self.source.deployment_url})",
+                hint="give each deployment its own source name (--source NAME)",
             )
         tables = batch.tables()
         for key in tables:
@@ -262,7 +263,7 @@ class BronzeSink:
             return
         raise TargetError(
             f"bronze {key.qualified}: batch {seq} kept conflicting with another writer",
-            hint="run one extractor per warehouse (the bundle's job has max_concurrent_runs: 1)",
+            hint="run one extractor per source (the bundle's job has max_concurrent_runs: 1)",
         )
 
     def _writer(self, key: TableKey) -> WriterTable:

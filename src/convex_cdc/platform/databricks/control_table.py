@@ -1,14 +1,20 @@
 """The control table: the source checkpoint as an append-only Delta log.
 
-``<warehouse>/_convex_cdc/checkpoints`` gets one row per save; the row with the highest
-``save_seq`` is the checkpoint. Each row holds the checkpoint JSON (the form
-:mod:`convex_cdc.core.checkpoint_json` writes, as in the S3 target's ``checkpoint.json``)
-plus flat columns for people and SQL (phase, cursors, ``batch_seq``, the snapshot walk
-and the first batch of that walk, ``updated_at``). Blind appends never conflict, unlike
-MERGEs into one small table (docs/delta-lake-notes.md §2); every append also carries the
-application transaction ``(convex-cdc-control:<deployment url>, save_seq)``, checked and
-written through the same ``DeltaTable`` (§1 there), so two extractors racing on one
-warehouse fail loudly instead of interleaving their checkpoints.
+Each source of a warehouse has its own, ``<warehouse>/<source>/_convex_cdc/checkpoints``,
+with one row per save; the row with the highest ``save_seq`` is the checkpoint. Each row
+holds the checkpoint JSON (the form :mod:`convex_cdc.core.checkpoint_json` writes, as in
+the S3 target's ``checkpoint.json``) plus flat columns for people and SQL (the source name
+and its deployment URL, phase, cursors, ``batch_seq``, the snapshot walk and the first
+batch of that walk, ``updated_at``). Blind appends never conflict, unlike MERGEs into one
+small table (docs/delta-lake-notes.md §2); every append also carries the application
+transaction ``(convex-cdc-control:<deployment url>, save_seq)``, checked and written
+through the same ``DeltaTable`` (§1 there), so two extractors racing on one source fail
+loudly instead of interleaving their checkpoints. Extractors of different sources write
+different tables and never meet.
+
+The first save binds the source name to its deployment URL: an extractor of another
+deployment under the same name is refused (:meth:`DeltaCheckpointStore.load`), so a reused
+or colliding name can never mix two deployments' changes in one bronze table.
 
 The orchestrator saves a checkpoint only after every bronze append of its batch is
 committed. A crash between the two leaves bronze one batch ahead of this table. On
@@ -39,14 +45,16 @@ from convex_cdc.platform.databricks.append_log import AppendOnlyLog
 from convex_cdc.platform.databricks.bronze import bronze_app_id, find_batch_commit
 from convex_cdc.platform.databricks.delta_errors import delta_errors
 from convex_cdc.platform.databricks.delta_read import open_table, query
+from convex_cdc.platform.databricks.source_name import SourceName
 from convex_cdc.platform.databricks.table_spec import TableSpecStore
-from convex_cdc.platform.databricks.warehouse import Warehouse
+from convex_cdc.platform.databricks.warehouse import CONTROL_DIR, Warehouse
 
 log = logging.getLogger(__name__)
 
 CONTROL_SCHEMA: Final = pa.schema(
     [
         pa.field("source", pa.string(), nullable=False),
+        pa.field("deployment_url", pa.string(), nullable=False),
         pa.field("save_seq", pa.int64(), nullable=False),
         pa.field("phase", pa.string(), nullable=False),
         pa.field("snapshot_ts", pa.int64()),
@@ -81,19 +89,39 @@ def control_app_id(source: SourceIdentity) -> str:
     return f"convex-cdc-control:{source.deployment_url}"
 
 
-def read_control_state(warehouse: Warehouse) -> ControlState | None:
-    """The latest control row of ``warehouse`` (any source), or ``None`` if there is none.
+def refuse_warehouse_without_sources(warehouse: Warehouse) -> None:
+    """Refuse a warehouse written before it held sources (its control table at the root).
+
+    Extracting into ``<warehouse>/<source>/`` beside it would start a second copy of the
+    deployment from scratch and leave the first one's bronze and checkpoint orphaned.
 
     Raises:
-        StateError: the control table is damaged, or the stored checkpoint JSON is not a
-            usable checkpoint.
+        StateError: ``<warehouse>/_convex_cdc/checkpoints`` is a Delta table.
+    """
+    old = f"{warehouse.root}/{CONTROL_DIR}/checkpoints"
+    if open_table(old, warehouse) is None:
+        return
+    raise StateError(
+        f"{warehouse.root} holds a deployment at its top level (written by a convex-cdc "
+        "from before a warehouse held sources)",
+        hint=f"move bronze/, silver/ and {CONTROL_DIR}/ into {warehouse.location}/ and run "
+        "again, or extract into a fresh warehouse",
+    )
+
+
+def read_control_state(warehouse: Warehouse) -> ControlState | None:
+    """The latest control row of ``warehouse``'s source, or ``None`` if there is none.
+
+    Raises:
+        StateError: the control table is damaged, belongs to another source name (it was
+            moved or copied), or the stored checkpoint JSON is not a usable checkpoint.
         TargetError: the warehouse cannot be reached.
     """
     table = open_table(warehouse.checkpoints, warehouse)
     if table is None:
         return None
     rows = query(
-        'SELECT "save_seq", "walk_first_batch", "reason", "checkpoint" FROM t '
+        'SELECT "source", "save_seq", "walk_first_batch", "reason", "checkpoint" FROM t '
         'ORDER BY "save_seq" DESC LIMIT 1',
         {"t": table},
         state=True,
@@ -102,6 +130,12 @@ def read_control_state(warehouse: Warehouse) -> ControlState | None:
         return None
     row = rows.to_pylist()[0]
     where = f"the control table {warehouse.checkpoints}"
+    if row["source"] != warehouse.source_name:
+        raise StateError(
+            f"{where} holds checkpoints of source {row['source']!r}, not {warehouse.source_name!r}",
+            hint="the directory was moved or copied; put it back under "
+            f"<warehouse>/{row['source']}, or extract into a fresh warehouse",
+        )
     try:
         data = json.loads(row["checkpoint"])
     except ValueError:
@@ -144,18 +178,26 @@ class DeltaCheckpointStore:
         """The stored checkpoint, reconciled with the bronze transaction versions.
 
         Raises:
-            StateError: the stored checkpoint or the control table is damaged, or bronze
-                holds batches the control table knows nothing about (it lost rows).
+            StateError: the stored checkpoint or the control table is damaged, bronze
+                holds batches the control table knows nothing about (it lost rows), or the
+                source name already replicates another deployment.
             TargetError: the warehouse cannot be reached.
         """
         with delta_errors(f"load the checkpoint from {self.warehouse.checkpoints}", state=True):
             return self._load()
 
     def _load(self) -> Checkpoint | None:
+        refuse_warehouse_without_sources(self.warehouse)
         self._latest = read_control_state(self.warehouse)
         stored = self._latest.checkpoint if self._latest is not None else None
         if stored is not None and stored.source != self.source:
-            return stored  # the orchestrator refuses a foreign checkpoint with a clear error
+            name = self.warehouse.source_name
+            raise StateError(
+                f"source {name!r} of {self.warehouse.root} replicates "
+                f"{stored.source.deployment_url}, not {self.source.deployment_url}",
+                hint=f"give this deployment a source name of its own (--source NAME), or "
+                f"pass --url {stored.source.deployment_url} to extract source {name!r}",
+            )
         adopted = self._reconcile(stored)
         if adopted is None:
             return stored
@@ -195,6 +237,11 @@ class DeltaCheckpointStore:
             return None
         where = f"the control table {self.warehouse.checkpoints}"
         if ahead > durable + 1:
+            # Bronze was read after the control table: another extractor of this source
+            # may have saved and moved on in between, which is a race, not lost rows.
+            latest = read_control_state(self.warehouse)
+            known = self._latest.save_seq if self._latest is not None else 0
+            self._refuse_if_saved_elsewhere(latest.save_seq if latest else None, known)
             raise StateError(
                 f"{where} is at batch {durable}, but bronze already holds batch {ahead}",
                 hint="the control table lost rows: restore it to its latest version with "
@@ -220,8 +267,8 @@ class DeltaCheckpointStore:
             raise DestinationBusy(
                 f"another process saved a checkpoint to {self.warehouse.checkpoints} "
                 f"(save {committed}) since this one read it (save {known})",
-                hint="run one extractor per warehouse (the bundle's job has "
-                "max_concurrent_runs: 1); this run stopped without writing",
+                hint=f"run one extractor per source (here {self.warehouse.source_name!r}; the "
+                "bundle's job has max_concurrent_runs: 1); this run stopped without writing",
             )
 
     def _append(self, checkpoint: Checkpoint, *, reason: str) -> None:
@@ -240,7 +287,13 @@ class DeltaCheckpointStore:
         known = previous.save_seq if previous is not None else 0
         self._refuse_if_saved_elsewhere(table.transaction_version(app_id), known)
         save_seq = known + 1
-        row = _control_row(checkpoint, save_seq=save_seq, walk_first_batch=first, reason=reason)
+        row = _control_row(
+            checkpoint,
+            source_name=self.warehouse.source_name,
+            save_seq=save_seq,
+            walk_first_batch=first,
+            reason=reason,
+        )
         try:
             self._log.append(
                 row,
@@ -263,14 +316,20 @@ class DeltaCheckpointStore:
 
 
 def _control_row(
-    checkpoint: Checkpoint, *, save_seq: int, walk_first_batch: int, reason: str
+    checkpoint: Checkpoint,
+    *,
+    source_name: SourceName,
+    save_seq: int,
+    walk_first_batch: int,
+    reason: str,
 ) -> pa.Table:
     position = checkpoint.position
     snapshot_ts = position.snapshot if isinstance(position, InitialSnapshot) else None
     snapshot_cursor = position.cursor if isinstance(position, InitialSnapshot) else None
     delta_cursor = position.cursor if isinstance(position, DeltaTail) else None
     row = {
-        "source": checkpoint.source.deployment_url,
+        "source": source_name,
+        "deployment_url": checkpoint.source.deployment_url,
         "save_seq": save_seq,
         "phase": checkpoint.phase,
         "snapshot_ts": snapshot_ts,

@@ -53,8 +53,8 @@ IO_HINT: Final = (
     "credentials and --endpoint-url, then run the command again"
 )
 CONFLICT_HINT: Final = (
-    "run one convex-cdc process per warehouse (the bundle's job has max_concurrent_runs: 1), "
-    "then run the command again"
+    "run one convex-cdc process per source of a warehouse (the bundle's job has "
+    "max_concurrent_runs: 1), then run the command again"
 )
 DATA_HINT: Final = (
     "the Delta table is damaged or was not written by convex-cdc: restore it with Delta time "

@@ -64,6 +64,9 @@ def extract(
 ) -> ExtractResult:
     """Land ``source`` in ``warehouse``'s bronze tables until caught up (or, following, forever).
 
+    ``warehouse`` names the source the deployment is stored as; a source name that already
+    replicates another deployment is refused before anything is fetched.
+
     Raises:
         ConvexCdcError: as :func:`~convex_cdc.core.orchestrator.run_sync` raises; a Delta
             or storage failure is a ``TargetError`` (a ``StateError`` for the control

@@ -1,5 +1,6 @@
 """``apply-silver``: build ``silver/<table-dir>`` current-state tables from bronze, locally.
 
+One source of a warehouse at a time (``<warehouse>/<source>/``, see :mod:`.warehouse`).
 For every table of the spec log, bronze rows of the current snapshot walk
 (``_batch >= walk_first_batch`` from the control table) that silver has not seen yet are
 read in windows of whole batches and merged with AUTO CDC SCD1 semantics
@@ -125,7 +126,7 @@ def apply_silver(
     window_rows: int = DEFAULT_WINDOW_ROWS,
     on_table: Callable[[TableApply], None] | None = None,
 ) -> SilverReport:
-    """Bring every silver table of ``warehouse`` up to date with bronze.
+    """Bring every silver table of ``warehouse``'s source up to date with its bronze.
 
     Raises:
         StateError: the control table, the spec log or the progress log is damaged.

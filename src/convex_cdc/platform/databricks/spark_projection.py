@@ -54,7 +54,7 @@ is involved.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -196,16 +196,33 @@ def projection(spec: TableSpec, *, json_text: JsonText) -> Projection:
     )
 
 
-def check_unique_names(specs: Sequence[TableSpec], *, suffixes: tuple[str, ...] = ()) -> None:
+def check_unique_names(
+    specs: Sequence[TableSpec],
+    *,
+    suffixes: tuple[str, ...] = (),
+    reserved: Mapping[str, str] | None = None,
+) -> None:
     """Refuse specs whose generated names collide (Spark names are case-insensitive).
 
+    Args:
+        specs: the tables to render.
+        suffixes: the suffixes of the other names each table gets (views, flows).
+        reserved: names taken by something else in the same schema → what that is.
+
     Raises:
-        ConfigError: naming the colliding tables.
+        ConfigError: naming the colliding tables, or the table and what has its name.
     """
+    taken = {name.lower(): what for name, what in (reserved or {}).items()}
     seen: dict[str, TableKey] = {}
     for spec in specs:
         for suffix in ("", *suffixes):
             name = (sql_name(spec.key) + suffix).lower()
+            if name in taken:
+                raise ConfigError(
+                    f"table {spec.key.qualified!r} would be named {name!r} in Databricks, "
+                    f"the name of {taken[name]}",
+                    hint="render without it (--tables)",
+                )
             other = seen.get(name)
             if other is not None and other != spec.key:
                 raise ConfigError(

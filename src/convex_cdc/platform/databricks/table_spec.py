@@ -164,7 +164,7 @@ def columns_json(spec: TableSpec) -> str:
 
 
 class TableSpecStore:
-    """The spec log of one warehouse, with an in-memory copy of what it holds."""
+    """The spec log of one source of a warehouse, with an in-memory copy of what it holds."""
 
     def __init__(self, warehouse: Warehouse) -> None:
         self._log = AppendOnlyLog(

@@ -1,14 +1,22 @@
 """Where the Databricks/delta target keeps its Delta tables, and how to reach them.
 
-A warehouse is a local directory or an ``s3://bucket/prefix`` URI::
+A warehouse is a local directory or an ``s3://bucket/prefix`` URI. It holds one or more
+*sources* (Convex deployments), each in a directory of its own named by its source name
+(:mod:`.source_name`)::
 
-    <warehouse>/
+    <warehouse>/<source>/
       bronze/<table-dir>/                    one append-only CDC Delta table per Convex table
       silver/<table-dir>/                    current state, built by ``apply-silver``
       _convex_cdc/checkpoints/               control table: append-only checkpoint log
       _convex_cdc/table_specs/               typed-column spec log (drives silver + templates)
       _convex_cdc/silver_progress/           per silver table: last applied bronze batch
       _convex_cdc/silver_tombstones/<table-dir>/   deleted keys (``_id``, ``_ts``)
+
+Sources share no Delta table, so two deployments with a ``messages`` table never collide,
+every crash-recovery rule (application transactions, the control table's reconciliation,
+``DestinationBusy`` for a second extractor) holds per source unchanged, and extractors of
+different sources never contend. A :class:`Warehouse` is always one source's view of the
+warehouse: every location it hands out is under ``<warehouse>/<source>/``.
 
 ``<table-dir>`` is the table name for the root component and ``<component path with "/"
 → ".">.<table>`` otherwise (the S3 target's rule). Names come from the server, so both
@@ -33,6 +41,7 @@ from convex_cdc.core import names
 from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.credentials import CredentialSource
+from convex_cdc.platform.databricks.source_name import SourceName
 
 CONTROL_DIR: Final = "_convex_cdc"
 
@@ -51,7 +60,10 @@ _AWS_ENV: Final[Mapping[str, str]] = {
 
 @dataclass(frozen=True, slots=True)
 class Warehouse:
-    """A warehouse root plus the options delta-rs needs to open tables under it.
+    """One source's part of a warehouse, plus the options delta-rs needs to open its tables.
+
+    The source name is part of the object, not of each call, so no table of one source
+    can be opened through another source's warehouse by mistake.
 
     ``storage_options`` may hold credentials, so it is left out of ``repr``; never log it.
     ``credentials``, when set, supplies temporary S3 credentials that are asked for again
@@ -59,7 +71,10 @@ class Warehouse:
     """
 
     root: str
-    """An absolute local path, or ``s3://bucket/prefix`` without a trailing slash."""
+    """The warehouse: an absolute local path, or ``s3://bucket/prefix`` without a
+    trailing slash."""
+    source_name: SourceName
+    """The source whose tables live under ``<root>/<source_name>/``."""
     storage_options: Mapping[str, str] = field(default_factory=dict, repr=False)
     credentials: CredentialSource | None = field(default=None, repr=False, compare=False)
 
@@ -68,10 +83,12 @@ class Warehouse:
         cls,
         uri: str,
         *,
+        source_name: SourceName,
         endpoint_url: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Warehouse:
-        """Parse ``--warehouse``: a local path (``file://`` allowed) or ``s3://bucket/prefix``.
+        """Parse ``--warehouse`` (a local path, ``file://`` allowed, or ``s3://bucket/prefix``)
+        as seen by the source ``source_name``.
 
         Raises:
             ConfigError: another scheme, an S3 URI without a bucket, or an endpoint that is
@@ -84,7 +101,7 @@ class Warehouse:
         parsed = urlparse(text)
         if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # "C:\..." on Windows
             path = parsed.path if parsed.scheme == "file" else text
-            return cls(str(Path(path).expanduser().absolute()))
+            return cls(str(Path(path).expanduser().absolute()), source_name)
         if parsed.scheme not in ("s3", "s3a"):
             raise ConfigError(
                 f"unsupported warehouse scheme {parsed.scheme!r} in {text!r}",
@@ -94,7 +111,7 @@ class Warehouse:
             raise ConfigError(f"{text!r} names no bucket", hint="use s3://bucket/prefix")
         prefix = parsed.path.strip("/")
         root = f"s3://{parsed.netloc}" + (f"/{prefix}" if prefix else "")
-        return cls(root, _s3_storage_options(env, endpoint_url))
+        return cls(root, source_name, _s3_storage_options(env, endpoint_url))
 
     @property
     def is_local(self) -> bool:
@@ -119,9 +136,14 @@ class Warehouse:
         """This warehouse, with S3 credentials from ``source`` instead of static keys."""
         return replace(self, credentials=source)
 
+    @property
+    def location(self) -> str:
+        """``<root>/<source_name>``: where every table of this source lives."""
+        return f"{self.root}/{self.source_name}"
+
     def join(self, *parts: str) -> str:
-        """``root/part/...`` (parts are trusted, already-validated names)."""
-        return "/".join([self.root, *parts])
+        """``<root>/<source_name>/part/...`` (parts are trusted, already-validated names)."""
+        return "/".join([self.location, *parts])
 
     def bronze(self, key: TableKey) -> str:
         """Location of the bronze CDC table of ``key``."""
@@ -156,7 +178,7 @@ class Warehouse:
         return self.join(CONTROL_DIR, "silver_progress")
 
     def __str__(self) -> str:
-        return self.root
+        return self.location
 
 
 def table_dir(key: TableKey) -> str:
