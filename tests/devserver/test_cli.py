@@ -10,6 +10,7 @@ import httpx
 from click.testing import CliRunner
 
 from convex_cdc.cli import cli
+from convex_cdc.core.errors import ConfigError
 from tests.fixtures.devserver import start_devserver_process, stop_process
 
 
@@ -86,5 +87,33 @@ def test_help_documents_every_flag() -> None:
         "--snapshot-page-size",
         "--deltas-row-limit",
         "--retention-seconds",
+        "--disable-data-sync",
+        "--data-sync-page-size",
+        "--data-sync-page-bytes",
+        "--data-sync-rows-read-limit",
+        "--data-sync-by-id-freshness-seconds",
     ):
         assert flag in result.output
+
+
+def test_data_sync_limits_that_cannot_work_are_refused_before_serving() -> None:
+    args = ["devserver", "--data-sync-page-size", "10", "--data-sync-rows-read-limit", "5"]
+    result = CliRunner().invoke(cli, args)
+    assert isinstance(result.exception, ConfigError)
+    assert "data_sync_rows_read_limit" in str(result.exception)
+
+
+def test_disable_data_sync_serves_a_deployment_without_it() -> None:
+    process, url, key = start_devserver_process(
+        "--disable-data-sync", "--data-sync-page-size", "3", env={"CONVEX_DEPLOY_KEY": ""}
+    )
+    try:
+        headers = {"Authorization": f"Convex {key}"}
+        response = httpx.post(url + "/api/v1/data/sync", json={}, headers=headers, timeout=30)
+        assert response.status_code == 404
+        assert _get(url, key, "/api/list_snapshot").status_code == 200
+        settings = _get(url, key, "/_devserver/settings").json()
+        assert settings["data_sync_enabled"] is False
+        assert settings["data_sync_page_size"] == 3
+    finally:
+        stop_process(process)

@@ -96,6 +96,41 @@ _DEFAULTS = DevServerSettings()
     is_flag=True,
     help="Answer every export endpoint with 403 StreamingExportNotEnabled.",
 )
+@click.option(
+    "--disable-data-sync",
+    is_flag=True,
+    help="Answer the Data Sync routes (/api/v1/data/sync, list_active_syncs, "
+    "data_sync_cursor_from_deltas) with 404, as a deployment without Data Sync does.",
+)
+@click.option(
+    "--data-sync-page-size",
+    default=_DEFAULTS.data_sync_page_size,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Entries per Data Sync page (a transaction is never split).",
+)
+@click.option(
+    "--data-sync-page-bytes",
+    default=_DEFAULTS.data_sync_page_bytes,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Bytes of documents per Data Sync page (the document crossing it is still sent).",
+)
+@click.option(
+    "--data-sync-rows-read-limit",
+    default=_DEFAULTS.data_sync_rows_read_limit,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Log rows a Data Sync page reads; at least --data-sync-page-size.",
+)
+@click.option(
+    "--data-sync-by-id-freshness-seconds",
+    default=_DEFAULTS.data_sync_by_id_freshness_seconds,
+    show_default=True,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="A Data Sync walks tables by id only while its timestamp is this close to the "
+    "latest; otherwise it first catches up along the log.",
+)
 def devserver(
     *,
     host: str,
@@ -111,6 +146,11 @@ def devserver(
     retention_seconds: float,
     snapshot_max_age_seconds: float,
     disable_streaming_export: bool,
+    disable_data_sync: bool,
+    data_sync_page_size: int,
+    data_sync_page_bytes: int,
+    data_sync_rows_read_limit: int,
+    data_sync_by_id_freshness_seconds: float,
 ) -> None:
     """Serve a local Convex streaming-export API (with a write API and fault injection).
 
@@ -128,7 +168,16 @@ def devserver(
         fail_rate=fail_rate,
         stall_seconds=stall_seconds,
         streaming_export_enabled=not disable_streaming_export,
+        data_sync_enabled=not disable_data_sync,
+        data_sync_page_size=data_sync_page_size,
+        data_sync_page_bytes=data_sync_page_bytes,
+        data_sync_rows_read_limit=data_sync_rows_read_limit,
+        data_sync_by_id_freshness_seconds=data_sync_by_id_freshness_seconds,
     )
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise ConfigError(f"invalid devserver settings: {exc}") from exc
     key = os.environ.get("CONVEX_DEPLOY_KEY") or None
     try:
         server = DevServer(

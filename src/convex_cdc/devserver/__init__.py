@@ -6,15 +6,16 @@ Start with :class:`convex_cdc.devserver.server.DevServer` (or ``convex-cdc devse
 Modules, one concept each: ``ids`` (document and tablet ids), ``value_encoding`` (the five
 ``format`` names), ``tables``/``transaction``/``store`` (the MVCC document store and its
 log), ``schema_inference`` (``json_schemas`` and column names), ``selection``,
-``request_args``, ``auth``, ``api_errors``, ``export_api`` (the endpoints), ``http_api``
-(routing and the order of checks), ``devserver_api`` (write/truth/settings/workload
-endpoints), ``faults``, ``settings`` and ``server`` (the HTTP server).
+``request_args``, ``auth``, ``api_errors``, ``export_api`` (the legacy endpoints),
+``data_sync`` (the Data Sync iterator), ``sync_cursor`` (its sealed cursor),
+``sync_progress`` (``list_active_syncs``), ``data_sync_api`` (the Data Sync endpoints),
+``http_api`` (routing and the order of checks), ``devserver_api`` (write, drop, replace,
+truth, settings and workload endpoints), ``faults``, ``settings`` and ``server`` (the HTTP
+server).
 
-Not emulated: the Data Sync API (``/api/v1/data/sync`` and the cursor conversion answer 501
-``NotImplemented``; ``list_active_syncs`` lists nothing), ``OperationNotPermitted`` (every
-valid key has ``deployment:data:view``), ``TableSummariesUnavailable`` (shapes are always
-ready), the 60 s page time limit and the 300 s request timeout, replace-imports, and the
-declared-schema fallback of ``json_schemas``. Dropping a table exists in the store
-(``DocumentStore.drop_table``, used by in-process tests), not yet over HTTP. Details are in each
+Not emulated: ``OperationNotPermitted`` (every valid key has ``deployment:data:view``),
+``TableSummariesUnavailable`` (shapes are always ready), the 60 s page time limit and the
+300 s request timeout, the hidden tablet of an import in progress (a replace-import is one
+atomic step), and the declared-schema fallback of ``json_schemas``. Details are in each
 module's docstring.
 """

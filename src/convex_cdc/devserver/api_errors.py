@@ -1,6 +1,6 @@
 """Error answers of the emulated API: an HTTP status and a ``{code, message}`` body.
 
-The codes and statuses are those of docs/convex-export-api.md §5.
+The codes and statuses are those of docs/convex-export-api.md §5 (and §13 for Data Sync).
 """
 
 from __future__ import annotations
@@ -84,3 +84,24 @@ def streaming_export_not_enabled() -> ApiError:
         "Streaming export is not available on your current subscription. "
         "Upgrade your plan to use streaming export.",
     )
+
+
+def invalid_data_sync_cursor(detail: str) -> ApiError:
+    """A Data Sync cursor that cannot be opened, or that is ahead of the server."""
+    return ApiError(400, "InvalidDataSyncCursor", f"Invalid data sync cursor: {detail}")
+
+
+def data_sync_cursor_expired() -> ApiError:
+    """A Data Sync cursor older than the document retention window."""
+    return ApiError(
+        400,
+        "DataSyncCursorExpired",
+        "The data sync cursor is outside the deployment's data retention window and can no "
+        "longer be resumed. Restart the sync from scratch by calling this endpoint again "
+        "without a cursor.",
+    )
+
+
+def invalid_data_sync_selection(detail: str) -> ApiError:
+    """A Data Sync selection that names something invalid or excludes ``_id``."""
+    return ApiError(400, "InvalidDataSyncSelection", f"Invalid selection: {detail}")

@@ -2,6 +2,12 @@
 
 * ``POST /_devserver/transaction`` — ``{"writes": [...]}`` applied as one transaction; field
   values in export_json encoding. → ``{"ts", "ids"}``. Bad input → 400, nothing applied.
+* ``POST /_devserver/drop_table`` — ``{"component"?, "table"}``: drop a user table and its
+  documents (no tombstones anywhere). → ``{"ts"}``. Unknown table → 400 ``TableNotFound``.
+* ``POST /_devserver/replace_table`` — ``{"component"?, "table", "documents": [fields...]}``:
+  an import with ``--replace`` (the table's documents swapped for new ones in a new tablet;
+  the legacy log shows the new documents as inserts and nothing for the old ones).
+  → ``{"ts", "ids"}``.
 * ``GET /_devserver/truth[?ts=N]`` — one JSON line per live exported document at ``ts``
   (default: now): ``{"component","table","_id","_ts","_creationTime","fields"}``.
 * ``POST /_devserver/workload?transactions=K`` — K more workload transactions.
@@ -43,8 +49,17 @@ def _parse_json(body: bytes) -> Any:
 def _string(write: dict[str, Any], key: str, default: str | None = None) -> str:
     value = write.get(key, default)
     if not isinstance(value, str):
-        raise _bad(f"write field {key!r} must be a string")
+        raise _bad(f"field {key!r} must be a string")
     return value
+
+
+def _fields(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _bad("fields must be an object")
+    try:
+        return {key: from_export_tree(value, 1) for key, value in raw.items()}
+    except InvalidExportValue as exc:
+        raise _bad(f"invalid field value: {exc}") from None
 
 
 def parse_writes(body: bytes) -> list[Write]:
@@ -68,13 +83,7 @@ def parse_writes(body: bytes) -> list[Write]:
             continue
         if op not in ("insert", "replace"):
             raise _bad(f"unknown op {op!r}: expected insert, replace or delete")
-        fields = raw.get("fields")
-        if not isinstance(fields, dict):
-            raise _bad("fields must be an object")
-        try:
-            decoded = {key: from_export_tree(value, 1) for key, value in fields.items()}
-        except InvalidExportValue as exc:
-            raise _bad(f"invalid field value: {exc}") from None
+        decoded = _fields(raw.get("fields"))
         if op == "insert":
             writes.append(Insert(table, decoded, component))
         else:
@@ -89,6 +98,40 @@ def transaction(store: DocumentStore, body: bytes) -> bytes:
         result = store.commit(writes)
     except KeyError as exc:
         raise ApiError(400, "DocumentNotFound", str(exc.args[0] if exc.args else exc)) from None
+    except ValueError as exc:
+        raise ApiError(400, "InvalidWrite", str(exc)) from None
+    return orjson.dumps({"ts": result.ts, "ids": result.ids})
+
+
+def _table_request(body: bytes) -> tuple[dict[str, Any], str, str]:
+    parsed = _parse_json(body)
+    if not isinstance(parsed, dict):
+        raise _bad('expected {"component": ..., "table": ...}')
+    return parsed, _string(parsed, "component", ""), _string(parsed, "table")
+
+
+def drop_table(store: DocumentStore, body: bytes) -> bytes:
+    """Drop a user table (``{"component"?, "table"}``) → ``{"ts"}``."""
+    _, component, table = _table_request(body)
+    try:
+        ts = store.drop_table(component, table)
+    except KeyError as exc:
+        raise ApiError(400, "TableNotFound", str(exc.args[0] if exc.args else exc)) from None
+    except ValueError as exc:
+        raise ApiError(400, "InvalidWrite", str(exc)) from None
+    return orjson.dumps({"ts": ts})
+
+
+def replace_table(store: DocumentStore, body: bytes) -> bytes:
+    """Replace a table's documents, as an import (``{"component"?, "table", "documents"}``)
+    → ``{"ts", "ids"}``."""
+    parsed, component, table = _table_request(body)
+    documents = parsed.get("documents")
+    if not isinstance(documents, list):
+        raise _bad("documents must be a list of field objects")
+    decoded = [_fields(document) for document in documents]
+    try:
+        result = store.replace_table(component, table, decoded)
     except ValueError as exc:
         raise ApiError(400, "InvalidWrite", str(exc)) from None
     return orjson.dumps({"ts": result.ts, "ids": result.ids})

@@ -3,11 +3,14 @@
 The server's order is summarised in docs/convex-export-api.md §4, its errors in §5.
 
 Order, as on the server: ``Convex-Client`` (global, every route) → routing (405 with an empty
-body for a wrong method, 404 for an unknown path) → fault injection (``/api/*`` only) →
+body for a wrong method, 404 for an unknown path, and for the Data Sync routes while the
+``data_sync_enabled`` setting is off, as on a deployment without them) → fault injection
+(``/api/*`` only) →
 
 * GET: query parse (``BadQueryArgs``) → identity → streaming-export switch → permission
   → the endpoint's own validation;
-* POST: identity → body parse (``BadJsonBody``) → switch → permission → validation.
+* POST: identity → body parse (``BadJsonBody``, including a Data Sync body's selection)
+  → switch → permission → validation.
 
 Any exception that is not an :class:`ApiError` becomes 500 ``InternalServerError``.
 """
@@ -28,6 +31,12 @@ from convex_cdc.devserver.api_errors import (
     streaming_export_not_enabled,
 )
 from convex_cdc.devserver.auth import Identity, KeyChecker, check_client_version
+from convex_cdc.devserver.data_sync_api import (
+    DATA_SYNC_PATHS,
+    DataSyncApi,
+    check_body,
+    check_conversion_body,
+)
 from convex_cdc.devserver.faults import Fault, FaultInjector, fault_error
 from convex_cdc.devserver.request_args import (
     FieldSpec,
@@ -37,6 +46,7 @@ from convex_cdc.devserver.request_args import (
 )
 from convex_cdc.devserver.settings import DevServerSettings, SettingsBox
 from convex_cdc.devserver.store import DocumentStore
+from convex_cdc.devserver.sync_cursor import CursorSealer
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +55,7 @@ _DELTAS_ARGS: FieldSpec = {"cursor": "i64", "format": "str"}
 _SCHEMA_ARGS: FieldSpec = {"deltaSchema": "bool", "byComponent": "bool", "format": "str"}
 _ACTIVE_SYNCS_ARGS: FieldSpec = {"limit": "usize", "cursor": "str"}
 _DATA_SYNC_ARGS: FieldSpec = {"cursor": "str"}
+_DROP_TABLE_ARGS: FieldSpec = {"component": "str", "table": "str"}
 _CURSOR_CONVERSION_ARGS: FieldSpec = {"cursor": "i64"}
 _NO_ARGS: FieldSpec = {}
 
@@ -76,6 +87,8 @@ def _json(body: bytes, status: int = 200) -> Response:
 
 
 Handler = Callable[[Request, Mapping[str, Any]], bytes]
+BodyCheck = Callable[[Mapping[str, Any]], None]
+"""What deserializing a POST body refuses beyond field types (runs before permissions)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,7 @@ class _Route:
     kind: str  # "export" (streaming-export switch applies) or "devserver"
     spec: FieldSpec
     handler: Handler
+    check: BodyCheck | None = None
 
 
 class HttpApi:
@@ -95,12 +109,16 @@ class HttpApi:
         keys: KeyChecker,
         faults: FaultInjector,
         workload: devserver_api.WorkloadRunner,
+        *,
+        cursor_sealer: CursorSealer | None = None,
     ) -> None:
+        """``cursor_sealer`` seals Data Sync cursors (default: a random key per server)."""
         self.store = store
         self.settings = settings
         self._keys = keys
         self._faults = faults
         self._workload = workload
+        self.data_sync = DataSyncApi(store, cursor_sealer or CursorSealer())
         self._routes: dict[str, dict[str, _Route]] = self._build_routes()
 
     def _build_routes(self) -> dict[str, dict[str, _Route]]:
@@ -115,16 +133,16 @@ class HttpApi:
         def deltas(_: Request, args: Mapping[str, Any]) -> bytes:
             return export_api.document_deltas(store, settings_now(), args)
 
-        def not_implemented(_: Request, __: Mapping[str, Any]) -> bytes:
-            raise ApiError(
-                501, "NotImplemented", "Data Sync is not emulated by the convex-cdc devserver yet"
-            )
+        def data_sync(request: Request, args: Mapping[str, Any]) -> bytes:
+            client = request.headers.get("convex-client")
+            return self.data_sync.sync(settings_now(), args, client)
+
+        def cursor_from_deltas(request: Request, args: Mapping[str, Any]) -> bytes:
+            client = request.headers.get("convex-client")
+            return self.data_sync.cursor_from_deltas(settings_now(), args, client)
 
         def active_syncs(_: Request, args: Mapping[str, Any]) -> bytes:
-            limit = args.get("limit")
-            if limit is not None and not 1 <= limit <= 100:
-                raise ApiError(400, "LimitOutOfRange", "limit must be between 1 and 100")
-            return b'{"syncs":[],"pagination":{"hasMore":false}}'
+            return self.data_sync.list_active_syncs(args)
 
         def workload(_: Request, args: Mapping[str, Any]) -> bytes:
             count = args.get("transactions")
@@ -147,9 +165,9 @@ class HttpApi:
             },
             "/api/document_deltas": {"GET": (_DELTAS_ARGS, deltas), "POST": (_DELTAS_ARGS, deltas)},
             "/api/data_sync_cursor_from_deltas": {
-                "POST": (_CURSOR_CONVERSION_ARGS, not_implemented)
+                "POST": (_CURSOR_CONVERSION_ARGS, cursor_from_deltas)
             },
-            "/api/v1/data/sync": {"POST": (_DATA_SYNC_ARGS, not_implemented)},
+            "/api/v1/data/sync": {"POST": (_DATA_SYNC_ARGS, data_sync)},
             "/api/v1/data/list_active_syncs": {"GET": (_ACTIVE_SYNCS_ARGS, active_syncs)},
         }
         devserver: dict[str, dict[str, tuple[FieldSpec, Handler]]] = {
@@ -157,6 +175,18 @@ class HttpApi:
                 "POST": (
                     _NO_ARGS,
                     lambda request, _a: devserver_api.transaction(store, request.body),
+                )
+            },
+            "/_devserver/drop_table": {
+                "POST": (
+                    _NO_ARGS,
+                    lambda request, _a: devserver_api.drop_table(store, request.body),
+                )
+            },
+            "/_devserver/replace_table": {
+                "POST": (
+                    _NO_ARGS,
+                    lambda request, _a: devserver_api.replace_table(store, request.body),
                 )
             },
             "/_devserver/truth": {"GET": ({"ts": "i64"}, truth)},
@@ -169,11 +199,15 @@ class HttpApi:
                 ),
             },
         }
+        checks: dict[str, BodyCheck] = {
+            "/api/v1/data/sync": check_body,
+            "/api/data_sync_cursor_from_deltas": check_conversion_body,
+        }
         routes: dict[str, dict[str, _Route]] = {}
         for kind, table in (("export", export), ("devserver", devserver)):
             for path, methods in table.items():
                 routes[path] = {
-                    method: _Route(kind, spec, handler)
+                    method: _Route(kind, spec, handler, checks.get(path))
                     for method, (spec, handler) in methods.items()
                 }
         return routes
@@ -192,7 +226,9 @@ class HttpApi:
     def _handle(self, request: Request) -> Response:
         check_client_version(request.headers.get("convex-client"))
         methods = self._routes.get(request.path)
-        if methods is None:
+        if methods is None or (
+            request.path in DATA_SYNC_PATHS and not self.settings.current.data_sync_enabled
+        ):
             return Response(404, b"", content_type=None)
         route = methods.get(request.method)
         if route is None:
@@ -218,6 +254,8 @@ class HttpApi:
                 args = parse_json_body(
                     request.headers.get("content-type"), request.body, route.spec
                 )
+                if route.check is not None:
+                    route.check(args)
         if route.kind == "export" and not self.settings.current.streaming_export_enabled:
             raise streaming_export_not_enabled()
         if identity is not Identity.ADMIN:

@@ -9,6 +9,9 @@ to the next one, so a malformed ``selection`` object silently exports everything
 the server does. A selection that parses but is semantically invalid (``_id`` excluded, a bad
 table or component name) raises :class:`InvalidSelection`, which the legacy endpoints turn
 into a 500 ``InternalServerError``.
+
+The Data Sync endpoints take only the full object (:func:`parse_selection_object`), strictly:
+a malformed one is an error there, not "everything".
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ class InvalidSelection(ValueError):
     """A selection that parses but cannot be honoured (e.g. ``_id`` excluded)."""
 
 
-class _Malformed(Exception):
-    """The selection object does not deserialize; the untagged fallback moves on."""
+class MalformedSelection(ValueError):
+    """The selection object does not deserialize (the legacy endpoints' untagged fallback
+    moves on to the next form; the Data Sync endpoints answer ``BadJsonBody``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +93,7 @@ EVERYTHING = RequestSelection()
 def _inclusion(value: Any) -> bool:
     if isinstance(value, str) and value in _INCLUSION:
         return _INCLUSION[value]
-    raise _Malformed
+    raise MalformedSelection
 
 
 def _is_excluded_tag(value: Any) -> bool:
@@ -99,30 +103,30 @@ def _is_excluded_tag(value: Any) -> bool:
 def _parse_columns(raw: Any) -> ColumnFilter | None:
     if isinstance(raw, dict):
         if "_other" not in raw:
-            raise _Malformed
+            raise MalformedSelection
         other = _inclusion(raw["_other"])
         columns = {name: _inclusion(value) for name, value in raw.items() if name != "_other"}
         return ColumnFilter(columns, other)
     if _is_excluded_tag(raw):
         return None
-    raise _Malformed
+    raise MalformedSelection
 
 
 def _parse_component(raw: Any) -> ComponentSelection | None:
     if isinstance(raw, dict):
         if "_other" not in raw:
-            raise _Malformed
+            raise MalformedSelection
         other = _inclusion(raw["_other"])
         tables = {name: _parse_columns(value) for name, value in raw.items() if name != "_other"}
         return ComponentSelection(tables, other)
     if _is_excluded_tag(raw):
         return None
-    raise _Malformed
+    raise MalformedSelection
 
 
 def _parse_exact(raw: Any) -> RequestSelection:
     if not isinstance(raw, dict) or "_other" not in raw:
-        raise _Malformed
+        raise MalformedSelection
     other = _inclusion(raw["_other"])
     components = {path: _parse_component(value) for path, value in raw.items() if path != "_other"}
     return RequestSelection(components, other)
@@ -161,6 +165,16 @@ def validate(selection: RequestSelection) -> RequestSelection:
     return selection
 
 
+def parse_selection_object(raw: Any) -> RequestSelection:
+    """A full selection object, parsed strictly and validated (the Data Sync form).
+
+    Raises:
+        MalformedSelection: it does not deserialize (a missing ``_other``, an unknown word).
+        InvalidSelection: it names something invalid, or excludes ``_id``.
+    """
+    return validate(_parse_exact(raw))
+
+
 def selection_from_args(args: Mapping[str, Any]) -> RequestSelection:
     """Resolve the selection forms of a list_snapshot / document_deltas request.
 
@@ -172,7 +186,7 @@ def selection_from_args(args: Mapping[str, Any]) -> RequestSelection:
     if "selection" in args:
         try:
             return validate(_parse_exact(args["selection"]))
-        except _Malformed:
+        except MalformedSelection:
             pass
     has_snake, has_camel = "table_name" in args, "tableName" in args
     table = args.get("table_name") if has_snake else args.get("tableName")

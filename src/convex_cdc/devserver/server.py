@@ -25,6 +25,7 @@ from convex_cdc.devserver.faults import FaultInjector
 from convex_cdc.devserver.http_api import HttpApi, Request, Response
 from convex_cdc.devserver.settings import DevServerSettings, SettingsBox
 from convex_cdc.devserver.store import DocumentStore
+from convex_cdc.devserver.sync_cursor import CursorSealer
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,8 @@ class DevServer:
             KeyChecker(self.key),
             FaultInjector(fault_seed),
             self.workload,
+            # Keyed by the deploy key: a restarted devserver still opens its Data Sync cursors.
+            cursor_sealer=CursorSealer(self.key.encode()),
         )
         self._httpd = _HttpServer((host, port), self.api)
         self._thread: threading.Thread | None = None

@@ -1,7 +1,9 @@
 """The devserver's knobs, changeable at runtime through ``POST /_devserver/settings``.
 
 Defaults are the open-source server's: 1024 documents per list_snapshot page, 128 log rows
-per document_deltas page, 14 days of document retention, snapshots usable for 5 days.
+per document_deltas page, 14 days of document retention, snapshots usable for 5 days, and
+Data Sync pages of 16384 entries, 64 MiB of documents and 32768 log rows read, walking tables
+by id only while the sync's timestamp is within 30 s of the latest.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 DAY_SECONDS = 86_400.0
+MIB = 1 << 20
 FAULT_KINDS = ("500", "503", "429", "drop", "stall")
 
 
@@ -27,6 +30,12 @@ class DevServerSettings:
     stall_seconds: float = 2.0
     streaming_export_enabled: bool = True
     fault_kinds: tuple[str, ...] = field(default=FAULT_KINDS)
+    data_sync_enabled: bool = True
+    """False: the Data Sync routes answer 404, as on a deployment without them."""
+    data_sync_page_size: int = 16384
+    data_sync_page_bytes: int = 64 * MIB
+    data_sync_rows_read_limit: int = 32768
+    data_sync_by_id_freshness_seconds: float = 30.0
 
     def validate(self) -> DevServerSettings:
         """Check ranges; returns ``self``.
@@ -36,6 +45,14 @@ class DevServerSettings:
         """
         if self.snapshot_page_size < 1 or self.deltas_row_limit < 1:
             raise ValueError("page sizes must be at least 1")
+        if min(self.data_sync_page_size, self.data_sync_page_bytes) < 1:
+            raise ValueError("data sync page limits must be at least 1")
+        # A by-id page reads up to a page of rows, so the row budget must cover it.
+        if self.data_sync_rows_read_limit < self.data_sync_page_size:
+            raise ValueError("data_sync_rows_read_limit cannot be below data_sync_page_size")
+        # With no freshness window a sync could never walk a table by id.
+        if self.data_sync_by_id_freshness_seconds <= 0:
+            raise ValueError("data_sync_by_id_freshness_seconds must be positive")
         if self.retention_seconds < 0 or self.snapshot_max_age_seconds < 0:
             raise ValueError("retention windows cannot be negative")
         if not 0.0 <= self.fail_rate <= 1.0:
@@ -63,6 +80,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "stall_seconds": (int, float),
     "streaming_export_enabled": (bool,),
     "fault_kinds": (list, tuple),
+    "data_sync_enabled": (bool,),
+    "data_sync_page_size": (int,),
+    "data_sync_page_bytes": (int,),
+    "data_sync_rows_read_limit": (int,),
+    "data_sync_by_id_freshness_seconds": (int, float),
 }
 
 

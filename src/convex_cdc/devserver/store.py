@@ -18,8 +18,13 @@
 One lock guards everything. Reads take it only to collect revisions; encoding happens
 outside it, because revisions are immutable.
 
-Not reproduced: replace-imports (hidden tablets) and document retention pruning (old
-revisions are kept; only cursors are checked against the retention window).
+* Replacing a table (an import with ``--replace``) fills a new tablet with the same name and
+  table number and drops the old tablet at the same timestamp: the log gets the new
+  documents as inserts and no tombstones for the old ones.
+
+Not reproduced: the hidden tablet of an import in progress (an import here is one atomic
+step) and document retention pruning (old revisions are kept; only cursors are checked
+against the retention window).
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from convex_cdc.devserver.transaction import (
     existing_document,
     user_fields_tree,
 )
-from convex_cdc.devserver.writes import CommitResult, Delete, Insert, Replace, Write
+from convex_cdc.devserver.writes import CommitResult, Delete, Fields, Insert, Replace, Write
 
 _MS_PER_DAY = 86_400_000
 _by_ts = attrgetter("ts")
@@ -124,57 +129,94 @@ class DocumentStore:
         if len(writes) > MAX_WRITES_PER_TRANSACTION:
             raise ValueError(f"a transaction holds at most {MAX_WRITES_PER_TRANSACTION} writes")
         with self._lock:
-            begin_ts = max(self._latest_ts + 1, self._clock())
-            creation_time = math.nextafter(begin_ts / 1e6, -math.inf)
-            new_tables: dict[tuple[str, str], Table] = {}
-            numbers: dict[str, list[int]] = {}  # component → [next user, next system]
-            touched: Touched = {}
-            ids: list[str] = []
-            checked: dict[tuple[str, str], Table | None] = {}
-            for write in writes:
-                where = (write.component, write.table)
-                if where in checked:
-                    table = checked[where]  # None until its first insert creates it
-                else:
-                    check_component(write.component)
-                    check_table(write.table)
-                    table = checked[where] = self._table(write.component, write.table, new_tables)
-                if isinstance(write, Insert):
-                    if table is None:
-                        table = self._new_table(write.component, write.table, numbers)
-                        new_tables[where] = checked[where] = table
-                    tree, neutral = user_fields_tree(write.fields)
-                    creation_time = math.nextafter(creation_time, math.inf)
-                    internal = new_internal_id(
-                        self._id_rng.randbytes(14), int(creation_time) // _MS_PER_DAY
-                    )
-                    doc_id = encode_document_id(table.number, internal)
-                    pending = PendingDocument(creation_time, tree)
-                    pending.neutral = neutral
-                    touched[(id(table), doc_id)] = (table, doc_id, pending)
-                    ids.append(doc_id)
-                    continue
-                if not isinstance(write, Replace | Delete):
-                    raise ValueError(f"unknown write {write!r}")
-                key = existing_document(table, write, touched)
-                entry = touched.get(key)
-                assert table is not None  # _existing raised otherwise
-                if entry is None:
-                    current = table.latest[write.id]
-                    entry = (table, write.id, PendingDocument(current.creation_time, {}))
-                    touched[key] = entry
-                pending = entry[2]
-                if isinstance(write, Replace):
-                    pending.fields, pending.neutral = user_fields_tree(write.fields)
-                else:
-                    pending.fields = None
-                ids.append(write.id)
-            bodies = {
-                key: document_body(pending, doc_id)
-                for key, (_, doc_id, pending) in touched.items()
-                if pending.fields is not None
-            }
-            return self._apply(begin_ts, new_tables, touched, bodies, ids)
+            return self._commit_locked(writes, None)
+
+    def replace_table(
+        self, component: str, table: str, documents: Sequence[Fields]
+    ) -> CommitResult:
+        """Replace a user table's documents in one step, as ``npx convex import --replace``.
+
+        The documents land in a new tablet under the same name and table number (a table
+        that did not exist is created); the old tablet is dropped at the same timestamp.
+        The log gets the new documents as inserts and nothing for the old ones, so a
+        document_deltas reader sees the new rows but never learns that the old ones went.
+
+        Raises:
+            ValueError: a bad name, a system table, or an invalid document; nothing changes.
+        """
+        check_component(component)
+        check_table(table)
+        if table.startswith("_"):
+            raise ValueError(f"system table {table} cannot be replaced")
+        if len(documents) > MAX_WRITES_PER_TRANSACTION:
+            raise ValueError(f"an import holds at most {MAX_WRITES_PER_TRANSACTION} documents")
+        writes = [Insert(table, fields, component) for fields in documents]
+        with self._lock:
+            return self._commit_locked(writes, (component, table))
+
+    def _commit_locked(
+        self, writes: Sequence[Write], replacing: tuple[str, str] | None
+    ) -> CommitResult:
+        """Validate and apply ``writes``; ``replacing`` names a table whose inserts go into a
+        fresh tablet that takes the old one's place."""
+        begin_ts = max(self._latest_ts + 1, self._clock())
+        creation_time = math.nextafter(begin_ts / 1e6, -math.inf)
+        new_tables: dict[tuple[str, str], Table] = {}
+        numbers: dict[str, list[int]] = {}  # component → [next user, next system]
+        touched: Touched = {}
+        ids: list[str] = []
+        checked: dict[tuple[str, str], Table | None] = {}
+        for write in writes:
+            where = (write.component, write.table)
+            if where in checked:
+                table = checked[where]  # None until its first insert creates it
+            else:
+                check_component(write.component)
+                check_table(write.table)
+                table = checked[where] = (
+                    None
+                    if where == replacing
+                    else self._table(write.component, write.table, new_tables)
+                )
+            if isinstance(write, Insert):
+                if table is None:
+                    table = self._new_table(write.component, write.table, numbers, replacing)
+                    new_tables[where] = checked[where] = table
+                tree, neutral = user_fields_tree(write.fields)
+                creation_time = math.nextafter(creation_time, math.inf)
+                internal = new_internal_id(
+                    self._id_rng.randbytes(14), int(creation_time) // _MS_PER_DAY
+                )
+                doc_id = encode_document_id(table.number, internal)
+                pending = PendingDocument(creation_time, tree)
+                pending.neutral = neutral
+                touched[(id(table), doc_id)] = (table, doc_id, pending)
+                ids.append(doc_id)
+                continue
+            if not isinstance(write, Replace | Delete):
+                raise ValueError(f"unknown write {write!r}")
+            key = existing_document(table, write, touched)
+            entry = touched.get(key)
+            assert table is not None  # _existing raised otherwise
+            if entry is None:
+                current = table.latest[write.id]
+                entry = (table, write.id, PendingDocument(current.creation_time, {}))
+                touched[key] = entry
+            pending = entry[2]
+            if isinstance(write, Replace):
+                pending.fields, pending.neutral = user_fields_tree(write.fields)
+            else:
+                pending.fields = None
+            ids.append(write.id)
+        bodies = {
+            key: document_body(pending, doc_id)
+            for key, (_, doc_id, pending) in touched.items()
+            if pending.fields is not None
+        }
+        if replacing is not None and replacing not in new_tables:
+            # An empty import still leaves an (empty) new table behind.
+            new_tables[replacing] = self._new_table(*replacing, numbers, replacing)
+        return self._apply(begin_ts, new_tables, touched, bodies, ids)
 
     def drop_table(self, component: str, table: str) -> int:
         """Drop a user table and all its documents; returns the drop's timestamp.
@@ -206,9 +248,19 @@ class DocumentStore:
             return existing.tables[name]
         return new_tables.get((component, name))
 
-    def _new_table(self, component: str, name: str, numbers: dict[str, list[int]]) -> Table:
+    def _new_table(
+        self,
+        component: str,
+        name: str,
+        numbers: dict[str, list[int]],
+        replacing: tuple[str, str] | None = None,
+    ) -> Table:
         owner = self._components.get(component) or Component(component)
         system = name.startswith("_")
+        replaced = owner.tables.get(name) if replacing == (component, name) else None
+        if replaced is not None:
+            # An import keeps the table number, so ids of the old table stay well-formed.
+            return Table(component, name, replaced.number, bytes(16), 0, system)
         counters = numbers.setdefault(component, [owner.next_user_number, owner.next_system_number])
         slot = 1 if system else 0
         number = counters[slot]
@@ -227,6 +279,9 @@ class DocumentStore:
         ts = max(begin_ts, self._clock())
         for (path, name), table in new_tables.items():
             component = self._components.setdefault(path, Component(path))
+            replaced = component.tables.get(name)
+            if replaced is not None:
+                replaced.dropped_ts = ts  # the import's swap: the old tablet goes at this ts
             table.tablet_id = self._draw_tablet_id(table)
             table.created_ts = ts
             component.tables[name] = table
@@ -384,6 +439,21 @@ class DocumentStore:
                     if page_end is None and len(values) >= row_limit:
                         page_end = row.ts
             return DeltasPage(values, upper if page_end is None else page_end, has_more)
+
+    def user_tables_at(self, ts: int) -> list[Table]:
+        """The user tables that exist at ``ts``, in tablet-id order."""
+        with self._lock:
+            return [table for table in self._tablets if not table.system and table.live_at(ts)]
+
+    def documents_after(
+        self, table: Table, after_id: str | None, ts: int, limit: int
+    ) -> list[Revision]:
+        """Up to ``limit`` documents of ``table`` alive at ``ts`` with ids after ``after_id``
+        (all ids when ``None``), ascending by id, each at its latest revision at ``ts``."""
+        with self._lock:
+            ids = table.sorted_ids()
+            start = 0 if after_id is None else bisect.bisect_right(ids, after_id)
+            return _visible_revisions(table, ids, start, ts, limit)
 
     def live_documents(self, ts: int | None = None) -> list[Revision]:
         """Every exported document alive at ``ts`` (default: now), by component, table, id.
