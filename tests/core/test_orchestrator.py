@@ -30,6 +30,7 @@ from convex_cdc.core.errors import (
     RetentionExpired,
     SourceUnavailable,
     StateError,
+    Stopped,
 )
 from convex_cdc.core.orchestrator import SyncOptions, SyncReport, run_sync
 from convex_cdc.core.selection import Selection
@@ -752,17 +753,17 @@ def test_the_observer_hears_of_every_page_once_with_the_checkpoint_of_its_batch(
 def test_a_stop_inside_a_batch_writes_nothing_of_it() -> None:
     deployment, sink, store = _synced_with_backlog()
     before, writes = store.raw, sink.writes
-    report = run_sync(
-        deployment,
-        sink,
-        store,
-        SyncOptions(batch_rows=10**6),  # (the first batch: one page, as saved)
-        should_stop=lambda: deployment.calls.count("document_deltas") >= 3,
-    )
-    assert 1 <= report.delta_pages < 7
+    with pytest.raises(Stopped, match="in the delta phase, behind the server"):
+        run_sync(
+            deployment,
+            sink,
+            store,
+            SyncOptions(batch_rows=10**6),  # (the first batch: one page, as saved)
+            should_stop=lambda: deployment.calls.count("document_deltas") >= 3,
+        )
     # The first batch was one page (the saved checkpoint said so); the stop came inside
     # the second, whose pages were dropped.
-    assert sink.writes == writes + 1 and report.batches == 1
+    assert sink.writes == writes + 1
     saved = store.load()
     assert saved is not None and before is not None
     assert saved.batch_seq == loads_checkpoint(before).batch_seq + 1
@@ -794,4 +795,48 @@ def test_a_batch_half_written_by_the_one_page_version_is_replayed_as_one_page() 
     report = run_sync(deployment, sink, store)  # DurableSink: batch n comes back identical
     assert sink.replays == replays + 1
     assert_in_sync(deployment, sink, report)
+    assert sink.state() == deployment.truth()
+
+
+def test_a_stop_during_the_snapshot_walk_ends_it_after_the_batch_in_flight() -> None:
+    """A stop is heard between snapshot pages too: the batch being written lands and is
+    checkpointed, the one being collected is dropped, and the run says it is behind."""
+    deployment = InProcessConvex(snapshot_page_size=2, seed=11)
+    for i in range(20):
+        deployment.insert("messages", {"n": i})
+    _, sink, store = fresh()
+    with pytest.raises(Stopped, match="during the snapshot walk; batches up to") as raised:
+        run_sync(
+            deployment,
+            sink,
+            store,
+            SyncOptions(batch_rows=4),
+            should_stop=lambda: sink.writes >= 1,  # pages are fetched ahead: count writes
+        )
+    assert raised.value.exit_code == 143
+    saved = store.load()
+    assert saved is not None and saved.phase == "snapshot"
+    assert f"batches up to {saved.batch_seq} " in raised.value.message
+    assert sink.writes == saved.batch_seq  # nothing beyond the checkpoint was written
+    assert_in_sync(deployment, sink, run_sync(deployment, sink, store))
+    assert sink.state() == deployment.truth()
+
+
+def test_a_stop_while_caught_up_ends_the_run_normally() -> None:
+    deployment, sink, store = _synced_with_backlog()
+    polls = {"n": 0}
+
+    def stop_after_catching_up() -> bool:
+        polls["n"] += 1
+        return polls["n"] > 50  # long after the 7 backlog pages: idle in follow mode
+
+    report = run_sync(
+        deployment,
+        sink,
+        store,
+        SyncOptions(follow=True),
+        should_stop=stop_after_catching_up,
+        sleep=lambda _: None,
+    )
+    assert report.checkpoint is not None and report.checkpoint.phase == "delta"
     assert sink.state() == deployment.truth()

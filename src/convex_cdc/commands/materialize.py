@@ -18,7 +18,7 @@ from convex_cdc.target_s3.staging.materializer import (
 log = logging.getLogger(__name__)
 
 
-def materialize_step(*, layout: DestinationLayout) -> MaterializeReport:
+def materialize_step(*, layout: DestinationLayout, rebuild: bool = False) -> MaterializeReport:
     """Run the materializer on ``layout`` and print what happened (shared with ``run``).
 
     Raises:
@@ -33,7 +33,14 @@ def materialize_step(*, layout: DestinationLayout) -> MaterializeReport:
             event.batches_total,
         )
 
-    report = StagingMaterializer(layout, progress=progress).materialize()
+    report = StagingMaterializer(layout, progress=progress, rebuild=rebuild).materialize()
+    if report.damaged_files:
+        shown = ", ".join(report.damaged_files[:3])
+        more = f" and {len(report.damaged_files) - 3} more" if len(report.damaged_files) > 3 else ""
+        click.echo(
+            f"materialize: staging file {shown}{more} was missing or damaged; staging was "
+            "rebuilt from the raw change log"
+        )
     if report.batches_applied == 0:
         click.echo(f"materialize: staging already up to date → {layout.staging}")
     else:
@@ -61,10 +68,16 @@ def materialize_step(*, layout: DestinationLayout) -> MaterializeReport:
 
 @click.command()
 @dest_option
-def materialize(dest: str) -> None:
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Build staging again from the raw change log (after staging files were damaged; "
+    "a missing or shortened file is found and rebuilt without it).",
+)
+def materialize(dest: str, rebuild: bool) -> None:
     """Apply committed raw batches in DIR to the current-state staging tables.
 
     Incremental: only batches not yet applied are read, and only the staging files
     their rows fall into are rewritten. Deletes are applied; the highest _ts wins.
     """
-    materialize_step(layout=DestinationLayout.at(dest))
+    materialize_step(layout=DestinationLayout.at(dest), rebuild=rebuild)

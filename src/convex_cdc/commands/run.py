@@ -1,6 +1,14 @@
-"""``convex-cdc run``: sync, materialize and publish — what a scheduler calls."""
+"""``convex-cdc run``: sync, materialize and publish — what a scheduler calls.
+
+A SIGTERM during the sync step stops it after the batch being written (see
+:mod:`.sync`) and the run ends there with :class:`~convex_cdc.core.errors.Stopped`, even
+when sync had just caught up: a stopped run never goes on to materialize and publish.
+Later steps are crash-safe, so a SIGTERM there ends the process at once.
+"""
 
 from __future__ import annotations
+
+import threading
 
 import click
 
@@ -14,6 +22,7 @@ from convex_cdc.commands.options import (
 )
 from convex_cdc.commands.publish import publish_step
 from convex_cdc.commands.sync import sync_step
+from convex_cdc.core.errors import Stopped
 from convex_cdc.target_s3.layout import DestinationLayout
 
 
@@ -47,6 +56,7 @@ def run(
     non-zero exit code and the next run picks up where it stopped.
     """
     layout = DestinationLayout.at(dest)
+    stop = threading.Event()
     sync_step(
         layout=layout,
         url=url,
@@ -54,7 +64,13 @@ def run(
         include=include,
         exclude=exclude,
         batch_rows=batch_rows,
+        stop=stop,
     )
+    if stop.is_set():
+        raise Stopped(
+            "run stopped by SIGTERM after sync caught up; materialize and publish were skipped",
+            hint="run again to finish them",
+        )
     materialize_step(layout=layout)
     if to:
         publish_step(

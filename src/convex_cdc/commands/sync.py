@@ -1,7 +1,13 @@
-"""``convex-cdc sync``: extract changes from Convex into the raw change log."""
+"""``convex-cdc sync``: extract changes from Convex into the raw change log.
+
+SIGTERM stops a sync after the batch being written is durable and checkpointed: it exits
+0 if it had just caught up with the source (how ``--follow`` normally ends), else with
+:class:`~convex_cdc.core.errors.Stopped` (143) naming where it stopped.
+"""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from datetime import UTC, datetime
@@ -13,6 +19,7 @@ from convex_cdc.commands.connection import connect, source_options
 from convex_cdc.commands.options import batch_rows_option, dest_option, selection_options
 from convex_cdc.commands.progress import SyncProgress
 from convex_cdc.core.checkpoint import DEFAULT_BATCH_ROWS, Checkpoint, DeltaTail, InitialSnapshot
+from convex_cdc.core.errors import ConvexCdcError, StateError, Stopped
 from convex_cdc.core.events import DEFAULT_MAX_DOCUMENT_BYTES
 from convex_cdc.core.orchestrator import SyncOptions, SyncReport, run_sync
 from convex_cdc.core.selection import Selection
@@ -20,7 +27,14 @@ from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
-from convex_cdc.target_s3.raw.change_log import RawChangeLogSink
+from convex_cdc.target_s3.raw.change_log import (
+    RawChangeLog,
+    RawChangeLogSink,
+    remove_interrupted_writes,
+)
+from convex_cdc.target_s3.raw.history import checkpoint_from_newest_batch, ensure_checkpoint_covers
+
+log = logging.getLogger(__name__)
 
 
 def sync_step(
@@ -34,12 +48,19 @@ def sync_step(
     resnapshot: bool = False,
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    restore_checkpoint: bool = False,
+    stop: threading.Event | None = None,
 ) -> SyncReport:
     """Run the extraction into ``layout`` and print what happened (shared with ``run``).
+
+    ``stop`` (set by SIGTERM while this runs) ends the run after the batch being written;
+    ``run`` passes its own to see afterwards whether a stop was asked for.
 
     Raises:
         ConvexCdcError: as :func:`~convex_cdc.core.orchestrator.run_sync` raises, and
             ``TargetError`` when the destination directory cannot be created.
+        StateError: the raw change log holds batches beyond the checkpoint.
+        Stopped: SIGTERM ended the run before it caught up.
     """
     selection = Selection.from_patterns(include=include, exclude=exclude)
     options = SyncOptions(
@@ -49,24 +70,25 @@ def sync_step(
         max_document_bytes=max_document_bytes,
         batch_rows=batch_rows,
     )
-    stop = threading.Event()
+    stop = stop if stop is not None else threading.Event()
     with io_errors(f"create the destination {layout.root}", then="run sync again"):
         layout.root.mkdir(parents=True, exist_ok=True)
-    with (
-        StopOnSigterm(stop),
-        DestinationLock(layout, "sync"),
-        connect(url, deploy_key_env) as client,
-        SyncProgress("sync") as progress,
-    ):
-        report = run_sync(
-            client,
-            RawChangeLogSink(layout),
-            FileCheckpointStore(layout),
-            options,
-            observer=progress,
-            should_stop=stop.is_set,
-            sleep=lambda seconds: _wait(stop, seconds),
-        )
+    store = FileCheckpointStore(layout)
+    with StopOnSigterm(stop), DestinationLock(layout, "sync"):
+        prepare_destination(layout, store, restore_checkpoint=restore_checkpoint)
+        with connect(url, deploy_key_env) as client, SyncProgress("sync") as progress:
+            try:
+                report = run_sync(
+                    client,
+                    RawChangeLogSink(layout),
+                    store,
+                    options,
+                    observer=progress,
+                    should_stop=stop.is_set,
+                    sleep=lambda seconds: _wait(stop, seconds),
+                )
+            except Stopped as stopped:
+                raise _where_stopped(stopped, store) from None
     click.echo(
         f"sync: {report.events:,} change events ({report.deletes:,} deletes) in "
         f"{report.batches:,} batches from {report.snapshot_pages + report.delta_pages:,} pages, "
@@ -74,8 +96,53 @@ def sync_step(
         f"→ {layout.raw_change_log}"
     )
     if report.checkpoint is not None:
-        click.echo(f"sync: checkpoint {describe_position(report.checkpoint)} → {layout.checkpoint}")
+        click.echo(
+            f"sync: checkpoint caught up, {describe_position(report.checkpoint)} → "
+            f"{layout.checkpoint}"
+        )
     return report
+
+
+def prepare_destination(
+    layout: DestinationLayout, store: FileCheckpointStore, *, restore_checkpoint: bool
+) -> None:
+    """Before a sync (holding its lock): clean up after a killed one, rebuild the checkpoint
+    if asked to, and refuse a checkpoint the raw change log has moved past.
+
+    Raises:
+        StateError: the raw change log holds batches beyond the checkpoint.
+        TargetError: the destination cannot be read or cleaned up.
+    """
+    removed = remove_interrupted_writes(layout)
+    if removed:
+        log.info("removed %d temporary files left by an interrupted sync", removed)
+    raw = RawChangeLog(layout)
+    if restore_checkpoint:
+        rebuilt = checkpoint_from_newest_batch(raw)
+        try:
+            saved = store.load()
+        except StateError:
+            saved = None  # unreadable: replaced by the rebuilt one
+        if saved is None or saved.batch_seq < rebuilt.batch_seq:
+            store.save(rebuilt)
+            click.echo(
+                f"sync: checkpoint rebuilt from raw batch {rebuilt.batch_seq}: "
+                f"{describe_position(rebuilt)} → {layout.checkpoint}"
+            )
+    ensure_checkpoint_covers(raw, store.load())
+
+
+def _where_stopped(stopped: Stopped, store: FileCheckpointStore) -> Stopped:
+    """``stopped`` with the saved checkpoint's position spelled out."""
+    try:
+        checkpoint = store.load()
+    except ConvexCdcError:
+        return stopped
+    if checkpoint is None:
+        return stopped
+    return Stopped(
+        f"sync (SIGTERM) {stopped.message}: {describe_position(checkpoint)}", hint=stopped.hint
+    )
 
 
 def _wait(stop: threading.Event, seconds: float) -> None:
@@ -89,7 +156,7 @@ def describe_position(checkpoint: Checkpoint) -> str:
             state = "not started" if cursor is None else "in progress"
             return f"snapshot walk at {format_ts(snapshot)} {state} (batch {checkpoint.batch_seq})"
         case DeltaTail(cursor=cursor):
-            return f"caught up to {format_ts(cursor)} (batch {checkpoint.batch_seq})"
+            return f"delta cursor at {format_ts(cursor)} (batch {checkpoint.batch_seq})"
     return "unknown"
 
 
@@ -133,6 +200,12 @@ class StopOnSigterm:
     help="Start a new snapshot walk (after an expired cursor); staging is reloaded from it.",
 )
 @click.option(
+    "--restore-checkpoint",
+    is_flag=True,
+    help="Rebuild a lost or rolled-back checkpoint.json from the newest batch of the raw "
+    "change log (each batch index records the checkpoint it advances to), then sync on.",
+)
+@click.option(
     "--max-document-bytes",
     type=click.IntRange(min=1024),
     default=DEFAULT_MAX_DOCUMENT_BYTES,
@@ -151,6 +224,7 @@ def sync(
     resnapshot: bool,
     max_document_bytes: int,
     batch_rows: int,
+    restore_checkpoint: bool,
 ) -> None:
     """Extract changes from Convex into DIR/raw_change_log until caught up.
 
@@ -168,4 +242,5 @@ def sync(
         resnapshot=resnapshot,
         max_document_bytes=max_document_bytes,
         batch_rows=batch_rows,
+        restore_checkpoint=restore_checkpoint,
     )

@@ -17,6 +17,8 @@
      7    ├── TargetError                   the target could not write or read (disk full,
           │                                 permissions, object store, Delta): fix the target
     75    ├── DestinationBusy               another run holds the destination: skip this run
+   143    ├── Stopped                       stopped on request (SIGTERM) before the work was
+          │                                 done; what is durable is checkpointed: run again
           └── StepFailed                    wraps any of the above with the step and batch
 
 A scheduler can therefore tell "skip this run" (75, like sysexits' ``EX_TEMPFAIL``)
@@ -127,6 +129,17 @@ class DestinationBusy(ConvexCdcError):
     """Another process holds the lock this run needs: skip this run, or wait."""
 
     exit_code = 75
+
+
+class Stopped(ConvexCdcError):
+    """A stop was requested (SIGTERM) before the run was done: every batch up to where it
+    stopped is durable and checkpointed, and the next run resumes from there.
+
+    128 + SIGTERM, what a shell reports for a process SIGTERM ended: a scheduler sees a
+    stop, not a success (the destination is behind) and not a failure to fix.
+    """
+
+    exit_code = 143
 
 
 class StepFailed(ConvexCdcError):

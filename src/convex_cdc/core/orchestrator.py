@@ -11,6 +11,12 @@ each checkpoint records how the batch after it is cut (see
 make a repeated batch harmless. A run that stops (a failed fetch, a malformed page,
 ``should_stop``) inside a batch writes nothing of that batch: its pages are fetched again.
 
+``should_stop`` is asked between pages, in the snapshot walk as in the delta phase. A stop
+lets the batch being written land and get its checkpoint, drops the batch being collected
+(cutting it short would give its number other contents than a replay would) and ends the
+run with :class:`~convex_cdc.core.errors.Stopped`, unless the run had just caught up with
+the log: then it ends normally, because that is where a finished run ends too.
+
 The steps are pipelined over three threads. A fetch thread walks ahead (see
 :mod:`convex_cdc.core.page_stream`: each page names the request for the next one, the
 pinned snapshot and its cursor, or the returned delta cursor), the caller's thread
@@ -49,7 +55,7 @@ from convex_cdc.core.checkpoint import (
     with_pending_delta,
     with_schema_fingerprints,
 )
-from convex_cdc.core.errors import MalformedResponse
+from convex_cdc.core.errors import MalformedResponse, Stopped
 from convex_cdc.core.events import events_from_values, tables_in
 from convex_cdc.core.page_stream import PageStream
 from convex_cdc.core.schema import fetch_schema_fingerprints
@@ -86,6 +92,8 @@ def run_sync(
         ConvexCdcError: source errors as raised by the client (authentication, retention,
             malformed responses...), :class:`StepFailed` wrapping a sink failure,
             :class:`ConfigError` for batch limits below 1.
+        Stopped: ``should_stop`` ended the run before it caught up (everything before
+            the batch it was collecting is durable and checkpointed).
     """
     options = options or SyncOptions()
     limits = options.batch_limits  # refuses a limit below 1 before anything happens
@@ -114,8 +122,9 @@ def run_sync(
     with _few_young_collections(), BatchWriter(sink, store) as writer:
         run = _Run(source=source, options=options, observer=observer, report=report, writer=writer)
         try:
-            checkpoint = _walk(run, checkpoint, first_page)
-            checkpoint = _tail(run, checkpoint, should_stop, sleep)
+            checkpoint, caught_up = _walk(run, checkpoint, first_page, should_stop), False
+            if isinstance(checkpoint.position, DeltaTail):
+                checkpoint, caught_up = _tail(run, checkpoint, should_stop, sleep)
             run.settle()
         except BaseException:
             # A batch still being written came before whatever failed here: let it land
@@ -125,7 +134,23 @@ def run_sync(
 
     report.checkpoint = checkpoint
     report.elapsed_seconds = time.monotonic() - started
+    if not caught_up:
+        raise stopped_behind(checkpoint)
     return report
+
+
+def stopped_behind(checkpoint: Checkpoint) -> Stopped:
+    """The error of a run ``should_stop`` ended at ``checkpoint`` before it caught up."""
+    where = (
+        "during the snapshot walk"
+        if isinstance(checkpoint.position, InitialSnapshot)
+        else "in the delta phase, behind the server"
+    )
+    return Stopped(
+        f"stopped on request {where}; batches up to {checkpoint.batch_seq} are durable and "
+        "checkpointed",
+        hint="run sync again to resume from there",
+    )
 
 
 @contextlib.contextmanager
@@ -147,8 +172,17 @@ def _few_young_collections() -> Iterator[None]:
 _GC_YOUNG_THRESHOLD: Final = 50_000
 
 
-def _walk(run: _Run, checkpoint: Checkpoint, first_page: SnapshotPage | None) -> Checkpoint:
-    """The rest of the snapshot walk (all of it when ``first_page`` starts a new one)."""
+def _walk(
+    run: _Run,
+    checkpoint: Checkpoint,
+    first_page: SnapshotPage | None,
+    should_stop: Callable[[], bool],
+) -> Checkpoint:
+    """The rest of the snapshot walk (all of it when ``first_page`` starts a new one).
+
+    Returns the checkpoint after the last batch handed to the writer: a ``DeltaTail`` once
+    the walk is complete, an ``InitialSnapshot`` when ``should_stop`` ended it early.
+    """
     position = checkpoint.position
     if not isinstance(position, InitialSnapshot):
         return checkpoint
@@ -163,9 +197,11 @@ def _walk(run: _Run, checkpoint: Checkpoint, first_page: SnapshotPage | None) ->
     first = fetch(position.cursor) if first_page is None else lambda: first_page
     pin = first_page is not None
     with PageStream(first, after, name="convex-cdc-snapshot") as pages:
-        while isinstance(checkpoint.position, InitialSnapshot):
-            checkpoint = run.snapshot_batch(checkpoint, pages, pin=pin)
-            pin = False
+        while isinstance(checkpoint.position, InitialSnapshot) and not should_stop():
+            following = run.snapshot_batch(checkpoint, pages, should_stop, pin=pin)
+            if following is None:
+                break
+            checkpoint, pin = following, False
     return checkpoint
 
 
@@ -174,12 +210,19 @@ def _tail(
     checkpoint: Checkpoint,
     should_stop: Callable[[], bool],
     sleep: Callable[[float], None],
-) -> Checkpoint:
-    """document_deltas until caught up, or (``follow``) until ``should_stop``."""
+) -> tuple[Checkpoint, bool]:
+    """document_deltas until caught up, or (``follow``) until ``should_stop``.
+
+    Returns the checkpoint after the last batch and whether the run was caught up with the
+    log when it ended (``False``: ``should_stop`` ended it while the log had more).
+    """
     options, observer = run.options, run.observer
     idle = options.idle_initial_seconds
+    caught_up = False
     while not should_stop():
-        checkpoint, delivered = _catch_up(run, checkpoint, should_stop)
+        checkpoint, delivered, caught_up = _catch_up(run, checkpoint, should_stop)
+        if not caught_up:
+            break
         run.settle()  # caught up: everything durable and checkpointed before idling
         if not options.follow:
             break
@@ -189,15 +232,16 @@ def _tail(
         if observer is not None:
             observer.on_idle(seconds=idle, checkpoint=checkpoint)
         sleep(idle)
-    return checkpoint
+    return checkpoint, caught_up
 
 
 def _catch_up(
     run: _Run, checkpoint: Checkpoint, should_stop: Callable[[], bool]
-) -> tuple[Checkpoint, bool]:
+) -> tuple[Checkpoint, bool, bool]:
     """Batches of document_deltas pages until the log is exhausted (or ``should_stop``).
 
-    Returns the checkpoint after the last batch and whether that batch delivered events.
+    Returns the checkpoint after the last batch, whether that batch delivered events and
+    whether it exhausted the log (``False``: ``should_stop`` ended the catch-up first).
     """
     source, selection = run.source, run.options.selection
 
@@ -221,20 +265,20 @@ def _catch_up(
         with PageStream(fetch(position.cursor), up_to_end, name="convex-cdc-replay") as pages:
             batch = run.delta_batch(checkpoint, pages, should_stop, replay_end=end)
         if batch is None:
-            return checkpoint, delivered
+            return checkpoint, delivered, False
         checkpoint, has_more, delivered = batch
         if not has_more or should_stop():
-            return checkpoint, delivered
+            return checkpoint, delivered, not has_more
         position = checkpoint.position
         assert isinstance(position, DeltaTail)
     with PageStream(fetch(position.cursor), after, name="convex-cdc-deltas") as pages:
         while True:
             batch = run.delta_batch(checkpoint, pages, should_stop)
             if batch is None:
-                return checkpoint, delivered
+                return checkpoint, delivered, False
             checkpoint, has_more, delivered = batch
             if not has_more or should_stop():
-                return checkpoint, delivered
+                return checkpoint, delivered, not has_more
 
 
 class _Run:
@@ -257,12 +301,18 @@ class _Run:
         self.writer = writer
 
     def snapshot_batch(
-        self, start: Checkpoint, pages: PageStream[SnapshotPage], *, pin: bool = False
-    ) -> Checkpoint:
+        self,
+        start: Checkpoint,
+        pages: PageStream[SnapshotPage],
+        should_stop: Callable[[], bool],
+        *,
+        pin: bool = False,
+    ) -> Checkpoint | None:
         """The next batch of pages of the pinned walk, handed to the writer.
 
         ``pin``: the walk's checkpoint (``start``) is not saved yet. Returns the checkpoint
-        the batch leads to.
+        the batch leads to; ``None`` when ``should_stop`` ended the run inside the batch
+        (nothing of it is written).
         """
         position = start.position
         assert isinstance(position, InitialSnapshot)
@@ -284,6 +334,8 @@ class _Run:
             last = not (has_more and cursor is not None)  # as the stream's ``after`` decides
             if batch.add(events, response_bytes=response_bytes, last=last):
                 break
+            if should_stop():
+                return None
         following = after_snapshot_page(
             start, cursor=cursor, has_more=has_more, tables=batch.tables(), batch_limits=self.limits
         )

@@ -8,10 +8,11 @@ survive a crash, which is what lets a checkpoint advance safely after a write.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 
 def fsync_directory(directory: Path) -> None:
@@ -52,3 +53,32 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         handle.write(data)
 
     atomic_write(path, write)
+
+
+_TEMP_NAME: Final = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
+"""What :func:`atomic_write` names its temporary files (``tempfile.mkstemp`` with our
+prefix and suffix): ``.<final name>.<8 random characters>.tmp``."""
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`atomic_write` gives a temporary file."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_temp_files(directory: Path) -> int:
+    """Delete the temporary files a killed :func:`atomic_write` left in ``directory``.
+
+    Only regular files named as :func:`atomic_write` names them are touched, never
+    anything else. Call it only while holding the lock of whoever writes there. Returns
+    how many were deleted.
+    """
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    removed = 0
+    for entry in entries:
+        if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from convex_cdc.core.checkpoint_json import checkpoint_to_json
-from convex_cdc.core.errors import TargetError
+from convex_cdc.core.errors import StateError, TargetError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.layout import DestinationLayout
@@ -73,6 +73,11 @@ def test_the_index_lists_every_table_file_with_counts_and_the_checkpoint(tmp_pat
     assert batch is not None
     index = json.loads((tmp_path / "raw_change_log/_batches/000000000002.json").read_text())
     assert index["seq"] == 2 and index["kind"] == "delta" and index["snapshot_ts"] is None
+    assert [t.pop("bytes") for t in index["tables"]] == [
+        (tmp_path / "raw_change_log" / t["dir"] / t["file"]).stat().st_size for t in index["tables"]
+    ]
+    assert all(len(t.pop("sha256")) == 64 for t in index["tables"])
+    assert index["previous"] == 1
     assert index["tables"] == [
         {"component": "", "table": "messages", "dir": "messages",
          "file": "batch=000000000002.parquet", "rows": 2, "deletes": 1,
@@ -225,5 +230,5 @@ def test_a_missing_committed_file_is_a_clear_error(tmp_path: Path) -> None:
     sync = ScriptedSync(tmp_path)
     sync.snapshot([[doc("messages", "m1", 10)]], snapshot_ts=50)
     (tmp_path / "raw_change_log/messages/batch=000000000001.parquet").unlink()
-    with pytest.raises(TargetError, match="missing although batch 1 is indexed"):
+    with pytest.raises(StateError, match="missing although batch 1 is indexed"):
         RawChangeLog(DestinationLayout.at(tmp_path)).read_table_batches(key("messages"), [1])

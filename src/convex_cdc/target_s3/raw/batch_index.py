@@ -6,12 +6,20 @@ never scan table directories. Shape::
 
     {"format": "convex-cdc.raw-batch", "version": 1,
      "seq": 42, "kind": "delta", "snapshot_ts": null, "wire_format": "export_json",
+     "previous": 41,
      "tables": [{"component": "", "table": "messages", "dir": "messages",
                  "file": "batch=000000000042.parquet",
-                 "rows": 17, "deletes": 2, "min_ts": 1..., "max_ts": 1...}],
+                 "rows": 17, "deletes": 2, "min_ts": 1..., "max_ts": 1...,
+                 "bytes": 5123, "sha256": "…"}],
      "checkpoint": {...the checkpoint this batch advances to...}}
 
 A table's file is ``raw_change_log/<dir>/<file>`` under the destination root.
+
+``previous`` is the batch before this one in the log (``0``: none). Numbers may be
+skipped (a new snapshot walk skips the number of a batch a crash may have left
+unsaved), so only this link tells a skipped number from a lost index. ``bytes`` and
+``sha256`` let a reader tell a damaged file from the one the batch wrote. Indexes written
+before these fields existed lack them; readers then check what they can.
 """
 
 from __future__ import annotations
@@ -41,6 +49,20 @@ class BatchTableEntry:
     deletes: int
     min_ts: int
     max_ts: int
+    bytes: int | None = None
+    """Size of the file as written (``None`` in indexes older than this field)."""
+    sha256: str | None = None
+    """Hex sha256 of the file as written (``None`` in indexes older than this field)."""
+
+    def same_rows(self, other: BatchTableEntry) -> bool:
+        """Whether ``other`` describes the same rows (the bytes differ between two writes
+        of one batch: each records when its pages were received)."""
+        return _rows_of(self) == _rows_of(other)
+
+
+def _rows_of(entry: BatchTableEntry) -> tuple[object, ...]:
+    return (entry.key, entry.dir, entry.file, entry.rows, entry.deletes, entry.min_ts,
+            entry.max_ts)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +75,9 @@ class BatchIndex:
     wire_format: str
     tables: tuple[BatchTableEntry, ...]
     checkpoint: Checkpoint
+    previous: int | None = None
+    """The batch before this one in the log, ``0`` if none; ``None`` in indexes older than
+    this field (unknown)."""
 
     @property
     def rows(self) -> int:
@@ -63,31 +88,57 @@ class BatchIndex:
         """The entry of one table, if the batch carried events for it."""
         return next((t for t in self.tables if t.key == key), None)
 
+    def same_batch(self, other: BatchIndex) -> bool:
+        """Whether ``other`` is this batch written again: the same events (per table: rows,
+        deletes, ``_ts`` range), the same predecessor, and the same checkpoint position.
+
+        A replay after a crash is; a different walk or history given the same number is
+        not. Schema fingerprints and batch limits may differ between runs and are not
+        compared.
+        """
+        return (
+            (self.seq, self.kind, self.snapshot_ts, self.wire_format, self.previous)
+            == (other.seq, other.kind, other.snapshot_ts, other.wire_format, other.previous)
+            and len(self.tables) == len(other.tables)
+            and all(a.same_rows(b) for a, b in zip(self.tables, other.tables, strict=True))
+            and self.checkpoint.position == other.checkpoint.position
+            and self.checkpoint.batch_seq == other.checkpoint.batch_seq
+        )
+
 
 def batch_index_to_json(index: BatchIndex) -> dict[str, Any]:
     """The index as a JSON-ready dict."""
-    return {
+    data: dict[str, Any] = {
         "format": BATCH_INDEX_FORMAT,
         "version": BATCH_INDEX_VERSION,
         "seq": index.seq,
         "kind": index.kind,
         "snapshot_ts": index.snapshot_ts,
         "wire_format": index.wire_format,
-        "tables": [
-            {
-                "component": t.key.component,
-                "table": t.key.table,
-                "dir": t.dir,
-                "file": t.file,
-                "rows": t.rows,
-                "deletes": t.deletes,
-                "min_ts": t.min_ts,
-                "max_ts": t.max_ts,
-            }
-            for t in index.tables
-        ],
+        "tables": [_entry_to_json(t) for t in index.tables],
         "checkpoint": checkpoint_to_json(index.checkpoint),
     }
+    if index.previous is not None:
+        data["previous"] = index.previous
+    return data
+
+
+def _entry_to_json(entry: BatchTableEntry) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "component": entry.key.component,
+        "table": entry.key.table,
+        "dir": entry.dir,
+        "file": entry.file,
+        "rows": entry.rows,
+        "deletes": entry.deletes,
+        "min_ts": entry.min_ts,
+        "max_ts": entry.max_ts,
+    }
+    if entry.bytes is not None:
+        data["bytes"] = entry.bytes
+    if entry.sha256 is not None:
+        data["sha256"] = entry.sha256
+    return data
 
 
 def dumps_batch_index(index: BatchIndex) -> bytes:
@@ -120,9 +171,12 @@ def loads_batch_index(raw: bytes, *, where: str) -> BatchIndex:
                 deletes=int(t["deletes"]),
                 min_ts=int(t["min_ts"]),
                 max_ts=int(t["max_ts"]),
+                bytes=int(t["bytes"]) if "bytes" in t else None,
+                sha256=str(t["sha256"]) if "sha256" in t else None,
             )
             for t in data["tables"]
         )
+        previous = data.get("previous")
         checkpoint = checkpoint_from_json(data["checkpoint"], where=f"{where} (checkpoint)")
         return BatchIndex(
             seq=int(data["seq"]),
@@ -131,6 +185,7 @@ def loads_batch_index(raw: bytes, *, where: str) -> BatchIndex:
             wire_format=str(data["wire_format"]),
             tables=tables,
             checkpoint=checkpoint,
+            previous=int(previous) if previous is not None else None,
         )
     except StateError:
         raise

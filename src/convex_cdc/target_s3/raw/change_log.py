@@ -6,6 +6,11 @@ comes from the batch sequence, so a batch replayed after a crash overwrites its 
 instead of adding rows. After every table file is durable, the batch index
 (:mod:`.batch_index`) is written; a batch without an index was never completed.
 
+A batch with an index is never overwritten: written again with the same events (the
+replay of a batch whose checkpoint a crash did not save) it is left as it is; given other
+events it is refused, since then the checkpoint is behind the log (see :mod:`.history`).
+Readers check each file against its index (size, sha256, rows) and refuse a damaged one.
+
 Parquet key-value metadata of each file:
 
 =================================  =========================================================
@@ -20,10 +25,15 @@ Parquet key-value metadata of each file:
 
 from __future__ import annotations
 
+import bisect
 import errno
 import functools
+import hashlib
 import json
+import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -32,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from convex_cdc.core.checkpoint_json import checkpoint_to_json
-from convex_cdc.core.errors import TargetError
+from convex_cdc.core.errors import StateError, TargetError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3 import atomic_file
@@ -43,6 +53,12 @@ from convex_cdc.target_s3.raw.batch_index import (
     BatchTableEntry,
     dumps_batch_index,
     loads_batch_index,
+)
+from convex_cdc.target_s3.raw.history import (
+    DAMAGED_RAW_HINT,
+    STALE_CHECKPOINT_HINT,
+    differing_batch,
+    predecessor,
 )
 from convex_cdc.target_s3.table_paths import resolve_table_dir
 
@@ -65,6 +81,8 @@ _STATISTICS_COLUMNS: Final = tuple(
 
 METADATA_PREFIX: Final = "convex_cdc."
 
+_INDEX_FILE: Final = re.compile(r"(\d{12})\.json")
+
 
 def batch_file_name(seq: int) -> str:
     """``batch=<seq:012d>.parquet``."""
@@ -79,11 +97,17 @@ class RawChangeLogSink:
         # Checked once per table and sink: resolving follows every path component, and a
         # sync writes thousands of batches to the same few directories.
         self._table_dirs: dict[TableKey, Path] = {}
+        # Numbers with an index, listed once: the sink is the log's only writer (sync lock).
+        self._indexed: list[int] | None = None
 
     def write(self, batch: ChangeBatch) -> None:
         """Write one parquet file per table, then the batch index; durable on return.
 
+        A batch whose index exists already is left alone if it holds the same events.
+
         Raises:
+            StateError: the log already holds other events under this batch number (the
+                checkpoint is behind the log); nothing is written.
             TargetError: a table or component name is unsafe (nothing is written), or the
                 disk refused a write (no partial file is left under a final name, and no
                 index is written, so the batch counts as not written).
@@ -98,24 +122,62 @@ class RawChangeLogSink:
     def _write(
         self, batch: ChangeBatch, keys: Sequence[TableKey], dirs: Mapping[TableKey, Path]
     ) -> None:
-        entries: list[BatchTableEntry] = []
-        for key in keys:
-            rows = batch.events_for(key)
-            path = dirs[key] / batch_file_name(batch.seq)
-            table = rows.replace_schema_metadata(_file_metadata(batch, key))
-            self._durably(path, batch.seq, functools.partial(_write_parquet, table))
-            entries.append(_entry(key, path, rows))
-        index = BatchIndex(
+        indexed = self._indexed_batches()
+        rows_of = {key: batch.events_for(key) for key in keys}
+        planned = BatchIndex(
             seq=batch.seq,
             kind=batch.kind,
             snapshot_ts=batch.snapshot_ts,
             wire_format=batch.wire_format,
-            tables=tuple(entries),
+            tables=tuple(
+                _entry(key, dirs[key] / batch_file_name(batch.seq), rows_of[key]) for key in keys
+            ),
             checkpoint=batch.checkpoint,
+            previous=predecessor(indexed, batch.seq),
         )
+        position = bisect.bisect_left(indexed, batch.seq)
+        if position < len(indexed) and indexed[position] == batch.seq:
+            self._keep_committed(planned)
+            return
+        entries: list[BatchTableEntry] = []
+        for entry in planned.tables:
+            path = dirs[entry.key] / entry.file
+            table = rows_of[entry.key].replace_schema_metadata(_file_metadata(batch, entry.key))
+            digest = _Digest()
+            self._durably(path, batch.seq, functools.partial(_write_parquet_hashed, table, digest))
+            entries.append(replace(entry, bytes=digest.size, sha256=digest.hexdigest()))
+        index = replace(planned, tables=tuple(entries))
         index_path = self.layout.batch_index / f"{batch.seq:012d}.json"
         payload = dumps_batch_index(index)
         self._durably(index_path, batch.seq, functools.partial(_write_bytes, payload))
+        indexed.insert(position, batch.seq)
+
+    def _indexed_batches(self) -> list[int]:
+        if self._indexed is None:
+            self._indexed = RawChangeLog(self.layout).batch_numbers()
+        return self._indexed
+
+    def _keep_committed(self, planned: BatchIndex) -> None:
+        """Leave a batch that is already complete alone, if this is the same batch again.
+
+        Raises:
+            StateError: it holds other events, so it is not a replay.
+        """
+        existing = RawChangeLog(self.layout).batch(planned.seq)
+        if existing is None:  # listed a moment ago, gone now: damage, not a replay
+            raise StateError(
+                f"raw batch index {self.layout.batch_index}/{planned.seq:012d}.json "
+                "disappeared while sync ran",
+                hint=DAMAGED_RAW_HINT,
+            )
+        if existing.same_batch(planned):
+            return
+        raise StateError(
+            f"raw change log batch {planned.seq} already holds other changes than this run "
+            f"would write there ({differing_batch(existing, planned)}): the checkpoint is "
+            "behind the raw change log; nothing was overwritten",
+            hint=STALE_CHECKPOINT_HINT,
+        )
 
     def _table_dir(self, root: Path, key: TableKey) -> Path:
         known = self._table_dirs.get(key)
@@ -139,11 +201,50 @@ class RawChangeLogSink:
             ) from exc
 
 
+def remove_interrupted_writes(layout: DestinationLayout) -> int:
+    """Delete the temporary files a killed sync left (raw files, indexes, the checkpoint).
+
+    Only names :func:`~convex_cdc.target_s3.atomic_file.atomic_write` gives its temporary
+    files are touched. Call it while holding the destination's ``sync`` lock. Returns how
+    many were deleted.
+
+    Raises:
+        TargetError: a directory cannot be listed or a file cannot be deleted.
+    """
+    root = layout.raw_change_log
+    with io_errors(f"clean up after an interrupted sync in {layout.root}", then="run sync again"):
+        removed = atomic_file.remove_temp_files(layout.root)
+        removed += atomic_file.remove_temp_files(layout.batch_index)
+        if root.is_dir():
+            for entry in os.scandir(root):
+                if entry.is_dir(follow_symlinks=False):
+                    removed += atomic_file.remove_temp_files(Path(entry.path))
+    return removed
+
+
 class RawChangeLog:
     """Read access to the raw change log of ``layout``, through batch indexes."""
 
     def __init__(self, layout: DestinationLayout) -> None:
         self.layout = layout
+
+    def batch_numbers(self) -> list[int]:
+        """Every batch number with an index, ascending (one directory listing).
+
+        Raises:
+            TargetError: the index directory cannot be listed.
+        """
+        directory = self.layout.batch_index
+        try:
+            names = [entry.name for entry in os.scandir(directory)]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise TargetError(
+                f"cannot list {directory}: {describe_os_error(exc)}",
+                hint=os_error_hint(exc, then="run the command again"),
+            ) from exc
+        return sorted(int(m.group(1)) for name in names if (m := _INDEX_FILE.fullmatch(name)))
 
     def batch(self, seq: int) -> BatchIndex | None:
         """The index of batch ``seq``, ``None`` if that batch was never completed.
@@ -180,39 +281,77 @@ class RawChangeLog:
         return resolve_table_dir(self.layout.raw_change_log, key) / batch_file_name(seq)
 
     def read_table_batches(
-        self, key: TableKey, seqs: Iterable[int], *, columns: Sequence[str] | None = None
+        self,
+        key: TableKey,
+        batches: Iterable[int | BatchIndex],
+        *,
+        columns: Sequence[str] | None = None,
     ) -> pa.Table:
-        """The rows of ``key`` in batches ``seqs``, concatenated in the order given.
+        """The rows of ``key`` in ``batches`` (numbers or their indexes), in the order given.
+
+        Each file is checked against its batch index: its size and sha256 (indexes written
+        before those were recorded: its row count only).
 
         Raises:
-            TargetError: a file is missing or is not a raw change log file.
+            StateError: a batch index is missing or unusable, or a file is missing, damaged
+                (size, hash or row count differ from its index) or not a raw change log
+                file.
+            TargetError: a file cannot be read (permissions, I/O).
         """
         schema = RAW_CHANGE_LOG_SCHEMA
         if columns is not None:
             schema = pa.schema([schema.field(name) for name in columns])
-        parts = [self._read_one(key, seq, schema) for seq in seqs]
+        parts = [self._read_one(key, self._index(batch), schema) for batch in batches]
         if not parts:
             return schema.empty_table()
         return pa.concat_tables(parts)
 
-    def _read_one(self, key: TableKey, seq: int, schema: pa.Schema) -> pa.Table:
-        path = self.table_file(key, seq)
+    def _index(self, batch: int | BatchIndex) -> BatchIndex:
+        if isinstance(batch, BatchIndex):
+            return batch
+        index = self.batch(batch)
+        if index is None:
+            raise StateError(
+                f"raw batch index {self.layout.batch_index}/{batch:012d}.json is missing",
+                hint=DAMAGED_RAW_HINT,
+            )
+        return index
+
+    def _read_one(self, key: TableKey, index: BatchIndex, schema: pa.Schema) -> pa.Table:
+        entry = index.entry(key)
+        path = self.table_file(key, index.seq)
+        if entry is None:
+            raise StateError(
+                f"raw batch {index.seq} has no file for {key.qualified}, yet it was asked for",
+                hint=DAMAGED_RAW_HINT,
+            )
         try:
-            table = pq.read_table(path, columns=schema.names)
+            data = path.read_bytes()
         except FileNotFoundError:
-            raise TargetError(
-                f"raw change log file {path} is missing although batch {seq} is indexed",
-                hint="restore raw_change_log from a backup, or run `sync --resnapshot`",
+            raise StateError(
+                f"raw change log file {path} is missing although batch {index.seq} is indexed",
+                hint=DAMAGED_RAW_HINT,
             ) from None
-        except (OSError, pa.ArrowInvalid) as exc:
+        except OSError as exc:
             raise TargetError(
-                f"cannot read raw change log file {path}: {exc}",
-                hint="restore raw_change_log from a backup, or run `sync --resnapshot`",
-            ) from None
-        if not table.schema.equals(schema, check_metadata=False):
-            raise TargetError(
-                f"{path} does not have the raw change log columns",
-                hint="remove files convex-cdc did not write from raw_change_log/",
+                f"cannot read raw change log file {path}: {describe_os_error(exc)}",
+                hint=os_error_hint(exc, then="run the command again"),
+            ) from exc
+        damage = _damage(data, entry)
+        if damage is None:
+            try:
+                table = pq.read_table(pa.BufferReader(data), columns=schema.names)
+            except (pa.ArrowInvalid, KeyError, ValueError) as exc:
+                damage = f"it cannot be read as parquet: {exc}"
+            else:
+                if table.num_rows != entry.rows:
+                    damage = f"it holds {table.num_rows} rows, its index records {entry.rows}"
+                elif not table.schema.equals(schema, check_metadata=False):
+                    damage = "it does not have the raw change log columns"
+        if damage is not None:
+            raise StateError(
+                f"raw change log file {path} (batch {index.seq}) is damaged: {damage}",
+                hint=DAMAGED_RAW_HINT,
             )
         return table.replace_schema_metadata(None)
 
@@ -242,6 +381,54 @@ def _file_metadata(batch: ChangeBatch, key: TableKey) -> dict[str, str]:
     if fingerprint is not None:
         metadata["schema_fingerprint"] = fingerprint
     return {METADATA_PREFIX + name: value for name, value in metadata.items()}
+
+
+def _damage(data: bytes, entry: BatchTableEntry) -> str | None:
+    """What is wrong with a file's bytes against its index entry, ``None`` if nothing."""
+    if entry.bytes is not None and len(data) != entry.bytes:
+        return f"it is {len(data):,} bytes, its index records {entry.bytes:,}"
+    if entry.sha256 is not None and hashlib.sha256(data).hexdigest() != entry.sha256:
+        return "its sha256 differs from the one its index records"
+    return None
+
+
+class _Digest:
+    """Size and sha256 of what goes through :meth:`wrap`."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def wrap(self, handle: BinaryIO) -> BinaryIO:
+        """A file object that writes to ``handle`` and counts and hashes what it writes."""
+        return _DigestingWriter(handle, self)  # type: ignore[return-value]
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Count and hash ``data``."""
+        view = memoryview(data)
+        self.size += view.nbytes
+        self._hash.update(view)
+
+    def hexdigest(self) -> str:
+        """Hex sha256 of everything written so far."""
+        return self._hash.hexdigest()
+
+
+class _DigestingWriter:
+    """The little of a binary file object the writers use: ``write``."""
+
+    def __init__(self, handle: BinaryIO, digest: _Digest) -> None:
+        self._handle = handle
+        self._digest = digest
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        written = self._handle.write(data)
+        self._digest.update(data)
+        return written
+
+
+def _write_parquet_hashed(table: pa.Table, digest: _Digest, handle: BinaryIO) -> None:
+    _write_parquet(table, digest.wrap(handle))
 
 
 def _write_bytes(data: bytes, handle: BinaryIO) -> None:

@@ -16,6 +16,11 @@ existing files and a re-run converges:
 3. delete the files no longer listed.
 
 Files a crashed run wrote but never listed are removed at the start of the next run.
+
+The raw batches applied must have no hole (:mod:`~convex_cdc.target_s3.raw.history`) and
+each file must match its index; staging files the state lists must exist with the size it
+records. A listed file that is missing or of another size (damaged behind convex-cdc's
+back) makes the run rebuild staging from the raw change log, as ``rebuild=True`` does.
 One step rewrites each touched bucket once, so a bulk load larger than a step touches
 the same buckets again in later steps; raise ``max_events_per_step`` if memory allows.
 
@@ -26,6 +31,7 @@ save, so a reader that copies files listed in a state (publish) should hold that
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
 import time
@@ -46,6 +52,7 @@ from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
 from convex_cdc.target_s3.raw.batch_index import BatchIndex
 from convex_cdc.target_s3.raw.change_log import RawChangeLog
+from convex_cdc.target_s3.raw.history import ensure_checkpointed_batch_exists, ensure_contiguous
 from convex_cdc.target_s3.staging.buckets import BUCKET_FILE_PATTERN, ROWS_PER_BUCKET, buckets_for
 from convex_cdc.target_s3.staging.merge import (
     EVENT_COLUMNS,
@@ -95,6 +102,8 @@ class MaterializeReport:
     files_removed: int = 0
     full_rebuild: bool = False
     """A new snapshot walk (or the first one) rebuilt every table."""
+    damaged_files: list[str] = field(default_factory=list)
+    """Listed staging files found missing or of another size; staging was rebuilt."""
     widenings: list[tuple[str, Widening]] = field(default_factory=list)
     """``(qualified table, widening)`` recorded by this run."""
     consistent_as_of_ts: int | None = None
@@ -109,6 +118,7 @@ class StagingMaterializer:
         rows_per_bucket: target rows per staging file.
         max_events_per_step: raw events applied per step (bounds memory).
         progress: called after each table of each step.
+        rebuild: build staging again from the raw change log, whatever it holds now.
     """
 
     def __init__(
@@ -118,8 +128,10 @@ class StagingMaterializer:
         rows_per_bucket: int = ROWS_PER_BUCKET,
         max_events_per_step: int = MAX_EVENTS_PER_STEP,
         progress: Callable[[MaterializeProgress], None] | None = None,
+        rebuild: bool = False,
     ) -> None:
         self.layout = layout
+        self.rebuild = rebuild
         self.rows_per_bucket = rows_per_bucket
         self.max_events_per_step = max_events_per_step
         self.progress = progress
@@ -133,9 +145,10 @@ class StagingMaterializer:
         Raises:
             DestinationBusy: another materialize holds the staging lock.
             StateError: the checkpoint, a batch index, the staging state or a staging
-                file is unusable, or staging belongs to another deployment.
-            TargetError: a raw file is missing or unreadable, or the disk refused a read or
-                a write (the staging state still lists only complete files).
+                file is unusable, staging belongs to another deployment, the raw batches
+                to apply have a hole, or a raw file is missing or does not match its index.
+            TargetError: a raw file is unreadable, or the disk refused a read or a write
+                (the staging state still lists only complete files).
         """
         started = time.monotonic()
         with (
@@ -154,20 +167,35 @@ class StagingMaterializer:
             return _finish(report, state)
         _check_compatible(state, checkpoint, self.layout.staging_state)
         report.files_removed += self._remove_unlisted_files(state)
+        ensure_checkpointed_batch_exists(self.raw, checkpoint)
 
+        obsolete: list[str] = []
+        if state is not None:
+            report.damaged_files = self._damaged_files(state, by_content=self.rebuild)
+            for relative in report.damaged_files:
+                # Files are content-named: a rebuild writing the same rows would keep a
+                # damaged file of that name.
+                (self.layout.root / relative).unlink(missing_ok=True)
+            if self.rebuild or report.damaged_files:
+                # Built again from the walk's first batch on; the state's files go once
+                # the first step's state no longer lists them.
+                obsolete = [f.path for t in state.tables for f in t.files]
+                state = None
+                log.info("rebuilding staging from the raw change log")
         after = state.last_applied_batch if state is not None else 0
         batches = self.raw.committed_batches(after, checkpoint.batch_seq)
         tables = {t.key: t for t in state.tables} if state is not None else {}
         snapshot_ts = state.snapshot_ts if state is not None else None
-        obsolete: list[str] = []
         reload_from = _reload_point(batches, snapshot_ts)
         if reload_from is not None:
             report.full_rebuild = True
             batches = batches[reload_from:]
             snapshot_ts = batches[0].snapshot_ts
-            obsolete = [f.path for t in tables.values() for f in t.files]
+            obsolete += [f.path for t in tables.values() for f in t.files]
             tables = {}
             log.info("snapshot walk at ts=%s: (re)building every staging table", snapshot_ts)
+        # What came before the walk staging is (re)built from does not matter to it.
+        ensure_contiguous(self.raw, batches, after=None if reload_from is not None else after)
 
         expected = _expected_rows(batches)
         steps = list(_steps(batches, self.max_events_per_step))
@@ -250,14 +278,14 @@ class StagingMaterializer:
         if current is None:
             buckets = buckets_for(rows, self.rows_per_bucket)
             current = empty_table(key, table_dir.name, buckets=buckets)
-        seqs = [index.seq for index in step if index.entry(key) is not None]
-        events = self.raw.read_table_batches(key, seqs, columns=EVENT_COLUMNS)
+        indexes = [index for index in step if index.entry(key) is not None]
+        events = self.raw.read_table_batches(key, indexes, columns=EVENT_COLUMNS)
         return apply_table_events(
             self.layout.root,
             table_dir,
             current,
             events,
-            batch=seqs[-1],
+            batch=indexes[-1].seq,
             schema_fingerprint=step[-1].checkpoint.schema_fingerprints.get(key.qualified),
             rows_per_bucket=self.rows_per_bucket,
         )
@@ -276,6 +304,31 @@ class StagingMaterializer:
                 removed += 1
             _remove_if_empty(path.parent)
         return removed
+
+    def _damaged_files(self, state: StagingState, *, by_content: bool) -> list[str]:
+        """Listed files that are missing or not of the size the state records (a stat per
+        file: what publish would otherwise refuse, found before anything builds on it);
+        ``by_content``: or whose sha256 differs (reads every file)."""
+        damaged = []
+        for table in state.tables:
+            for file in table.files:
+                if not _is_bucket_file_path(file.path):
+                    continue  # a damaged state never touches anything outside staging
+                path = self.layout.root / file.path
+                try:
+                    intact = path.stat().st_size == file.bytes and (
+                        not by_content or _sha256_of(path) == file.sha256
+                    )
+                except FileNotFoundError:
+                    intact = False
+                if not intact:
+                    damaged.append(file.path)
+        if damaged:
+            log.warning(
+                "staging files missing or damaged (%s); rebuilding staging from the raw change log",
+                ", ".join(damaged[:3]) + (" …" if len(damaged) > 3 else ""),
+            )
+        return damaged
 
     def _remove_unlisted_files(self, state: StagingState | None) -> int:
         """Delete what a crashed run wrote but never listed (and empty table dirs)."""
@@ -372,6 +425,14 @@ def _finish(report: MaterializeReport, state: StagingState | None) -> Materializ
         report.last_applied_batch = state.last_applied_batch
         report.consistent_as_of_ts = state.consistent_as_of_ts
     return report
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _now() -> str:

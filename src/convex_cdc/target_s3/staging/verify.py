@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import orjson
 
-from convex_cdc.core.errors import ConfigError, MalformedResponse
+from convex_cdc.core.errors import MalformedResponse
 from convex_cdc.core.events import events_from_values
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.selection import Selection
@@ -35,7 +35,8 @@ from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging.buckets import read_bucket_file
 from convex_cdc.target_s3.staging.reader import staging_table_schema
-from convex_cdc.target_s3.staging.state import StagingTable, load_staging_state
+from convex_cdc.target_s3.staging.readiness import consistent_staging
+from convex_cdc.target_s3.staging.state import StagingTable
 
 _NOT_HASHED: Final = ("_id", "_ts")
 _EXAMPLES: Final = 5
@@ -186,13 +187,7 @@ def _verify(
     at_ts: int | None,
 ) -> VerifyReport:
     started = time.monotonic()
-    staging = load_staging_state(layout.staging_state)
-    if staging is None or staging.consistent_as_of_ts is None:
-        why = "no staging yet" if staging is None else "the initial snapshot is incomplete"
-        raise ConfigError(
-            f"nothing to verify in {layout.root}: {why}",
-            hint="run `convex-cdc sync` until the snapshot completes, then `materialize`",
-        )
+    staging, consistent_as_of_ts = consistent_staging(layout, purpose="verify")
     walked = _SourceWalk(source, selection, at_ts)
     source_hashes = walked.row_hashes()
     comparisons = []
@@ -204,7 +199,7 @@ def _verify(
     return VerifyReport(
         tables=tuple(comparisons),
         source_snapshot_ts=walked.snapshot_ts,
-        staging_consistent_as_of_ts=staging.consistent_as_of_ts,
+        staging_consistent_as_of_ts=consistent_as_of_ts,
         elapsed_seconds=time.monotonic() - started,
         source_pages=walked.pages,
     )
