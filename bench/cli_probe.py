@@ -49,7 +49,14 @@ _STEP_HOOKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "publish": (
         "convex_cdc.commands.publish",
         "publish_step",
-        ("files_uploaded", "files_skipped", "bytes_uploaded", "files_deleted", "sequence"),
+        (
+            "files_uploaded",
+            "files_skipped",
+            "bytes_uploaded",
+            "files_deleted",
+            "sequence",
+            "delta_commits",
+        ),
     ),
     "databricks extract": (
         "convex_cdc.platform.databricks.extractor",

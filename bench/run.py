@@ -9,10 +9,12 @@ server responses, peak RSS):
 2. ``floor`` — convex-cdc's HTTP client fetching and parsing every page, discarding it;
 3. ``sync_snapshot``, ``materialize_full``, ``publish_full``, ``extract_full``,
    ``apply_silver_full`` — the real CLI commands on the initial snapshot;
+   ``publish_full_no_delta`` publishes the same staging to another prefix without the
+   Delta commits, so the two publish lines show what the Delta tables cost;
 4. ``peer`` — Airbyte's ``airbyte-source-convex`` reading the same devserver;
 5. 1% of the documents changed (2/3 updated, 1/3 deleted), then ``sync_delta``,
-   ``materialize_incremental``, ``publish_incremental``, ``extract_delta``,
-   ``apply_silver_incremental``;
+   ``materialize_incremental``, ``publish_incremental`` (and ``…_no_delta``),
+   ``extract_delta``, ``apply_silver_incremental``;
 6. ``sync_snapshot_rss_check`` — the snapshot sync again on a smaller devserver, to see
    that memory does not grow with table size.
 
@@ -42,6 +44,7 @@ from steps import BENCH_DIR, StepContext, StepResult, cli_step, walk_step
 
 BUCKET = "bench"
 S3_URL = f"s3://{BUCKET}/lake"
+S3_URL_NO_DELTA = f"s3://{BUCKET}/lake-no-delta"
 RSS_CHECK_DOCS = 250_000
 
 
@@ -104,16 +107,18 @@ def _convex_steps(
     step.how = "rows upserted + deleted (MaterializeReport)"
     step.details = {k: report.get(k) for k in ("files_written", "files_removed", "full_rebuild")}
     _add(run, step)
-    publish_args = ["publish", "--dest", dest, "--to", S3_URL, "--endpoint-url", endpoint]
-    step, report = cli_step(context, f"publish_{phase}", publish_args)
-    uploaded, skipped = report.get("files_uploaded", 0), report.get("files_skipped", 0)
-    step.how = "files/bytes uploaded (PublishReport)"
-    step.details = {
-        "files_uploaded": uploaded,
-        "files_total": uploaded + skipped,
-        "bytes_uploaded": report.get("bytes_uploaded", 0),
-    }
-    _add(run, step)
+    for suffix, to, extra in (("", S3_URL, []), ("_no_delta", S3_URL_NO_DELTA, ["--no-delta"])):
+        publish_args = ["publish", "--dest", dest, "--to", to, "--endpoint-url", endpoint, *extra]
+        step, report = cli_step(context, f"publish_{phase}{suffix}", publish_args)
+        uploaded, skipped = report.get("files_uploaded", 0), report.get("files_skipped", 0)
+        step.how = "files/bytes uploaded (PublishReport)"
+        step.details = {
+            "files_uploaded": uploaded,
+            "files_total": uploaded + skipped,
+            "bytes_uploaded": report.get("bytes_uploaded", 0),
+            "delta_commits": report.get("delta_commits", 0),
+        }
+        _add(run, step)
     if skip_databricks:
         return
     extract = "extract_full" if phase == "full" else "extract_delta"

@@ -138,6 +138,7 @@ def checks(run: BenchRun) -> list[Check]:
             "the materializer's own elapsed time (MaterializeReport), process start excluded",
         ),
         _publish_check(steps),
+        *(_delta_overhead_check(steps, phase) for phase in ("full", "incremental")),
         _bound(
             "devserver_vs_sync",
             "devserver/sync rows/s",
@@ -166,6 +167,26 @@ def _publish_check(steps: dict[str, StepResult]) -> Check:
         uploaded <= written,
         f"share of the manifest's files uploaded; PASS when no more than the {written} "
         "files the incremental materialize wrote",
+    )
+
+
+def _delta_overhead_check(steps: dict[str, StepResult], phase: str) -> Check:
+    with_delta = steps.get(f"publish_{phase}")
+    without = steps.get(f"publish_{phase}_no_delta")
+    extra = None
+    if with_delta is not None and without is not None:
+        extra = _ratio(
+            (with_delta.inner_seconds or with_delta.wall_seconds)
+            - (without.inner_seconds or without.wall_seconds),
+            without.inner_seconds or without.wall_seconds,
+        )
+    return _bound(
+        f"publish_{phase}_delta_overhead",
+        f"publish {phase}: extra time of the Delta commits",
+        extra,
+        "<= 0.20",
+        "(publish - publish --no-delta) / publish --no-delta, each the command's own elapsed "
+        "time (PublishReport), same staging, fresh prefixes",
     )
 
 

@@ -71,7 +71,8 @@ FORBIDDEN: Final[Mapping[str, frozenset[str]]] = {
     "convex_cdc.target_s3": _TARGET_S3,
     "convex_cdc.target_s3.raw": _TARGET_S3,
     "convex_cdc.target_s3.staging": _TARGET_S3,
-    "convex_cdc.target_s3.publish": _TARGET_S3 - _OPTIONAL_S3,
+    # Publish also commits each published table to Delta (deltalake is in the s3 extra).
+    "convex_cdc.target_s3.publish": _TARGET_S3 - _OPTIONAL_S3 - {"deltalake"},
     "convex_cdc.platform": _NOT_DEPENDENCIES | _UI | _OPTIONAL_DELTA | _OPTIONAL_S3,
     "convex_cdc.platform.databricks": _NOT_DEPENDENCIES | _UI | _OPTIONAL_S3,
     # Commands reach storage through the targets, whose edges turn its errors into one line.

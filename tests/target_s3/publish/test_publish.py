@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,6 @@ from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
 from convex_cdc.target_s3.publish.manifest import loads_manifest
-from convex_cdc.target_s3.publish.object_store import PublishTarget, open_publish_target
 from convex_cdc.target_s3.publish.publisher import PublishEvent, publish
 from convex_cdc.target_s3.publish.reader import read_published
 from convex_cdc.target_s3.raw.batch_index import BatchIndex, BatchTableEntry, dumps_batch_index
@@ -34,34 +31,7 @@ from convex_cdc.target_s3.staging.state import StagingState, load_staging_state
 from tests.core.in_process_convex import InProcessConvex
 from tests.fixtures.moto_s3 import S3Endpoint
 from tests.target_s3.handmade_staging import write_checkpoint, write_staging
-
-
-@dataclass(frozen=True)
-class Where:
-    """A publish destination and how to reach it."""
-
-    url: str
-    endpoint_url: str | None
-
-    def target(self) -> PublishTarget:
-        return open_publish_target(self.url, endpoint_url=self.endpoint_url)
-
-    def names(self, prefix: str) -> set[str]:
-        return {o.path for o in self.target().list(prefix)}
-
-
-@pytest.fixture(params=["local", "s3"])
-def where(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Where]:
-    if request.param == "local":
-        yield Where(str(tmp_path / "published"), None)
-        return
-    s3: S3Endpoint = request.getfixturevalue("s3_server")
-    bucket: str = request.getfixturevalue("s3_bucket")
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    yield Where(f"s3://{bucket}/lake", s3.url)
+from tests.target_s3.publish.conftest import Where
 
 
 def messages(n: int, *, edited: dict[int, str] | None = None) -> list[dict[str, Any]]:
@@ -175,7 +145,13 @@ def test_a_staging_change_uploads_only_changed_files_and_gc_follows_keep(
     assert first_files <= where.names("staging")
 
     third = stage(dest, tables={"messages": messages(41, edited={3: "edited"})})
-    report = publish(DestinationLayout.at(dest), where.url, endpoint_url=where.endpoint_url, keep=2)
+    report = publish(
+        DestinationLayout.at(dest),
+        where.url,
+        endpoint_url=where.endpoint_url,
+        keep=2,
+        delta_retention=timedelta(0),  # Delta readers need nothing older (see below)
+    )
     assert report.sequence == 3
     assert report.manifests_deleted == 1
     assert where.names("manifests") == {
@@ -439,3 +415,23 @@ def test_only_one_publish_runs_per_destination(tmp_path: Path) -> None:
     ):
         publish(DestinationLayout.at(dest), str(tmp_path / "out"))
     assert publish(DestinationLayout.at(dest), str(tmp_path / "out")).sequence == 1
+
+
+def test_files_a_recent_delta_version_used_outlive_keep(tmp_path: Path) -> None:
+    dest, out = tmp_path / "dest", tmp_path / "out"
+    first = stage(dest)
+    publish(DestinationLayout.at(dest), str(out), keep=1)
+    stage(dest, tables={"messages": messages(40, edited={3: "edited"})})
+    report = publish(DestinationLayout.at(dest), str(out), keep=1)
+    # Manifest 1 is beyond --keep 1, but manifest 2 (which removed its files from the Delta
+    # tables) is younger than the retention: a Delta reader may still be reading them.
+    assert report.manifests_deleted == 0 and report.files_deleted == 0
+    assert {f.path for t in first.tables for f in t.files} <= {
+        str(p.relative_to(out)) for p in (out / "staging").rglob("*.parquet")
+    }
+    stage(dest, tables={"messages": messages(41, edited={3: "edited"})})
+    report = publish(DestinationLayout.at(dest), str(out), keep=1, delta_retention=timedelta(0))
+    assert report.manifests_deleted == 2
+    assert report.files_deleted > 0
+    assert sorted(p.name for p in (out / "manifests").iterdir()) == ["000000000003.json"]
+    assert (out / "staging" / "messages" / "_delta_log" / "00000000000000000000.json").exists()

@@ -10,6 +10,10 @@ S3 credentials and region come from the standard AWS environment variables
 environment, and an ``http://`` endpoint allows plain HTTP (MinIO, moto, a local gateway).
 No error message ever contains a credential: messages are written here, and any
 backend text that is quoted is redacted first.
+
+The published Delta tables are written by delta-rs, which opens the store itself:
+:meth:`PublishTarget.delta_location` hands it the same location, endpoint and HTTP
+setting, and delta-rs reads the same AWS environment variables for credentials.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import obstore.exceptions as obs_errors
 from obstore.store import LocalStore, S3Store
 
 from convex_cdc.core.errors import ConfigError, TargetError, redact
+from convex_cdc.core.secrets import redact_secrets
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig, S3Config
@@ -41,6 +46,19 @@ _RETRY_TIMEOUT: Final = timedelta(seconds=60)
 _CONNECT_TIMEOUT: Final = timedelta(seconds=10)
 _S3_CODE: Final = re.compile(r"<Code>([A-Za-z]+)</Code>")
 _SECRET_VARIABLES: Final = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaLocation:
+    """Where delta-rs finds one directory of the target, and how it reaches the store."""
+
+    uri: str
+    """``s3://bucket/prefix/<dir>`` or an absolute local path."""
+    storage_options: dict[str, str]
+    """delta-rs storage options: only the endpoint and plain-HTTP switch; credentials and
+    region come from the same AWS environment variables the object store reads."""
+    secrets: tuple[str, ...] = ()
+    """Values that must never appear in a message (a password in the endpoint URL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +111,19 @@ class PublishTarget:
     def url_of(self, path: str) -> str:
         """The URL of one object under the target (for messages and reports)."""
         return f"{self._url}/{path}"
+
+    def delta_location(self, directory: str) -> DeltaLocation:
+        """The location of ``directory`` (relative to the prefix) for delta-rs."""
+        directory = directory.strip("/")
+        if self._bucket is None:
+            return DeltaLocation(url2pathname(urlsplit(f"{self._url}/{directory}").path), {})
+        options: dict[str, str] = {}
+        if self._endpoint:
+            options["AWS_ENDPOINT_URL"] = self._endpoint.rstrip("/")
+            if self._endpoint.lower().startswith("http://"):
+                options["AWS_ALLOW_HTTP"] = "true"
+        secrets = tuple(s for s in (self.endpoint_password,) if s)
+        return DeltaLocation(f"{self._url}/{directory}", options, secrets)
 
     def put(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path``, replacing any existing object, atomically.
@@ -318,11 +349,19 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).split("\n", 1)[0]
 
 
+def quote_backend_error(exc: BaseException, *secrets: str | None, limit: int = 300) -> str:
+    """The first line of a backend's error text (delta-rs appends a backtrace), whitespace
+    collapsed, cut short, with ``secrets`` and the AWS secret variables' values removed."""
+    first = str(exc).split("\n", 1)[0] or type(exc).__name__
+    return _quote(Exception(first), *secrets, limit=limit)
+
+
 def _quote(exc: BaseException, *secrets: str | None, limit: int = 300) -> str:
     """The backend's own text, on one line, cut short, with any credential removed."""
     text = str(exc).split("\n\nDebug source", 1)[0]
     text = " ".join(text.split())
     text = redact(text, *secrets, *(os.environ.get(name) for name in _SECRET_VARIABLES))
+    text = redact_secrets(text)
     return text if len(text) <= limit else text[:limit] + "…"
 
 

@@ -7,12 +7,22 @@ Steps, in an order that keeps every reader safe:
 2. Read the target's manifests (the remote is the source of truth; publish may run from
    another machine) and build the new manifest from the staging state. If it describes
    the same state as the newest published one, stop: nothing is uploaded or written.
-3. Upload every file no kept manifest refers to, create-only (files are named by
-   content, so an existing object of the right size is the same file).
-4. Write ``manifests/<sequence>.json`` create-only (if it exists, another publisher won:
+3. Upload every file no kept manifest lists with the same sha256, create-only. An object
+   already at that path (a crashed publish uploaded it) counts as the same file only if
+   its content has the manifest's sha256; anything else is refused, so a manifest never
+   lists a digest its object does not have.
+4. Commit one Delta transaction per table whose files or columns changed, making each
+   table's Delta file set exactly the new manifest's (:mod:`.delta_tables`); a table that
+   left the manifest is committed empty. A re-run after a crash commits only what is
+   still missing.
+5. Write ``manifests/<sequence>.json`` create-only (if it exists, another publisher won:
    fail, never overwrite), then the ``manifest.json`` pointer. A crash before this point
-   leaves readers on the previous manifest, whose files are all still there.
-5. Garbage-collect beyond the last ``keep`` manifests (:mod:`.retention`).
+   leaves manifest readers on the previous manifest, whose files are all still there.
+6. Garbage-collect beyond the last ``keep`` manifests, keeping what Delta readers may
+   still read (:mod:`.retention`).
+
+A Delta table is atomic on its own; across tables, the manifest is the one consistent
+cut (each Delta commit names its manifest sequence, see :mod:`.delta_tables`).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.errors import ConfigError, TargetError
@@ -46,12 +56,19 @@ from convex_cdc.target_s3.publish.object_store import PublishTarget, open_publis
 from convex_cdc.target_s3.publish.remote_manifests import RemoteManifests
 from convex_cdc.target_s3.publish.retention import collect_garbage
 from convex_cdc.target_s3.raw.change_log_files import batch_of, committed_raw_files
-from convex_cdc.target_s3.staging.state import StagingState, load_staging_state
+from convex_cdc.target_s3.staging.readiness import consistent_staging
+from convex_cdc.target_s3.staging.state import StagingState
+
+if TYPE_CHECKING:
+    from convex_cdc.target_s3.publish.delta_tables import DeltaCommit
 
 log = logging.getLogger(__name__)
 
 DEFAULT_KEEP: Final = 10
 DEFAULT_ORPHAN_GRACE: Final = timedelta(hours=1)
+DEFAULT_DELTA_RETENTION: Final = timedelta(days=7)
+"""How long a file a Delta version used stays after it left the table (Delta's default
+``delta.deletedFileRetentionDuration``): a reader in the middle of a scan never loses it."""
 _UPLOAD_WORKERS: Final = 8
 
 
@@ -59,9 +76,10 @@ _UPLOAD_WORKERS: Final = 8
 class PublishEvent:
     """Progress of one publish, for a progress display."""
 
-    stage: Literal["upload", "skip", "manifest", "delete"]
-    """``upload``/``skip``: a data file was uploaded or already there; ``manifest``: the
-    data is in place and the manifest is about to be written; ``delete``: GC removed a file."""
+    stage: Literal["upload", "skip", "delta", "manifest", "delete"]
+    """``upload``/``skip``: a data file was uploaded or already there; ``delta``: a table's
+    Delta commit was made (``path`` is the table's directory); ``manifest``: the data is in
+    place and the manifest is about to be written; ``delete``: GC removed a file."""
     path: str
     bytes: int = 0
     done: int = 0
@@ -92,6 +110,8 @@ class PublishReport:
     """The newest published sequence after this run (the existing one if nothing new)."""
     repaired_pointer: bool = False
     """``manifest.json`` lagged behind the newest numbered manifest and was brought up."""
+    delta_commits: int = 0
+    """Delta transactions committed (one per table that changed)."""
 
     @property
     def nothing_new(self) -> bool:
@@ -108,7 +128,8 @@ class PublishReport:
         return (
             f"published manifest {self.sequence} to {self.target}: "
             f"{self.files_uploaded} files uploaded ({self.bytes_uploaded} bytes), "
-            f"{self.files_skipped} unchanged; removed {self.files_deleted} old files and "
+            f"{self.files_skipped} unchanged, {self.delta_commits} Delta commits; removed "
+            f"{self.files_deleted} old files and "
             f"{self.manifests_deleted} old manifests in {self.elapsed_seconds:.1f}s"
         )
 
@@ -122,6 +143,8 @@ def publish(
     include_raw: bool = False,
     progress: PublishProgress | None = None,
     orphan_grace: timedelta = DEFAULT_ORPHAN_GRACE,
+    delta: bool = True,
+    delta_retention: timedelta = DEFAULT_DELTA_RETENTION,
 ) -> PublishReport:
     """Publish the staging tables of ``layout`` to ``to`` and write the manifest last.
 
@@ -133,6 +156,9 @@ def publish(
         include_raw: also publish the committed raw change log files.
         progress: called for each file handled, before the manifest, and per deletion.
         orphan_grace: age after which files no manifest ever named are removed.
+        delta: also keep each published table a Delta table (needs ``deltalake``).
+        delta_retention: how long a file stays after it left a table's current Delta
+            version (only with ``delta``).
 
     Raises:
         ConfigError: staging is missing or mid-snapshot, the target holds another
@@ -146,6 +172,9 @@ def publish(
     started = time.monotonic()
     if keep < 1:
         raise ConfigError(f"--keep must be at least 1, not {keep}", hint="use --keep 1 or more")
+    if delta_retention < timedelta(0):
+        raise ConfigError("the Delta retention cannot be negative", hint="use 0 or more hours")
+    commit_delta = _delta_committer() if delta else None
     target = open_publish_target(to, endpoint_url=endpoint_url)
     # The staging lock too: materialize deletes the files an older state listed as soon
     # as it has saved a new one, and publish must read a state whose files stay put.
@@ -185,11 +214,19 @@ def publish(
                 latest.consistent_as_of_ts,
                 candidate.consistent_as_of_ts,
             )
-        already = frozenset().union(*(m.paths() for m in remote.kept(keep)))
+        already = {f.path: f.sha256 for m in remote.kept(keep) for f in m.files()}
         uploaded, skipped, nbytes = _upload(
             target, list(candidate.files()), local, already, progress
         )
         manifest = replace(candidate, sequence=remote.latest_sequence + 1, published_at=_utc_now())
+        commits = (
+            commit_delta(target, latest, manifest, delta_retention)
+            if commit_delta is not None
+            else []
+        )
+        for commit in commits:
+            if progress is not None:
+                progress(PublishEvent("delta", commit.directory))
         _write_manifest(target, manifest, progress)
         gc = collect_garbage(
             remote,
@@ -197,6 +234,7 @@ def publish(
             keep=keep,
             prefixes=("staging", "raw_change_log") if include_raw else ("staging",),
             orphan_grace=orphan_grace,
+            delta_retention=delta_retention if delta else None,
             on_delete=(lambda p: progress(PublishEvent("delete", p))) if progress else None,
         )
     return PublishReport(
@@ -210,18 +248,77 @@ def publish(
         manifests_deleted=gc.manifests,
         elapsed_seconds=time.monotonic() - started,
         current_sequence=manifest.sequence,
+        delta_commits=len(commits),
     )
 
 
-def _complete_staging(layout: DestinationLayout) -> StagingState:
-    staging = load_staging_state(layout.staging_state)
-    if staging is None or staging.consistent_as_of_ts is None:
-        why = "no staging yet" if staging is None else "the initial snapshot is incomplete"
+DeltaCommitter = Callable[
+    [PublishTarget, Manifest | None, Manifest, timedelta], list["DeltaCommit"]
+]
+
+
+def _delta_committer() -> DeltaCommitter:
+    """:func:`_commit_delta_tables`, once ``deltalake`` is known to be installed."""
+    try:
+        import deltalake  # noqa: F401 -- only to say early and in one line that it is missing
+    except ModuleNotFoundError:
         raise ConfigError(
-            f"nothing to publish from {layout.root}: {why}; a half-walked snapshot is not a "
-            "state the source ever had",
-            hint="run `convex-cdc sync` until the snapshot completes, then `materialize`",
+            "publishing Delta tables needs the deltalake package",
+            hint="pip install 'convex-cdc[s3]' (it brings deltalake), or publish with --no-delta",
+        ) from None
+    return _commit_delta_tables
+
+
+def _commit_delta_tables(
+    target: PublishTarget, latest: Manifest | None, manifest: Manifest, retention: timedelta
+) -> list[DeltaCommit]:
+    """One Delta commit per table whose Delta state differs from ``manifest``'s.
+
+    Every table of the manifest is checked, not only the ones that changed since
+    ``latest``: a publish that crashed between two tables' commits, or a target published
+    before it had Delta tables, is brought up to date here.
+    """
+    from convex_cdc.target_s3.publish.delta_tables import (
+        CommitStamp,
+        app_id_for,
+        commit_table,
+        wanted_table,
+    )
+
+    stamp = CommitStamp(
+        app_id=app_id_for(manifest.deployment_url),
+        sequence=manifest.sequence,
+        consistent_as_of_ts=manifest.consistent_as_of_ts,
+        retention=retention,
+    )
+    wanted = [wanted_table(t) for t in manifest.tables]
+    if latest is not None:
+        wanted += [
+            wanted_table(t, dropped=True) for t in latest.tables if manifest.table(t.key) is None
+        ]
+    commits = []
+    # Tables are independent and each commit is a few small requests: run them side by
+    # side so the Delta work follows the slowest table, not the number of tables.
+    with ThreadPoolExecutor(max_workers=_UPLOAD_WORKERS, thread_name_prefix="delta") as pool:
+        done = list(
+            pool.map(lambda t: commit_table(target.delta_location(t.directory), t, stamp), wanted)
         )
+    for commit in done:
+        if commit is not None:
+            log.info(
+                "Delta commit %d of %s: +%d -%d files%s",
+                commit.version,
+                commit.directory,
+                commit.added,
+                commit.removed,
+                ", new schema" if commit.schema_changed else "",
+            )
+            commits.append(commit)
+    return commits
+
+
+def _complete_staging(layout: DestinationLayout) -> StagingState:
+    staging, _ = consistent_staging(layout, purpose="publish")
     return staging
 
 
@@ -313,14 +410,18 @@ def _upload(
     target: PublishTarget,
     files: list[ManifestFile],
     local: dict[str, Path],
-    already: frozenset[str],
+    already: dict[str, str],
     progress: PublishProgress | None,
 ) -> tuple[int, int, int]:
-    """Upload what is not already published; returns (uploaded, skipped, bytes uploaded)."""
+    """Upload what is not already published; returns (uploaded, skipped, bytes uploaded).
+
+    ``already`` maps each path a kept manifest lists to the sha256 it lists: only the same
+    path with the same digest is skipped without looking at the target.
+    """
     uploaded = skipped = nbytes = done = 0
-    todo = [f for f in files if f.path not in already]
+    todo = [f for f in files if already.get(f.path) != f.sha256]
     for f in files:
-        if f.path in already:
+        if already.get(f.path) == f.sha256:
             skipped += 1
             done += 1
             if progress is not None:
@@ -361,13 +462,18 @@ def _upload_one(target: PublishTarget, file: ManifestFile, local: Path) -> bool:
         )
     if target.put_if_absent(file.path, data):
         return True
-    existing = target.head(file.path)
-    if existing is not None and existing.size == file.bytes:
-        return False  # content-named: same name and size is the same file
+    # Only content proves it is the same file: a name or a size can match by accident
+    # (a raw batch rewritten after a lost checkpoint keeps its name, often its size).
+    existing = target.get(file.path)
+    if existing is not None and hashlib.sha256(existing).hexdigest() == file.sha256:
+        return False
     raise TargetError(
         f"{target.url_of(file.path)} already exists with different content "
-        f"({existing.size if existing else 'no'} bytes, expected {file.bytes})",
-        hint="another tool wrote into this prefix; publish to a prefix only convex-cdc uses",
+        f"({len(existing) if existing is not None else 'no'} bytes, sha256 differs from "
+        f"{file.sha256[:16]}…)",
+        hint="the published object and the local file disagree (another tool wrote into "
+        "this prefix, or a local file was rewritten); publish to a prefix only convex-cdc "
+        "uses, or restore the local file",
     )
 
 

@@ -7,6 +7,15 @@ files no kept manifest refers to. A file any kept manifest names is never delete
 A file that no manifest we know of ever named is an orphan: a publish crashed after
 uploading it, or a concurrent publisher is uploading it right now and is about to name
 it. Orphans are therefore deleted only once they are older than a grace period.
+
+With Delta tables (:mod:`.delta_tables`), a file must also outlive every Delta version
+within the retention that still references it, so a Delta reader in the middle of a scan,
+or one travelling back within the retention, never misses a file. Every Delta version is
+committed for a manifest, and a file leaves a table's Delta state at the latest in the
+commit for the manifest after the last one naming it. So a manifest beyond ``keep`` is
+dropped (and the files only it names become garbage) only once its *successor* was
+published more than the retention ago. Delta logs (``_delta_log/``) are never swept:
+they are the tables' history, and delta-rs checkpoints them.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ log = logging.getLogger(__name__)
 
 DATA_PREFIXES = ("staging", "raw_change_log")
 """Top-level directories of data files under a publish target."""
+DELTA_LOG_SEGMENT = "_delta_log"
+"""A path with this directory in it belongs to a Delta table's log, never garbage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +54,7 @@ def collect_garbage(
     keep: int,
     prefixes: tuple[str, ...],
     orphan_grace: timedelta,
+    delta_retention: timedelta | None = None,
     on_delete: Callable[[str], None] | None = None,
 ) -> GarbageCollected:
     """Delete manifests beyond the newest ``keep`` and the data files only they used.
@@ -54,6 +66,8 @@ def collect_garbage(
         prefixes: data directories to sweep (``staging``, and ``raw_change_log`` when the
             raw change log is published).
         orphan_grace: how old a never-referenced file must be before it is deleted.
+        delta_retention: with Delta tables, how long ago a manifest's successor must have
+            been published before the manifest may be dropped.
         on_delete: called with each deleted path.
 
     Raises:
@@ -66,6 +80,10 @@ def collect_garbage(
         return GarbageCollected(skipped_reason="a newer manifest exists")
     kept_sequences = set(sequences[-keep:]) | {newest.sequence}
     try:
+        if delta_retention is not None:
+            kept_sequences |= _within_delta_retention(
+                remote, sequences, newest, delta_retention, kept_sequences
+            )
         kept = [newest] + [remote.manifest(s) for s in kept_sequences if s != newest.sequence]
     except ConvexCdcError as exc:
         log.warning("garbage collection skipped: a kept manifest is unreadable: %s", exc)
@@ -87,11 +105,45 @@ def collect_garbage(
         info.path
         for prefix in prefixes
         for info in target.list(prefix)
-        if info.path not in referenced
+        if DELTA_LOG_SEGMENT not in info.path.split("/")
+        and info.path not in referenced
         and (info.path in once_referenced or info.last_modified < cutoff)
     ]
     _delete(target, garbage, on_delete)
     return GarbageCollected(files=len(garbage), manifests=len(dropped_paths))
+
+
+def _within_delta_retention(
+    remote: RemoteManifests,
+    sequences: tuple[int, ...],
+    newest: Manifest,
+    retention: timedelta,
+    kept: set[int],
+) -> set[int]:
+    """The manifests beyond ``keep`` whose successor is younger than ``retention``.
+
+    Walks from the oldest: publish times grow with the sequence, so the first manifest
+    whose successor is too young ends the walk (every later one is kept too), and the
+    cost follows the manifests about to be dropped, not the whole history.
+    """
+    cutoff = datetime.now(UTC) - retention
+    ordered = [*(s for s in sequences if s != newest.sequence), newest.sequence]
+    for index, sequence in enumerate(ordered[:-1]):
+        if sequence in kept:
+            break
+        successor = ordered[index + 1]
+        published = newest if successor == newest.sequence else remote.manifest(successor)
+        if _published_at(published) > cutoff:
+            return {s for s in ordered[index:] if s not in kept}
+    return set()
+
+
+def _published_at(manifest: Manifest) -> datetime:
+    """When ``manifest`` was published; an unreadable time counts as now (kept longer)."""
+    try:
+        return datetime.strptime(manifest.published_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.now(UTC)
 
 
 def _delete(
