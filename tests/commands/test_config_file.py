@@ -72,6 +72,8 @@ def test_the_databricks_source_name_reaches_every_databricks_command(tmp_path: P
         ('[selection]\ninclude = "messages"', "must be a list of strings"),
         ("url = [", "not valid TOML"),
         ("[databricks]\nsource = 1", "databricks.source must be a string"),
+        ("request_timeout = 0", "request_timeout must be a number of at least 1"),
+        ('max_response_mb = "big"', "max_response_mb must be a number"),
     ],
 )
 def test_secrets_typos_and_bad_values_are_refused(tmp_path: Path, text: str, expected: str) -> None:
@@ -97,3 +99,23 @@ def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--config", str(tmp_path / "nope.toml"), "status"])
     assert isinstance(result.exception, ConfigError)
     assert "nope.toml" in str(result.exception)
+
+
+def test_a_key_in_deploy_key_env_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    key = "prod:happy-animal-123|" + "ab12" * 12
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, f'deploy_key_env = "{key}"\n'))
+    text = caught.value.one_line()
+    assert "deploy_key_env expects the name of the environment variable" in text
+    assert key not in text and "ab12" * 12 not in text
+
+
+def test_the_request_limits_can_come_from_the_file(tmp_path: Path) -> None:
+    text = GOOD + "request_timeout = 60\nmax_response_mb = 64.5\n"
+    # Top-level keys after a table belong to it in TOML: put them first.
+    text = "request_timeout = 60\nmax_response_mb = 64.5\n" + GOOD
+    defaults = command_defaults(load_config(_write(tmp_path, text)))
+    for command in ("sync", "status", "verify", "inspect", "run"):
+        assert defaults[command]["request_timeout"] == 60, command
+        assert defaults[command]["max_response_mb"] == 64.5, command
+    assert defaults["databricks"]["extract"]["request_timeout"] == 60

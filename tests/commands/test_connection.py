@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
 
-from convex_cdc.commands.connection import connect, source_options
+from convex_cdc.commands.connection import (
+    RequestLimits,
+    connect,
+    request_limits,
+    source_options,
+)
 from convex_cdc.core.errors import ConfigError
 from convex_cdc.logs import redact_secrets
 
@@ -28,7 +35,7 @@ def test_connect_reads_the_key_from_the_named_variable_and_registers_it_for_reda
         (URL, "CONVEX_DEPLOY_KEY", {}, "CONVEX_DEPLOY_KEY is not set", "export CONVEX_DEPLOY_KEY="),
         (URL, "OTHER", {"CONVEX_DEPLOY_KEY": KEY}, "OTHER is not set", "export OTHER="),
         (URL, "CONVEX_DEPLOY_KEY", {"CONVEX_DEPLOY_KEY": "   "}, "is not set", "Deploy keys"),
-        (URL, "not a name", {}, "not an environment variable name", "--deploy-key-env"),
+        (URL, "not a name", {}, "expects the name of the environment variable", "export"),
         ("ftp://x", "K", {"K": KEY}, "deployment URL", "--url"),
     ],
 )
@@ -58,3 +65,58 @@ def test_source_options_take_the_url_from_the_environment_and_never_the_key() ->
     assert seen == {"url": "http://127.0.0.1:3210", "deploy_key_env": "K2"}
     help_text = runner.invoke(probe, ["--help"]).output
     assert "--deploy-key-env NAME" in help_text and "--deploy-key " not in help_text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [KEY, "ab12" * 12 + "|x", "ab12" * 12, "deploy key with spaces"],
+    ids=["whole key", "key-like", "secret half", "spaces"],
+)
+def test_a_key_given_as_the_variable_name_is_never_echoed(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        connect(URL, value, environ={})
+    text = caught.value.one_line()
+    assert value not in text and "ab12" * 12 not in text
+    assert "not the key" in text or "could be a key" in text
+    assert redact_secrets(f"seen: {value}") == "seen: ***"  # and never in a log line either
+
+
+@pytest.mark.parametrize("where", ["flag", "config file"])
+def test_a_key_as_deploy_key_env_is_one_error_line_without_the_key(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from convex_cdc.cli import main
+
+    args = ["sync", "--dest", str(tmp_path / "lake"), "--url", URL]
+    if where == "flag":
+        args += ["--deploy-key-env", KEY]
+    else:
+        config = tmp_path / "convex-cdc.toml"
+        config.write_text(f'deploy_key_env = "{KEY}"\n')
+        args = ["--config", str(config), *args]
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    captured = capsys.readouterr()
+    assert exited.value.code == 2
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "expects the name of the environment variable" in errors[0]
+    assert KEY not in captured.err + captured.out and "ab12" * 12 not in captured.err
+
+
+def test_the_request_limits_reach_connect_through_the_command_line() -> None:
+    seen: list[RequestLimits] = []
+
+    @click.command()
+    @source_options
+    def probe(url: str | None, deploy_key_env: str) -> None:
+        seen.append(request_limits())
+
+    runner = CliRunner()
+    assert runner.invoke(probe, []).exit_code == 0
+    assert runner.invoke(probe, ["--request-timeout", "5", "--max-response-mb", "2"]).exit_code == 0
+    result = runner.invoke(probe, [], env={"CONVEX_CDC_REQUEST_TIMEOUT": "7"})
+    assert result.exit_code == 0
+    assert seen == [RequestLimits(), RequestLimits(5.0, 2.0), RequestLimits(7.0)]
+    assert runner.invoke(probe, ["--request-timeout", "0"]).exit_code == 2
+    help_text = runner.invoke(probe, ["--help"]).output
+    assert "--request-timeout SECONDS" in help_text and "--max-response-mb MB" in help_text

@@ -45,14 +45,33 @@ FAST = RetryPolicy(
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-class Server:
-    """Answers requests from a script (one entry per request, the last one repeats)."""
+NOW = S + 10**12
+"""The deployment's clock in these tests: after every cursor the scripts answer."""
 
-    def __init__(self, *answers: httpx.Response | Exception | Handler) -> None:
+
+def is_clock_probe(request: httpx.Request) -> bool:
+    """The client asking for the server's "now" (a list_snapshot that selects nothing)."""
+    if request.url.path != "/api/list_snapshot" or not request.content:
+        return False
+    return bool(orjson.loads(request.content).get("selection") == {"_other": "excluded"})
+
+
+class Server:
+    """Answers requests from a script (one entry per request, the last one repeats).
+
+    Clock probes are answered with :data:`NOW` and counted apart, in ``probes``.
+    """
+
+    def __init__(self, *answers: httpx.Response | Exception | Handler, now: int = NOW) -> None:
         self.answers = list(answers)
         self.requests: list[httpx.Request] = []
+        self.probes = 0
+        self.now = now
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if is_clock_probe(request):
+            self.probes += 1
+            return ok({"values": [], "snapshot": self.now, "cursor": None, "hasMore": False})
         self.requests.append(request)
         answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
         if isinstance(answer, Exception):

@@ -31,6 +31,10 @@ GOOD_DOC = {
     "body": "hi",
 }
 SNAPSHOT_TS = 1_800_000_000_000_000_005
+NOW_BODY = json.dumps(
+    {"values": [], "snapshot": SNAPSHOT_TS + 1000, "cursor": None, "hasMore": False}
+).encode()
+"""The answer to the client's clock probe: the deployment's "now", after every cursor."""
 
 
 class CannedConvex(ThreadingHTTPServer):
@@ -59,9 +63,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(b'{"": {}}' if self.path.startswith("/api/json_schemas") else b"null")
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
         if self.path.startswith("/api/list_snapshot"):
-            self._answer(self.server.snapshot_body)
+            probe = request.get("selection") == {"_other": "excluded"}
+            self._answer(NOW_BODY if probe else self.server.snapshot_body)
         else:
             self._answer(self.server.delta_body)
 
@@ -77,7 +82,13 @@ def canned() -> Iterator[CannedConvex]:
 
 
 def _sync(dest: Path, url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONVEX_DEPLOY_KEY": KEY, "CONVEX_URL": url}
+    # The canned server answers the legacy pair only.
+    env = {
+        **os.environ,
+        "CONVEX_DEPLOY_KEY": KEY,
+        "CONVEX_URL": url,
+        "CONVEX_CDC_API": "streaming-export",
+    }
     return subprocess.run(
         [sys.executable, "-m", "convex_cdc", "sync", "--dest", str(dest)],
         env=env,
@@ -96,8 +107,13 @@ def _tree(root: Path) -> dict[str, str]:
     }
 
 
+DELTA_DOC = GOOD_DOC | {"_ts": SNAPSHOT_TS + 20}
+"""A change after the first run's cursor (SNAPSHOT_TS + 10), within the page's."""
+
+
 def _delta_page(values: list[dict[str, object]], **extra: object) -> bytes:
-    page: dict[str, object] = {"values": values, "cursor": SNAPSHOT_TS + 10, "hasMore": False}
+    cursor = SNAPSHOT_TS + 30 if values else SNAPSHOT_TS + 10
+    page: dict[str, object] = {"values": values, "cursor": cursor, "hasMore": False}
     page.update(extra)
     return json.dumps(page).encode()
 
@@ -109,11 +125,11 @@ BAD_DELTA_PAGES = {
         "hasMore",
     ),
     "value without _id": (
-        _delta_page([{k: v for k, v in GOOD_DOC.items() if k != "_id"} | {"_deleted": False}]),
+        _delta_page([{k: v for k, v in DELTA_DOC.items() if k != "_id"} | {"_deleted": False}]),
         "_id",
     ),
     "hostile table name": (
-        _delta_page([GOOD_DOC | {"_table": "../../outside", "_deleted": False}]),
+        _delta_page([DELTA_DOC | {"_table": "../../outside", "_deleted": False}]),
         "not a Convex table name",
     ),
 }

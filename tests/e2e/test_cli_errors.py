@@ -18,7 +18,7 @@ import pytest
 def _sync(dest: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "convex_cdc", "-vv", "sync", "--dest", str(dest), *extra],
-        env={**os.environ, **env},
+        env={**os.environ, "CONVEX_CDC_API": "streaming-export", **env},  # legacy retention
         capture_output=True,
         text=True,
         timeout=120,

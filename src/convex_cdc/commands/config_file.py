@@ -5,6 +5,8 @@ Example (``convex-cdc.toml``)::
     url = "https://happy-animal-123.convex.cloud"
     dest = "./lake"
     deploy_key_env = "CONVEX_DEPLOY_KEY"     # the *name* of the variable, never the key
+    request_timeout = 330                    # seconds one request to Convex may take
+    max_response_mb = 256                    # the largest Convex answer read
 
     [selection]
     include = ["messages", "users", "waitlist/*"]
@@ -34,7 +36,17 @@ from typing import Any, Final
 
 from convex_cdc.core.errors import ConfigError
 
-_TOP_LEVEL: Final = {"url", "dest", "deploy_key_env", "selection", "publish", "databricks"}
+_TOP_LEVEL: Final = {
+    "url",
+    "dest",
+    "deploy_key_env",
+    "request_timeout",
+    "max_response_mb",
+    "selection",
+    "publish",
+    "databricks",
+}
+_NUMBERS: Final = frozenset({"request_timeout", "max_response_mb"})
 _SECTIONS: Final[Mapping[str, frozenset[str]]] = {
     "selection": frozenset({"include", "exclude"}),
     "publish": frozenset({"to", "endpoint_url", "keep", "include_raw"}),
@@ -61,7 +73,7 @@ def load_config(path: Path) -> dict[str, Any]:
 
 def command_defaults(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Click ``default_map`` for every subcommand, from a validated config."""
-    source = {k: config[k] for k in ("url", "deploy_key_env") if k in config}
+    source = {k: config[k] for k in ("url", "deploy_key_env", *sorted(_NUMBERS)) if k in config}
     dest = {"dest": config["dest"]} if "dest" in config else {}
     selection = config.get("selection", {})
     select = {k: tuple(selection[k]) for k in ("include", "exclude") if k in selection}
@@ -79,6 +91,7 @@ def command_defaults(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         "run": {**sync, **publish},
         "status": {**source, **dest},
         "verify": {**source, **dest, **select},
+        "inspect": {**source, **select},
         "databricks": {
             "extract": {**source, **select, **databricks},
             # apply-silver reads --url only to derive the source name; render's is convex_url.
@@ -98,8 +111,25 @@ def _validate(data: Mapping[str, Any], path: Path) -> None:
             for inner in value:
                 if inner not in _SECTIONS[key]:
                     raise _unknown(path, f"{key}.{inner}")
+        elif key in _NUMBERS:
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+                raise ConfigError(f"{path}: {key} must be a number of at least 1")
         elif not isinstance(value, str):
             raise ConfigError(f"{path}: {key} must be a string")
+    key_env = data.get("deploy_key_env")
+    if isinstance(key_env, str):
+        # Imported here: the connection module brings the HTTP client with it.
+        from convex_cdc.commands.connection import key_env_problem
+        from convex_cdc.logs import register_secret
+
+        problem = key_env_problem(key_env)
+        if problem is not None:
+            register_secret(key_env.strip())
+            raise ConfigError(
+                f"{path}: deploy_key_env {problem}",
+                hint='write deploy_key_env = "CONVEX_DEPLOY_KEY" (the variable\'s name) and '
+                "keep the key in that variable, never in the file",
+            )
     for section in ("selection",):
         for name in ("include", "exclude"):
             patterns = data.get(section, {}).get(name, [])

@@ -2,9 +2,14 @@
 
 ``@source_options`` adds ``--url`` (or ``CONVEX_URL``) and ``--deploy-key-env NAME``;
 the deploy key itself is only ever read from the environment, so it never lands in
-shell history or process listings. :func:`connect` turns those into a
-:class:`~convex_cdc.core.client.ConvexClient` and registers the key with the log
-redaction filter before anything can log it.
+shell history or process listings. It also adds the limits on one request,
+``--request-timeout`` and ``--max-response-mb``, which reach :func:`connect` through
+the click context (so a command's own signature does not change). :func:`connect` turns
+all that into a :class:`~convex_cdc.core.client.ConvexClient` and registers the key with
+the log redaction filter before anything can log it.
+
+A ``--deploy-key-env`` value (or ``deploy_key_env`` in the config file) that is not a
+variable name is never echoed: it is most likely the key itself.
 """
 
 from __future__ import annotations
@@ -12,11 +17,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import Final, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 
 import click
 
-from convex_cdc.core.client import ConvexClient
+from convex_cdc.core.client import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_TIMEOUT_SECONDS,
+    ConvexClient,
+)
 from convex_cdc.core.errors import ConfigError
 from convex_cdc.core.retry import RetryPolicy
 from convex_cdc.logs import register_secret
@@ -24,13 +34,67 @@ from convex_cdc.logs import register_secret
 DEFAULT_KEY_ENV: Final = "CONVEX_DEPLOY_KEY"
 URL_ENV: Final = "CONVEX_URL"
 RETRY_BUDGET_ENV: Final = "CONVEX_CDC_MAX_RETRY_SECONDS"
-_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+REQUEST_TIMEOUT_ENV: Final = "CONVEX_CDC_REQUEST_TIMEOUT"
+MAX_RESPONSE_ENV: Final = "CONVEX_CDC_MAX_RESPONSE_MB"
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_CONVENTIONAL_ENV_NAME: Final = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+_LIMITS_KEY: Final = "convex_cdc.request_limits"
+_MB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """How long one request may take, and how large its answer may be."""
+
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
+    max_response_mb: float = DEFAULT_MAX_RESPONSE_BYTES / _MB
+
+
+def key_env_problem(name: str) -> str | None:
+    """Why ``name`` cannot be the name of the deploy key's variable (``None`` if it can).
+
+    The message never quotes ``name``: a value that is not a variable name is most
+    likely the key itself.
+    """
+    if _ENV_NAME.fullmatch(name):
+        return None
+    return (
+        "expects the name of the environment variable that holds the deploy key (like "
+        f"{DEFAULT_KEY_ENV}), not the key; the value given is not a variable name and is "
+        "not shown, in case it is the key"
+    )
+
 
 F = TypeVar("F", bound=Callable[..., object])
 
 
 def source_options(command: F) -> F:
-    """Add ``--url`` and ``--deploy-key-env`` (passed as ``url`` and ``deploy_key_env``)."""
+    """Add ``--url`` and ``--deploy-key-env`` (passed as ``url`` and ``deploy_key_env``),
+    and ``--request-timeout`` / ``--max-response-mb`` (kept for :func:`connect`)."""
+    command = click.option(
+        "--max-response-mb",
+        type=click.FloatRange(min=1),
+        default=DEFAULT_MAX_RESPONSE_BYTES / _MB,
+        show_default=True,
+        envvar=MAX_RESPONSE_ENV,
+        expose_value=False,
+        callback=_remember_limit,
+        metavar="MB",
+        help="Refuse a Convex answer larger than this (nothing is written) "
+        f"[env: {MAX_RESPONSE_ENV}].",
+    )(command)
+    command = click.option(
+        "--request-timeout",
+        type=click.FloatRange(min=1),
+        default=DEFAULT_REQUEST_TIMEOUT_SECONDS,
+        show_default=True,
+        envvar=REQUEST_TIMEOUT_ENV,
+        expose_value=False,
+        callback=_remember_limit,
+        metavar="SECONDS",
+        help="Abandon (and retry) a request that has not been answered in full after this "
+        f"long, e.g. a server that drips its answer [env: {REQUEST_TIMEOUT_ENV}].",
+    )(command)
     command = click.option(
         "--deploy-key-env",
         "deploy_key_env",
@@ -48,23 +112,41 @@ def source_options(command: F) -> F:
     return command
 
 
+def _remember_limit(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if param.name is not None:
+        ctx.meta.setdefault(_LIMITS_KEY, {})[param.name] = value
+
+
+def request_limits() -> RequestLimits:
+    """The limits given to the running command (the defaults outside a command)."""
+    ctx = click.get_current_context(silent=True)
+    given = ctx.meta.get(_LIMITS_KEY, {}) if ctx is not None else {}
+    return RequestLimits(**given)
+
+
 def connect(
     url: str | None,
     key_env: str = DEFAULT_KEY_ENV,
     *,
     retry: RetryPolicy | None = None,
     environ: Mapping[str, str] | None = None,
+    limits: RequestLimits | None = None,
 ) -> ConvexClient:
     """A client for ``url`` using the deploy key in the environment variable ``key_env``.
+
+    ``limits``: default, what ``--request-timeout`` and ``--max-response-mb`` said.
 
     Raises:
         ConfigError: the URL or the key is missing or unusable, with the one-line fix.
     """
     env = os.environ if environ is None else environ
-    if not _ENV_NAME.fullmatch(key_env):
+    problem = key_env_problem(key_env)
+    if problem is not None:
+        register_secret(key_env.strip())  # should it reach a log line anyway
         raise ConfigError(
-            f"--deploy-key-env {key_env!r} is not an environment variable name",
-            hint=f"name the variable that holds the key, e.g. --deploy-key-env {DEFAULT_KEY_ENV}",
+            f"--deploy-key-env {problem}",
+            hint=f"export {DEFAULT_KEY_ENV}=<the key> and leave --deploy-key-env out, or "
+            "pass the variable's name",
         )
     if not url:
         raise ConfigError(
@@ -72,6 +154,16 @@ def connect(
             hint=f"pass --url https://<name>.convex.cloud or set {URL_ENV}",
         )
     key = env.get(key_env, "").strip()
+    if not key and not _CONVENTIONAL_ENV_NAME.fullmatch(key_env):
+        # A lower-case name that is not set could be a key that happens to look like a
+        # name: say what is wrong without quoting it.
+        register_secret(key_env)
+        raise ConfigError(
+            "the variable named by --deploy-key-env is not set (its name is not shown: "
+            "it could be a key)",
+            hint=f"pass the name of the variable that holds the key, e.g. {DEFAULT_KEY_ENV}; "
+            "convex-cdc never takes the key as a flag",
+        )
     if not key:
         raise ConfigError(
             f"the deploy key environment variable {key_env} is not set",
@@ -84,7 +176,15 @@ def connect(
         register_secret(secret_half)
     if retry is None:
         retry = RetryPolicy(max_seconds=_retry_budget(env))
-    return ConvexClient(url, key, key_env=key_env, retry=retry)
+    limits = limits or request_limits()
+    return ConvexClient(
+        url,
+        key,
+        key_env=key_env,
+        retry=retry,
+        request_timeout=limits.request_timeout,
+        max_response_bytes=int(limits.max_response_mb * _MB),
+    )
 
 
 def _retry_budget(env: Mapping[str, str]) -> float:

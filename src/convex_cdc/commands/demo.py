@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.table import Table
 
 from convex_cdc.commands.materialize import materialize_step
-from convex_cdc.commands.publish import publish_step
 from convex_cdc.commands.sync import sync_step
 from convex_cdc.core.client import ConvexClient
 from convex_cdc.core.errors import ConfigError
@@ -93,6 +92,13 @@ def _prepare(root: Path) -> None:
 def _run_once(layout: DestinationLayout, url: str, published: Path) -> None:
     sync_step(layout=layout, url=url, deploy_key_env=_KEY_ENV)
     materialize_step(layout=layout)
+    try:  # publishing needs the s3 extra; the rest of the demo does not
+        from convex_cdc.commands.publish import publish_step
+    except ModuleNotFoundError as exc:
+        if exc.name != "obstore":
+            raise
+        click.echo("publish: skipped (pip install 'convex-cdc[s3]' to publish)")
+        return
     publish_step(layout=layout, to=str(published))
 
 

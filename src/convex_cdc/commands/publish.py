@@ -108,8 +108,9 @@ def publish(  # noqa: PLR0917 - click passes every option by name
     exactly the manifest's), then the numbered manifest is written create-only and
     manifest.json points at it. A reader that follows manifest.json, or reads a table as
     Delta, always sees a complete, consistent set of files. Refused while the initial
-    snapshot is incomplete. S3 credentials come from the standard AWS environment
-    variables.
+    snapshot is incomplete. A prefix belongs to the destination that first published to
+    it (owner.json); another destination is refused (exit 2). S3 credentials come from
+    the standard AWS environment variables.
     """
     publish_step(
         layout=DestinationLayout.at(dest),

@@ -5,12 +5,19 @@ describe it: the right JSON types at the top level, timestamps as JSON integers 
 an int64 (``export_json`` never sends them as floats or strings), a list_snapshot cursor
 exactly when ``hasMore``. A violation is a :class:`MalformedResponse` naming the endpoint
 and the problem, and never quoting the offending value (it could be anything).
+
+An answer is also checked against the request it answers, so a broken or hostile server
+cannot send a walk in circles or backwards: a snapshot page must not repeat the cursor it
+was asked for while ``hasMore`` and holds no value newer than its snapshot; a delta
+page's cursor never moves back, moves forward whenever ``hasMore``, and every value's
+``_ts`` lies after the requested cursor (it is exclusive) and at or before the returned
+one.
 """
 
 from __future__ import annotations
 
 from itertools import repeat
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from convex_cdc.core.errors import MalformedResponse
 from convex_cdc.core.source import DeltaPage, SnapshotPage
@@ -18,17 +25,39 @@ from convex_cdc.core.source import DeltaPage, SnapshotPage
 _INT64_MAX: Final = 2**63 - 1
 
 
-def parse_snapshot_page(data: Any, size: int) -> SnapshotPage:
-    """Check a parsed ``list_snapshot`` body and wrap it.
+def parse_snapshot_page(
+    data: Any,
+    size: int,
+    *,
+    request_snapshot: int | None = None,
+    request_cursor: str | None = None,
+) -> SnapshotPage:
+    """Check a parsed ``list_snapshot`` body, and that it answers the request, and wrap it.
+
+    Args:
+        data: the parsed body.
+        size: its size in bytes.
+        request_snapshot: the pinned snapshot sent (``None``: the walk's first page).
+        request_cursor: the cursor sent.
 
     Raises:
         MalformedResponse: naming what is wrong.
     """
     endpoint = "list_snapshot"
     obj = _object(data, endpoint)
-    values = _values(obj, endpoint)
+    values, ts_range = _values(obj, endpoint)
     has_more = _has_more(obj, endpoint)
     snapshot_ts = _timestamp(obj.get("snapshot"), "snapshot", endpoint)
+    if request_snapshot is not None and snapshot_ts != request_snapshot:
+        raise MalformedResponse(
+            f"answered snapshot {snapshot_ts} for a walk pinned at {request_snapshot}",
+            endpoint=endpoint,
+        )
+    if ts_range is not None and ts_range.newest > snapshot_ts:
+        raise MalformedResponse(
+            f"a value has _ts {ts_range.newest}, after the snapshot {snapshot_ts} it belongs to",
+            endpoint=endpoint,
+        )
     next_cursor = obj.get("cursor")
     if next_cursor is not None and not isinstance(next_cursor, str):
         raise MalformedResponse(
@@ -40,6 +69,12 @@ def parse_snapshot_page(data: Any, size: int) -> SnapshotPage:
             f"{str(has_more).lower()} (a cursor comes exactly with hasMore)",
             endpoint=endpoint,
         )
+    if has_more and next_cursor == request_cursor:
+        raise MalformedResponse(
+            "returned the cursor it was asked for with hasMore true, so the walk would "
+            "repeat this page forever",
+            endpoint=endpoint,
+        )
     return SnapshotPage(
         values=values,
         snapshot=snapshot_ts,
@@ -49,21 +84,51 @@ def parse_snapshot_page(data: Any, size: int) -> SnapshotPage:
     )
 
 
-def parse_delta_page(data: Any, size: int) -> DeltaPage:
-    """Check a parsed ``document_deltas`` body and wrap it.
+def parse_delta_page(data: Any, size: int, *, request_cursor: int | None = None) -> DeltaPage:
+    """Check a parsed ``document_deltas`` body, and that it answers the request, and wrap it.
+
+    Args:
+        data: the parsed body.
+        size: its size in bytes.
+        request_cursor: the cursor sent (exclusive); ``None`` skips the checks against it.
 
     Raises:
         MalformedResponse: naming what is wrong.
     """
     endpoint = "document_deltas"
     obj = _object(data, endpoint)
-    values = _values(obj, endpoint)
-    return DeltaPage(
-        values=values,
-        cursor=_timestamp(obj.get("cursor"), "cursor", endpoint),
-        has_more=_has_more(obj, endpoint),
-        response_bytes=size,
-    )
+    values, ts_range = _values(obj, endpoint)
+    cursor = _timestamp(obj.get("cursor"), "cursor", endpoint)
+    has_more = _has_more(obj, endpoint)
+    if request_cursor is not None:
+        if cursor < request_cursor:
+            raise MalformedResponse(
+                f"the cursor went back from {request_cursor} to {cursor}",
+                endpoint=endpoint,
+                hint="nothing was written and the checkpoint did not move; if the deployment "
+                "was restored from a backup, or an earlier answer carried a cursor ahead of "
+                "its clock, start again with `convex-cdc sync --resnapshot`",
+            )
+        if has_more and cursor == request_cursor:
+            raise MalformedResponse(
+                f"returned the cursor it was asked for ({cursor}) with hasMore true, so "
+                "polling would never move on",
+                endpoint=endpoint,
+            )
+    if ts_range is not None:
+        if request_cursor is not None and ts_range.oldest <= request_cursor:
+            raise MalformedResponse(
+                f"a value has _ts {ts_range.oldest}, not after the requested cursor "
+                f"{request_cursor} (it is exclusive; an older version could bring back a "
+                "deleted document)",
+                endpoint=endpoint,
+            )
+        if ts_range.newest > cursor:
+            raise MalformedResponse(
+                f"a value has _ts {ts_range.newest}, after the page's own cursor {cursor}",
+                endpoint=endpoint,
+            )
+    return DeltaPage(values=values, cursor=cursor, has_more=has_more, response_bytes=size)
 
 
 def parse_json_schemas(data: Any) -> dict[str, dict[str, Any]]:
@@ -131,12 +196,22 @@ def _object(data: Any, endpoint: str) -> dict[str, Any]:
     return data
 
 
-def _values(obj: dict[str, Any], endpoint: str) -> list[dict[str, Any]]:
+class _TsRange(NamedTuple):
+    oldest: int
+    newest: int
+
+
+def _values(obj: dict[str, Any], endpoint: str) -> tuple[list[dict[str, Any]], _TsRange | None]:
+    """The page's values (objects with an int64 ``_ts``) and their range of ``_ts``
+    (``None`` for no values)."""
     values = obj.get("values")
     if not isinstance(values, list):
         raise MalformedResponse(f"values must be a list, got {_kind(values)}", endpoint=endpoint)
-    if _well_formed(values):
-        return values
+    if not values:
+        return values, None
+    ts_range = _ts_range(values)
+    if ts_range is not None:
+        return values, ts_range
     # Walked value by value only to name the first offender.
     for position, value in enumerate(values):
         if not isinstance(value, dict):
@@ -149,18 +224,20 @@ def _values(obj: dict[str, Any], endpoint: str) -> list[dict[str, Any]]:
                 f"value #{position} has _ts {_kind(ts)}, expected a JSON integer",
                 endpoint=endpoint,
             )
-    return values
+    raise AssertionError("unreachable: some value broke the contract")
 
 
-def _well_formed(values: list[Any]) -> bool:
-    """Whether every value is an object with an int64 ``_ts``, checked a column at a time
-    in C (``map``, ``set``, ``min``/``max``) rather than value by value."""
-    if not values:
-        return True
+def _ts_range(values: list[Any]) -> _TsRange | None:
+    """The oldest and newest ``_ts`` if every value is an object with an int64 ``_ts``
+    (else ``None``), checked a column at a time in C (``map``, ``set``, ``min``/``max``)
+    rather than value by value."""
     if set(map(type, values)) != {dict}:
-        return False
+        return None
     tss: list[Any] = list(map(dict.get, values, repeat("_ts")))
-    return set(map(type, tss)) == {int} and min(tss) >= 0 and max(tss) <= _INT64_MAX
+    if set(map(type, tss)) != {int}:
+        return None
+    oldest, newest = min(tss), max(tss)
+    return _TsRange(oldest, newest) if oldest >= 0 and newest <= _INT64_MAX else None
 
 
 def _has_more(obj: dict[str, Any], endpoint: str) -> bool:

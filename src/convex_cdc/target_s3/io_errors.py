@@ -91,3 +91,13 @@ def io_errors(what: str, *, then: str) -> Iterator[None]:
             f"cannot {what}: {one_line(exc)}",
             hint=f"check that the destination's files were written by convex-cdc, then {then}",
         ) from exc
+
+
+def shorten(text: str, limit: int = _LIMIT) -> str:
+    """``text`` on one line (whitespace collapsed), cut to ``limit`` characters with ``…``.
+
+    For values a message quotes that someone else supplied (a server, a stored file, a
+    flag): an error line stays readable however long the value is.
+    """
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "…"

@@ -60,6 +60,12 @@ def _encode(fields: dict[str, Any]) -> dict[str, Any]:
     return encoded
 
 
+def _pages(values: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Snapshot values as list_snapshot returns them: a page holds one table."""
+    pages = [[v for v in values if v["_table"] == table] for table in TABLES]
+    return [page for page in pages if page] or [[]]
+
+
 def _materialized(dest: Path, table: str) -> dict[str, dict[str, Any]]:
     rows = rows_by_id(dest, key(table), drop_nulls=True)
     for row in rows.values():
@@ -101,7 +107,7 @@ def test_incremental_staging_equals_a_rebuild_and_the_oracle(
         incremental, scratch = Path(tmp) / "incremental", Path(tmp) / "scratch"
         syncs = {dest: ScriptedSync(dest) for dest in (incremental, scratch)}
         for sync in syncs.values():
-            sync.snapshot([snapshot_values], snapshot_ts=1_000_000)
+            sync.snapshot(_pages(snapshot_values), snapshot_ts=1_000_000)
             sync.delta([], cursor=1_000_000)  # keep a checkpoint even if nothing landed
         StagingMaterializer(DestinationLayout.at(incremental), rows_per_bucket=1).materialize()
         for values in delta_values:
@@ -169,7 +175,7 @@ def test_a_crash_anywhere_leaves_a_readable_staging_and_a_rerun_converges(
         for table, doc_id, fields in snapshot:
             ts += 1
             values.append(doc(table, doc_id, ts, **_encode(fields)))
-        sync.snapshot([values], snapshot_ts=1_000_000)
+        sync.snapshot(_pages(values), snapshot_ts=1_000_000)
         for batch in deltas:
             values = []
             for op, table, doc_id, fields in batch:

@@ -69,7 +69,11 @@ from convex_cdc.core.columns import ColumnSpec
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.publish.manifest import ManifestTable
-from convex_cdc.target_s3.publish.object_store import DeltaLocation, quote_backend_error
+from convex_cdc.target_s3.publish.object_store import (
+    DeltaLocation,
+    no_space_left,
+    quote_backend_error,
+)
 from convex_cdc.target_s3.table_paths import table_dir_name
 
 log = logging.getLogger(__name__)
@@ -336,6 +340,13 @@ def _delta_errors(what: str, location: DeltaLocation) -> Iterator[None]:
             hint="make sure only one publish runs per prefix, then publish again",
         ) from exc
     except (DeltaError, OSError, pa.ArrowException) as exc:
+        if no_space_left(exc):
+            raise TargetError(
+                f"cannot {what}: no space left on the target "
+                f"({quote_backend_error(exc, *location.secrets)})",
+                hint="free space on the target (or raise its quota), then publish again "
+                "(readers still see the previous manifest)",
+            ) from exc
         raise TargetError(
             f"cannot {what}: {quote_backend_error(exc, *location.secrets)}",
             hint="check the target URL, the credentials and the network, then publish again "

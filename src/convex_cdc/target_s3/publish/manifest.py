@@ -38,9 +38,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from convex_cdc.core.columns import ColumnSpec, Widening
-from convex_cdc.core.errors import TargetError
+from convex_cdc.core.errors import StateError
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
+from convex_cdc.target_s3.io_errors import shorten
 
 MANIFEST_FORMAT: Final = "convex-cdc.manifest"
 MANIFEST_VERSION: Final = 1
@@ -52,8 +53,16 @@ _NUMBERED: Final = re.compile(r"manifests/(\d{12})\.json")
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
 
-class ManifestFormatError(TargetError):
-    """A stored manifest is not one this version of convex-cdc can read."""
+_QUOTED: Final = 120
+"""Longest piece of a stored manifest a message quotes: a manifest may come from anywhere."""
+
+
+class ManifestFormatError(StateError):
+    """A stored manifest is not one this version of convex-cdc can read (exit 6)."""
+
+
+class NewerManifestVersion(ManifestFormatError):
+    """A stored manifest was written by a newer convex-cdc: never overwrite it, upgrade."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +225,10 @@ def manifest_from_json(data: object, *, where: str) -> Manifest:
     version = data.get("version")
     if version != MANIFEST_VERSION:
         newer = isinstance(version, int) and version > MANIFEST_VERSION
-        raise ManifestFormatError(
-            f"{where} has manifest version {version!r}; this convex-cdc reads version "
-            f"{MANIFEST_VERSION}",
+        error = NewerManifestVersion if newer else ManifestFormatError
+        raise error(
+            f"{where} has manifest version {shorten(repr(version), _QUOTED)}; this convex-cdc "
+            f"reads version {MANIFEST_VERSION}",
             hint="upgrade convex-cdc" if newer else "the manifest is damaged; publish again",
         )
     try:
@@ -242,11 +252,13 @@ def manifest_from_json(data: object, *, where: str) -> Manifest:
         )
     except KeyError as missing:
         raise ManifestFormatError(
-            f"{where} is missing field {missing}", hint="the manifest is damaged; publish again"
+            f"{where} is missing field {shorten(str(missing), _QUOTED)}",
+            hint="the manifest is damaged; publish again",
         ) from None
     except (TypeError, ValueError) as exc:
         raise ManifestFormatError(
-            f"{where} is not a valid manifest: {exc}", hint="the manifest is damaged; publish again"
+            f"{where} is not a valid manifest: {shorten(str(exc), _QUOTED)}",
+            hint="the manifest is damaged; publish again",
         ) from None
 
 

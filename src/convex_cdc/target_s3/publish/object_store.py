@@ -1,7 +1,10 @@
 """Where ``publish`` writes: an S3 bucket/prefix or a local directory, behind one small API.
 
 Built on obstore (the Python binding of Rust's ``object_store``), which gives atomic puts
-and create-only puts (``If-None-Match: *`` on S3) on every backend. Paths are always
+and create-only puts (``If-None-Match: *`` on S3) on every backend. Replacing an object
+only if it is still the version read (:meth:`PublishTarget.put_unless`) uses ``If-Match``
+on S3; obstore's local store has no such mode, so a local directory serialises the
+read-compare-write under an ``flock`` of the directory itself. Paths are always
 ``/``-separated and relative to the target's prefix.
 
 S3 credentials and region come from the standard AWS environment variables
@@ -18,9 +21,11 @@ setting, and delta-rs reads the same AWS environment variables for credentials.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +40,7 @@ from obstore.store import LocalStore, S3Store
 
 from convex_cdc.core.errors import ConfigError, TargetError, redact
 from convex_cdc.core.secrets import redact_secrets
+from convex_cdc.target_s3.io_errors import shorten
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig, S3Config
@@ -46,6 +52,17 @@ _RETRY_TIMEOUT: Final = timedelta(seconds=60)
 _CONNECT_TIMEOUT: Final = timedelta(seconds=10)
 _S3_CODE: Final = re.compile(r"<Code>([A-Za-z]+)</Code>")
 _SECRET_VARIABLES: Final = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_NO_SPACE: Final = re.compile(
+    r"os error (?:28|122)\b|StorageFull|No space left|Disk quota exceeded|"
+    r"<Code>(?:XMinioStorageFull|QuotaExceeded|InsufficientStorage)</Code>",
+    re.IGNORECASE,
+)
+"""How a full disk or quota shows in obstore's text: the OS error of a local store
+(ENOSPC 28, EDQUOT 122), or the code an S3-compatible server answers with."""
+_HTTP_STATUS: Final = re.compile(r"non-2xx status code: (\d{3})")
+_CAS_ATTEMPTS: Final = 8
+"""Conditional replacements retried after losing a race; more means a runaway writer."""
+_QUOTED_URL: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +108,13 @@ class PublishTarget:
     def url(self) -> str:
         """``s3://bucket/prefix`` or ``file:///dir``; never holds credentials."""
         return self._url
+
+    @property
+    def local_directory(self) -> Path | None:
+        """The directory of a local target, ``None`` for S3."""
+        if self._bucket is not None:
+            return None
+        return Path(url2pathname(urlsplit(self._url).path))
 
     @property
     def bucket(self) -> str | None:
@@ -152,6 +176,55 @@ class PublishTarget:
             except obs_errors.PreconditionError:
                 return False  # some S3-compatible stores answer 412 without the mapping
         return True
+
+    def put_unless(self, path: str, data: bytes, *, keep: Callable[[bytes], bool]) -> bool:
+        """Write ``data`` to ``path`` unless the object there satisfies ``keep``, atomically.
+
+        A compare-and-swap: the object is read, ``keep`` decides on its content, and the
+        write happens only if the object is still the version that was read (``If-Match``
+        its ETag on S3, create-only if there was none; on a local directory, both steps
+        under an exclusive ``flock`` of the directory). A writer that lost the race reads
+        again and decides again.
+
+        Returns:
+            ``True`` if ``data`` was written, ``False`` if the existing object was kept.
+
+        Raises:
+            TargetError: the store refused or could not be reached, or the object kept
+                changing under this writer.
+        """
+        directory = self.local_directory
+        if directory is not None:
+            with self._translate("write", path), _directory_lock(directory):
+                current = self.get(path)
+                if current is not None and keep(current):
+                    return False
+                obstore.put(self._store, path, data, mode="overwrite", use_multipart=False)
+                return True
+        for _ in range(_CAS_ATTEMPTS):
+            with self._translate("write", path):
+                try:
+                    found = obstore.get(self._store, path)
+                    current, e_tag = bytes(found.bytes()), found.meta["e_tag"]
+                except (FileNotFoundError, obs_errors.NotFoundError) as exc:
+                    if _s3_code(exc) == "NoSuchBucket":
+                        raise
+                    current, e_tag = None, None
+                if current is not None and keep(current):
+                    return False
+                try:
+                    if current is None:
+                        obstore.put(self._store, path, data, mode="create")
+                    else:
+                        obstore.put(self._store, path, data, mode={"e_tag": e_tag})
+                except (obs_errors.AlreadyExistsError, obs_errors.PreconditionError):
+                    continue  # another writer changed it between our read and our write
+                return True
+        raise TargetError(
+            f"{self.url_of(path)} kept changing while this publish tried to replace it",
+            hint="another publisher writes to this prefix; publish each destination to its "
+            "own prefix",
+        )
 
     def get(self, path: str) -> bytes | None:
         """The content of ``path``, or ``None`` if there is no such object.
@@ -218,6 +291,17 @@ class PublishTarget:
             _raise_sink_error(exc, action=action, where=self.url_of(path), target=self)
 
 
+@contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` itself (no lock file in the target)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def open_publish_target(
     url: str, *, endpoint_url: str | None = None, create: bool = True
 ) -> PublishTarget:
@@ -236,21 +320,21 @@ def open_publish_target(
         return _open_s3(url, endpoint_url)
     if endpoint_url is not None:
         raise ConfigError(
-            f"--endpoint-url only applies to s3:// targets, not {url!r}",
+            f"--endpoint-url only applies to s3:// targets, not {_quote_url(url)}",
             hint="drop --endpoint-url, or publish to s3://bucket/prefix",
         )
     if scheme == "file":
         path = Path(url2pathname(urlsplit(url).path))
         if not path.is_absolute() or urlsplit(url).netloc not in ("", "localhost"):
             raise ConfigError(
-                f"{url!r} is not an absolute file:// URL",
+                f"{_quote_url(url)} is not an absolute file:// URL",
                 hint="write file:///absolute/dir or just the directory path",
             )
     elif len(scheme) <= 1:  # a plain path (a one-letter scheme is a Windows drive)
         path = Path(url).expanduser().absolute()
     else:
         raise ConfigError(
-            f"cannot publish to {url!r}: unsupported scheme {scheme!r}",
+            f"cannot publish to {_quote_url(url)}: unsupported scheme {shorten(repr(scheme), 40)}",
             hint="use s3://bucket/prefix (any S3-compatible endpoint via --endpoint-url), "
             "file:///abs/dir or a local directory",
         )
@@ -279,7 +363,7 @@ def _open_s3(url: str, endpoint_url: str | None) -> PublishTarget:
             hint="set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment instead",
         )
     if not parts.netloc:
-        raise ConfigError(f"{url!r} names no bucket", hint="write s3://bucket/prefix")
+        raise ConfigError(f"{_quote_url(url)} names no bucket", hint="write s3://bucket/prefix")
     endpoint = (
         endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     )
@@ -328,16 +412,45 @@ def _raise_sink_error(
             "may read, write, list and delete under the prefix",
         ) from None
     text = _quote(exc, target.endpoint_password)
+    if no_space_left(exc):
+        raise TargetError(
+            f"no space left to {action} {where}"
+            + (f" ({code})" if code else " (the disk or quota is full)"),
+            hint="free space on the target (or raise its quota), then publish again; readers "
+            "still see the previous manifest",
+        ) from None
     if "error sending request" in text or "Connect" in text or "dns error" in text:
         raise TargetError(
             f"cannot reach the object store to {action} {where}: network error",
             hint="check --endpoint-url / AWS_ENDPOINT_URL and the network, then publish "
             "again (a publish interrupted before its manifest changes nothing readers see)",
         ) from None
+    status = _HTTP_STATUS.search(str(exc))
+    if status is not None:
+        # The store answered: URL, credentials and network work; the store said no.
+        raise TargetError(
+            f"the object store refused to {action} {where}: HTTP {status.group(1)}"
+            + (f" {code}" if code else "")
+            + f" ({text})",
+            hint="the store rejected the request (quota, full disk on the server, object "
+            "lock or bucket policy); fix that, then publish again",
+        ) from None
+    if isinstance(exc, OSError):
+        raise TargetError(
+            f"cannot {action} {where}: {text}",
+            hint="check the target directory's disk and permissions, then publish again",
+        ) from None
     raise TargetError(
         f"cannot {action} {where}: {text}",
         hint="check the target URL, the credentials and the network, then publish again",
     ) from None
+
+
+def no_space_left(exc: BaseException) -> bool:
+    """``exc`` says the disk or quota behind the target is full (any backend)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return _NO_SPACE.search(str(exc)) is not None
 
 
 def _s3_code(exc: BaseException) -> str | None:
@@ -346,7 +459,12 @@ def _s3_code(exc: BaseException) -> str | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).split("\n", 1)[0]
+    return shorten(str(exc).split("\n", 1)[0])
+
+
+def _quote_url(url: str) -> str:
+    """A URL someone typed, for a message: repr'd and cut short."""
+    return shorten(repr(url), _QUOTED_URL)
 
 
 def quote_backend_error(exc: BaseException, *secrets: str | None, limit: int = 300) -> str:

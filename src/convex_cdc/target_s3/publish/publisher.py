@@ -5,8 +5,10 @@ Steps, in an order that keeps every reader safe:
 1. Refuse while the initial snapshot is incomplete: a half-walked snapshot is not a state
    the source ever had.
 2. Read the target's manifests (the remote is the source of truth; publish may run from
-   another machine) and build the new manifest from the staging state. If it describes
-   the same state as the newest published one, stop: nothing is uploaded or written.
+   another machine), refuse a prefix another deployment or destination owns
+   (:mod:`.ownership`), and build the new manifest from the staging state. If it
+   describes the same state as the newest published one, only repair the pointer and
+   collect garbage (step 6): nothing is uploaded.
 3. Upload every file no kept manifest lists with the same sha256, create-only. An object
    already at that path (a crashed publish uploaded it) counts as the same file only if
    its content has the manifest's sha256; anything else is refused, so a manifest never
@@ -16,10 +18,14 @@ Steps, in an order that keeps every reader safe:
    left the manifest is committed empty. A re-run after a crash commits only what is
    still missing.
 5. Write ``manifests/<sequence>.json`` create-only (if it exists, another publisher won:
-   fail, never overwrite), then the ``manifest.json`` pointer. A crash before this point
-   leaves manifest readers on the previous manifest, whose files are all still there.
+   fail, never overwrite), then the ``manifest.json`` pointer, forward only: it is
+   replaced only if it still holds an older manifest (a compare-and-swap, see
+   :meth:`~.object_store.PublishTarget.put_unless`). A crash before this point leaves
+   manifest readers on the previous manifest, whose files are all still there.
 6. Garbage-collect beyond the last ``keep`` manifests, keeping what Delta readers may
-   still read (:mod:`.retention`).
+   still read (:mod:`.retention`), and, in a local directory, sweep the partial files a
+   killed publish left (:mod:`.partial_uploads`). This runs after every publish, also
+   one with nothing new, so what a killed GC left behind never stays.
 
 A Delta table is atomic on its own; across tables, the manifest is the one consistent
 cut (each Delta commit names its manifest sequence, see :mod:`.delta_tables`).
@@ -40,21 +46,26 @@ from typing import TYPE_CHECKING, Final, Literal
 from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
-from convex_cdc.target_s3.io_errors import io_errors
+from convex_cdc.target_s3.io_errors import io_errors, shorten
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
 from convex_cdc.target_s3.publish.manifest import (
     POINTER_PATH,
     Manifest,
     ManifestFile,
+    ManifestFormatError,
     ManifestTable,
+    NewerManifestVersion,
     content_identity,
     dumps_manifest,
+    loads_manifest,
     numbered_path,
 )
 from convex_cdc.target_s3.publish.object_store import PublishTarget, open_publish_target
+from convex_cdc.target_s3.publish.ownership import PrefixOwner, claim_prefix, destination_id
+from convex_cdc.target_s3.publish.partial_uploads import sweep_partial_uploads
 from convex_cdc.target_s3.publish.remote_manifests import RemoteManifests
-from convex_cdc.target_s3.publish.retention import collect_garbage
+from convex_cdc.target_s3.publish.retention import GarbageCollected, collect_garbage
 from convex_cdc.target_s3.raw.change_log_files import batch_of, committed_raw_files
 from convex_cdc.target_s3.staging.readiness import consistent_staging
 from convex_cdc.target_s3.staging.state import StagingState
@@ -121,9 +132,15 @@ class PublishReport:
     def summary(self) -> str:
         """One line for the CLI."""
         if self.sequence is None:
+            removed = (
+                f"; removed {self.files_deleted} old files and {self.manifests_deleted} old "
+                "manifests"
+                if self.files_deleted or self.manifests_deleted
+                else ""
+            )
             return (
                 f"nothing new to publish to {self.target}: manifest "
-                f"{self.current_sequence} already describes this staging state"
+                f"{self.current_sequence} already describes this staging state{removed}"
             )
         return (
             f"published manifest {self.sequence} to {self.target}: "
@@ -162,12 +179,15 @@ def publish(
 
     Raises:
         ConfigError: staging is missing or mid-snapshot, the target holds another
-            deployment's data, or an option is invalid.
+            deployment's data or another destination publishes there, or an option is
+            invalid.
         DestinationBusy: another publish or materialize holds the destination's lock.
         TargetError: a file could not be read or uploaded, another publisher wrote the same
             manifest sequence first, or the target is unreachable. Readers still see the
             previous manifest.
-        StateError: the staging state or the checkpoint is unusable.
+        StateError: the staging state, the checkpoint, or a manifest publish cannot do
+            without (the newest, or a damaged ``manifest.json`` with nothing to rebuild it
+            from) is unusable.
     """
     started = time.monotonic()
     if keep < 1:
@@ -189,11 +209,25 @@ def publish(
         remote = RemoteManifests.load(target)
         latest = remote.latest()
         _ensure_same_source(latest, staging, target)
+        claim_prefix(target, PrefixOwner(staging.deployment_url, destination_id(layout)))
         candidate, local = _build_manifest(layout, staging, checkpoint, latest, include_raw)
+
+        def clean_up(newest: Manifest) -> GarbageCollected:
+            gc = collect_garbage(
+                remote,
+                newest=newest,
+                keep=keep,
+                prefixes=("staging", "raw_change_log") if include_raw else ("staging",),
+                orphan_grace=orphan_grace,
+                delta_retention=delta_retention if delta else None,
+                on_delete=(lambda p: progress(PublishEvent("delete", p))) if progress else None,
+            )
+            partial = _sweep_partial_uploads(target, orphan_grace)
+            return replace(gc, files=gc.files + partial)
+
         if latest is not None and content_identity(candidate) == content_identity(latest):
-            repaired = remote.pointer_is_stale()
-            if repaired:
-                target.put(POINTER_PATH, dumps_manifest(latest))
+            repaired = remote.pointer_is_stale() and _advance_pointer(target, latest)
+            gc = clean_up(latest)
             return PublishReport(
                 target=target.describe(),
                 sequence=None,
@@ -201,8 +235,8 @@ def publish(
                 files_uploaded=0,
                 files_skipped=sum(1 for _ in candidate.files()),
                 bytes_uploaded=0,
-                files_deleted=0,
-                manifests_deleted=0,
+                files_deleted=gc.files,
+                manifests_deleted=gc.manifests,
                 elapsed_seconds=time.monotonic() - started,
                 current_sequence=latest.sequence,
                 repaired_pointer=repaired,
@@ -228,15 +262,7 @@ def publish(
             if progress is not None:
                 progress(PublishEvent("delta", commit.directory))
         _write_manifest(target, manifest, progress)
-        gc = collect_garbage(
-            remote,
-            newest=manifest,
-            keep=keep,
-            prefixes=("staging", "raw_change_log") if include_raw else ("staging",),
-            orphan_grace=orphan_grace,
-            delta_retention=delta_retention if delta else None,
-            on_delete=(lambda p: progress(PublishEvent("delete", p))) if progress else None,
-        )
+        gc = clean_up(manifest)
     return PublishReport(
         target=target.describe(),
         sequence=manifest.sequence,
@@ -327,8 +353,8 @@ def _ensure_same_source(
 ) -> None:
     if latest is not None and latest.deployment_url != staging.deployment_url:
         raise ConfigError(
-            f"{target.describe()} holds data published from {latest.deployment_url}, not "
-            f"{staging.deployment_url}",
+            f"{target.describe()} holds data published from "
+            f"{shorten(latest.deployment_url, 120)}, not {staging.deployment_url}",
             hint="publish each deployment to its own prefix",
         )
 
@@ -490,7 +516,43 @@ def _write_manifest(
             "before changing manifest.json",
             hint="make sure only one publish runs per prefix, then publish again",
         )
-    target.put(POINTER_PATH, body)
+    if not _advance_pointer(target, manifest):
+        raise TargetError(
+            f"{target.url_of(POINTER_PATH)} already points at a manifest newer than "
+            f"{manifest.sequence}, so it was left as is ({target.url_of(path)} is written)",
+            hint="another publisher writes to this prefix; publish each destination to its "
+            "own prefix",
+        )
+
+
+def _advance_pointer(target: PublishTarget, manifest: Manifest) -> bool:
+    """Point ``manifest.json`` at ``manifest`` unless it already holds this or a newer one.
+
+    A damaged pointer is replaced (it is only a copy of the newest numbered manifest); a
+    pointer from a newer convex-cdc is kept. Returns whether the pointer was written.
+    """
+    where = target.url_of(POINTER_PATH)
+
+    def at_or_past(raw: bytes) -> bool:
+        try:
+            current = loads_manifest(raw, where=where)
+        except NewerManifestVersion:
+            return True
+        except ManifestFormatError:
+            return False
+        return current.sequence >= manifest.sequence
+
+    return target.put_unless(POINTER_PATH, dumps_manifest(manifest), keep=at_or_past)
+
+
+def _sweep_partial_uploads(target: PublishTarget, grace: timedelta) -> int:
+    directory = target.local_directory
+    if directory is None:
+        return 0  # S3 writes are atomic: a killed upload leaves nothing behind
+    removed = sweep_partial_uploads(directory, older_than=grace)
+    for path in removed:
+        log.info("removed %s, left by a publish that was killed while writing it", path)
+    return len(removed)
 
 
 def _utc_now() -> str:

@@ -26,9 +26,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from convex_cdc.core.errors import ConvexCdcError
-from convex_cdc.target_s3.publish.manifest import Manifest, numbered_path
+from convex_cdc.target_s3.publish.manifest import (
+    MANIFESTS_DIR,
+    Manifest,
+    ManifestFormatError,
+    numbered_path,
+    sequence_of,
+)
 from convex_cdc.target_s3.publish.object_store import PublishTarget
-from convex_cdc.target_s3.publish.remote_manifests import RemoteManifests, list_sequences
+from convex_cdc.target_s3.publish.remote_manifests import RemoteManifests
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +65,13 @@ def collect_garbage(
 ) -> GarbageCollected:
     """Delete manifests beyond the newest ``keep`` and the data files only they used.
 
+    Cheap when there is nothing to collect (one listing of the manifests and one per data
+    prefix), so it also runs after a publish that had nothing new: what a GC killed
+    half-way left behind is collected by the next publish, whatever it publishes.
+
     Args:
         remote: the target's manifests as read before publishing (used as a cache).
-        newest: the manifest this publish just wrote.
+        newest: the manifest this publish just wrote (or the current one).
         keep: how many numbered manifests to keep (at least 1).
         prefixes: data directories to sweep (``staging``, and ``raw_change_log`` when the
             raw change log is published).
@@ -74,7 +84,12 @@ def collect_garbage(
         TargetError: the target refused a list or a delete (the published state is intact).
     """
     target: PublishTarget = remote.target
-    sequences = list_sequences(target)
+    stored = {
+        sequence: info.last_modified
+        for info in target.list(MANIFESTS_DIR)
+        if (sequence := sequence_of(info.path)) is not None
+    }
+    sequences = tuple(sorted(stored))
     if sequences and sequences[-1] > newest.sequence:
         # Another publisher is ahead of us; its GC knows its own files, ours may not.
         return GarbageCollected(skipped_reason="a newer manifest exists")
@@ -82,15 +97,36 @@ def collect_garbage(
     try:
         if delta_retention is not None:
             kept_sequences |= _within_delta_retention(
-                remote, sequences, newest, delta_retention, kept_sequences
+                remote, newest, delta_retention, kept_sequences, stored
             )
-        kept = [newest] + [remote.manifest(s) for s in kept_sequences if s != newest.sequence]
+    except ConvexCdcError as exc:
+        log.warning("garbage collection skipped: %s", exc)
+        return GarbageCollected(skipped_reason="a manifest could not be read")
+    dropped = [s for s in sequences if s not in kept_sequences]
+    cutoff = datetime.now(UTC) - orphan_grace
+    listed = [
+        info
+        for prefix in prefixes
+        for info in target.list(prefix)
+        if DELTA_LOG_SEGMENT not in info.path.split("/")
+    ]
+    current = newest.paths()
+    if not dropped and all(info.path in current for info in listed):
+        return GarbageCollected()  # the common case: nothing to read, nothing to delete
+
+    kept = [newest]
+    unreadable: list[ManifestFormatError] = []
+    try:
+        for sequence in kept_sequences - {newest.sequence}:
+            try:
+                kept.append(remote.manifest(sequence))
+            except ManifestFormatError as damage:
+                unreadable.append(damage)
     except ConvexCdcError as exc:
         log.warning("garbage collection skipped: a kept manifest is unreadable: %s", exc)
         return GarbageCollected(skipped_reason="a kept manifest is unreadable")
     referenced = frozenset().union(*(m.paths() for m in kept))
 
-    dropped = [s for s in sequences if s not in kept_sequences]
     once_referenced: set[str] = set()
     for sequence in dropped:
         try:
@@ -99,14 +135,21 @@ def collect_garbage(
             log.warning("manifest %d is unreadable, deleting it anyway: %s", sequence, exc)
     dropped_paths = [numbered_path(s) for s in dropped]
     _delete(target, dropped_paths, on_delete)
+    if unreadable:
+        # Its files are unknown, so any file may be one of them: none is deleted until it
+        # falls out of the kept manifests (then its files are orphans, swept by age).
+        log.warning(
+            "old data files kept: %s; restore or delete it to collect them now",
+            unreadable[0].message,
+        )
+        return GarbageCollected(
+            manifests=len(dropped_paths), skipped_reason="a kept manifest is unreadable"
+        )
 
-    cutoff = datetime.now(UTC) - orphan_grace
     garbage = [
         info.path
-        for prefix in prefixes
-        for info in target.list(prefix)
-        if DELTA_LOG_SEGMENT not in info.path.split("/")
-        and info.path not in referenced
+        for info in listed
+        if info.path not in referenced
         and (info.path in once_referenced or info.last_modified < cutoff)
     ]
     _delete(target, garbage, on_delete)
@@ -115,10 +158,10 @@ def collect_garbage(
 
 def _within_delta_retention(
     remote: RemoteManifests,
-    sequences: tuple[int, ...],
     newest: Manifest,
     retention: timedelta,
     kept: set[int],
+    stored: dict[int, datetime],
 ) -> set[int]:
     """The manifests beyond ``keep`` whose successor is younger than ``retention``.
 
@@ -127,19 +170,28 @@ def _within_delta_retention(
     cost follows the manifests about to be dropped, not the whole history.
     """
     cutoff = datetime.now(UTC) - retention
-    ordered = [*(s for s in sequences if s != newest.sequence), newest.sequence]
+    ordered = [*(s for s in sorted(stored) if s != newest.sequence), newest.sequence]
     for index, sequence in enumerate(ordered[:-1]):
         if sequence in kept:
             break
         successor = ordered[index + 1]
-        published = newest if successor == newest.sequence else remote.manifest(successor)
-        if _published_at(published) > cutoff:
+        if _published_at(remote, successor, newest, stored) > cutoff:
             return {s for s in ordered[index:] if s not in kept}
     return set()
 
 
-def _published_at(manifest: Manifest) -> datetime:
-    """When ``manifest`` was published; an unreadable time counts as now (kept longer)."""
+def _published_at(
+    remote: RemoteManifests, sequence: int, newest: Manifest, stored: dict[int, datetime]
+) -> datetime:
+    """When manifest ``sequence`` was published: its ``published_at``; for an unreadable
+    manifest, when its object was stored; for an unreadable time, now (kept longer)."""
+    if sequence == newest.sequence:
+        manifest = newest
+    else:
+        try:
+            manifest = remote.manifest(sequence)
+        except ManifestFormatError:
+            return stored.get(sequence, datetime.now(UTC))
     try:
         return datetime.strptime(manifest.published_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
