@@ -162,6 +162,11 @@ class DurableSink:
     received: dict[int, tuple[str, int | None, list[dict[str, Any]]]] = field(default_factory=dict)
     writes: int = 0
     replays: int = 0
+    committed: dict[int, Checkpoint] = field(default_factory=dict)
+    """Batches written whole (what a raw change log's index, written last, records)."""
+
+    def committed_checkpoint(self, seq: int) -> Checkpoint | None:
+        return self.committed.get(seq)
 
     def write(self, batch: ChangeBatch) -> None:
         tables = batch.tables()
@@ -169,7 +174,13 @@ class DurableSink:
         self.crash.checkpoint(op, "before")
         content = (batch.kind, batch.snapshot_ts, _comparable(batch.events))
         seen = self.received.get(batch.seq)
-        if seen is not None:
+        if batch.kind == "data-sync":
+            # Fetched anew, not replayed: a batch that never landed whole may come back
+            # with other events, but one that did must have been adopted, never rewritten.
+            assert batch.seq not in self.committed, f"batch {batch.seq} written twice"
+            for stale in [key for key in self.files if key[0] == batch.seq]:
+                del self.files[stale]
+        elif seen is not None:
             assert seen == content, f"batch {batch.seq} replayed with different events"
             self.replays += 1
         self.received[batch.seq] = content
@@ -179,6 +190,7 @@ class DurableSink:
                 self.crash.checkpoint(op, f"inside:{k}")
             rows = batch.events_for(table).drop_columns(["_extracted_at"]).to_pylist()
             self.files[(batch.seq, table)] = rows
+        self.committed[batch.seq] = batch.checkpoint
         self.crash.checkpoint(op, "after")
 
     def rows(self) -> list[dict[str, Any]]:
@@ -192,7 +204,11 @@ class DurableSink:
             if row["_op"] == "snapshot" and row["_snapshot_ts"] != walk:
                 state.clear()
                 walk = row["_snapshot_ts"]
-            key = (row["_component"], row["_table"], row["_id"])
+            table = (row["_component"], row["_table"])
+            if row["_op"] == "truncate":  # a data sync walks this table again
+                state = {key: doc for key, doc in state.items() if key[:2] != table}
+                continue
+            key = (*table, row["_id"])
             if row["_deleted"]:
                 state.pop(key, None)
             else:
@@ -207,6 +223,10 @@ class DurableSink:
             if row["_op"] == "snapshot" and row["_snapshot_ts"] != walk:
                 seen.clear()
                 walk = row["_snapshot_ts"]
+            if row["_op"] == "truncate":
+                table = (row["_component"], row["_table"])
+                seen = {version for version in seen if version[:2] != table}
+                continue
             version = (row["_component"], row["_table"], row["_id"], row["_ts"])
             assert version not in seen, f"{version} landed twice"
             seen.add(version)

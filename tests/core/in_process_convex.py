@@ -34,6 +34,7 @@ from urllib.parse import urlencode
 import orjson
 
 from convex_cdc.core.client import classify_api_error
+from convex_cdc.core.data_sync_response import parse_converted_cursor, parse_data_sync_page
 from convex_cdc.core.errors import (
     ConvexCdcError,
     SourceUnavailable,
@@ -41,13 +42,15 @@ from convex_cdc.core.errors import (
 from convex_cdc.core.responses import parse_delta_page, parse_json_schemas, parse_snapshot_page
 from convex_cdc.core.retry import is_transient_status
 from convex_cdc.core.selection import Selection, validate_selection
-from convex_cdc.core.source import WIRE_FORMAT, DeltaPage, SnapshotPage
+from convex_cdc.core.source import WIRE_FORMAT, DataSyncPage, DeltaPage, SnapshotPage
 from convex_cdc.devserver import export_api
 from convex_cdc.devserver.api_errors import ApiError
+from convex_cdc.devserver.data_sync_api import DataSyncApi, check_body, check_conversion_body
 from convex_cdc.devserver.request_args import FieldSpec, parse_json_body, parse_query
 from convex_cdc.devserver.selection import EVERYTHING, RequestSelection, selection_from_args
 from convex_cdc.devserver.settings import DevServerSettings
 from convex_cdc.devserver.store import DocumentStore
+from convex_cdc.devserver.sync_cursor import CursorSealer
 from convex_cdc.devserver.writes import Delete, Insert, Write
 from tests.core.crash_harness import DocKey, document_text
 
@@ -58,6 +61,8 @@ START_NS: Final = 1_750_000_000_000_000_000
 _SNAPSHOT_ARGS: Final[FieldSpec] = {"snapshot": "i64", "cursor": "str", "format": "str"}
 _DELTAS_ARGS: Final[FieldSpec] = {"cursor": "i64", "format": "str"}
 _SCHEMA_ARGS: Final[FieldSpec] = {"deltaSchema": "bool", "byComponent": "bool", "format": "str"}
+_DATA_SYNC_ARGS: Final[FieldSpec] = {"cursor": "str"}
+_CONVERSION_ARGS: Final[FieldSpec] = {"cursor": "i64"}
 
 Planned = Callable[["InProcessConvex"], Sequence[Write]]
 """A transaction decided when it lands, from the deployment as it is then."""
@@ -94,6 +99,8 @@ class InProcessConvex:
         delta_row_limit: int = 128,
         seed: int = 0,
         url: str = "https://in-process-animal-123.convex.cloud",
+        data_sync_page_size: int = 16384,
+        data_sync: bool = True,
     ) -> None:
         self.url = url
         self.clock = ManualClock(START_NS)
@@ -103,7 +110,14 @@ class InProcessConvex:
             deltas_row_limit=delta_row_limit,
             retention_seconds=math.inf,
             snapshot_max_age_seconds=math.inf,
+            data_sync_enabled=data_sync,
+            data_sync_page_size=data_sync_page_size,
+            data_sync_rows_read_limit=max(32768, data_sync_page_size),
+            # The manual clock never lets a walk fall behind "now", so by-id pages are
+            # always chosen while a table is walked, as on a fresh, fast deployment.
+            data_sync_by_id_freshness_seconds=math.inf,
         ).validate()
+        self._data_sync = DataSyncApi(self.store, CursorSealer(b"in-process"))
         self.min_retained_ts = 0
         """Delta cursors below this are outside the retention window (400
         ``InvalidWindowToReadDocuments``, as the devserver answers)."""
@@ -138,6 +152,14 @@ class InProcessConvex:
         """Drop a table; returns the drop's timestamp. Like Convex, this sends no tombstones."""
         self._tick()
         return self.store.drop_table(component, table)
+
+    def replace_table(
+        self, table: str, documents: Sequence[Mapping[str, Any]], component: str = ""
+    ) -> int:
+        """Replace a table's documents as an import does; returns its timestamp. The legacy
+        log shows the new documents as inserts and nothing of the old ones."""
+        self._tick()
+        return self.store.replace_table(component, table, [dict(d) for d in documents]).ts
 
     def schedule(self, transactions: Iterable[Sequence[Write] | Planned]) -> None:
         """Queue transactions; one lands before each later API call.
@@ -245,6 +267,39 @@ class InProcessConvex:
 
         body = self._answer("document_deltas", answer)
         return parse_delta_page(orjson.loads(body), len(body))
+
+    def data_sync_available(self) -> bool:
+        self._call("list_active_syncs")
+        return self.settings.data_sync_enabled
+
+    def data_sync(self, *, cursor: str | None, selection: Selection | None) -> DataSyncPage:
+        self._call("data_sync")
+        request: dict[str, Any] = {} if cursor is None else {"cursor": cursor}
+
+        def answer() -> bytes:
+            self._require_data_sync("v1/data/sync")
+            args = _post_args(request, selection, _DATA_SYNC_ARGS)
+            check_body(args)
+            return self._data_sync.sync(self.settings, args, None)
+
+        body = self._answer("v1/data/sync", answer)
+        return parse_data_sync_page(orjson.loads(body), len(body))
+
+    def data_sync_cursor_from_deltas(self, *, cursor: int, selection: Selection | None) -> str:
+        self._call("data_sync_cursor_from_deltas")
+
+        def answer() -> bytes:
+            self._require_data_sync("data_sync_cursor_from_deltas")
+            args = _post_args({"cursor": cursor}, selection, _CONVERSION_ARGS)
+            check_conversion_body(args)
+            return self._data_sync.cursor_from_deltas(self.settings, args, None)
+
+        body = self._answer("data_sync_cursor_from_deltas", answer)
+        return parse_converted_cursor(orjson.loads(body))
+
+    def _require_data_sync(self, endpoint: str) -> None:
+        if not self.settings.data_sync_enabled:
+            raise ApiError(404, "NotFound", f"{endpoint} is not served by this deployment")
 
     def _answer(self, endpoint: str, respond: Callable[[], bytes]) -> bytes:
         """``respond()``, with a devserver error answer raised as the client would raise it.

@@ -13,6 +13,8 @@ from convex_cdc.core.checkpoint import (
     ONE_PAGE_BATCHES,
     BatchLimits,
     Checkpoint,
+    DataSync,
+    DataSyncCursor,
     DeltaCursor,
     DeltaTail,
     InitialSnapshot,
@@ -20,9 +22,12 @@ from convex_cdc.core.checkpoint import (
     SnapshotCursor,
     SnapshotTs,
     SourceIdentity,
+    after_data_sync_page,
     after_delta_page,
     after_snapshot_page,
+    begin_data_sync,
     begin_snapshot,
+    data_sync_from_delta_tail,
     ensure_same_source,
     with_pending_delta,
     with_schema_fingerprints,
@@ -145,6 +150,58 @@ def test_each_checkpoint_records_how_the_batch_after_it_is_cut() -> None:
         BatchLimits(rows=0)
 
 
+def test_a_new_data_sync_starts_snapshotting_without_a_cursor_and_skips_a_batch_number() -> None:
+    started = begin_data_sync(in_delta(batch_seq=4), source=SOURCE)
+    assert started.position == DataSync(None, "snapshotting", None)
+    assert started.batch_seq == 5  # batch 5 may be half-written: the sync starts at 6
+    assert started.phase == "data-sync" and started.api == "data-sync"
+    assert started.consistent_as_of is None
+
+
+def test_a_data_sync_page_stores_its_cursor_and_is_consistent_only_once_walked() -> None:
+    started = begin_data_sync(None, source=SOURCE)
+    walking = after_data_sync_page(
+        started,
+        cursor="0a",
+        status="snapshotting",
+        snapshot_ts=None,
+        sync_id="s",
+        tables=[MESSAGES],
+    )
+    assert (walking.batch_seq, walking.consistent_as_of) == (1, None)
+    quiet = after_data_sync_page(
+        walking, cursor="0b", status="upToDate", snapshot_ts=S, sync_id="s"
+    )
+    assert quiet.batch_seq == 1  # no events, no batch: only the cursor moved
+    assert quiet.position == DataSync(DataSyncCursor("0b"), "upToDate", S, "s")
+    assert quiet.consistent_as_of == S
+    with pytest.raises(ValueError, match="snapshotTs"):
+        after_data_sync_page(walking, cursor="0c", status="stale", snapshot_ts=None, sync_id="s")
+    with pytest.raises(ValueError, match="data sync"):
+        after_data_sync_page(in_delta(), cursor="0c", status="stale", snapshot_ts=S, sync_id="s")
+
+
+def test_a_settled_delta_tail_converts_to_a_data_sync_consistent_at_its_cursor() -> None:
+    converted = data_sync_from_delta_tail(in_delta(batch_seq=7), cursor="beef")
+    assert converted.position == DataSync(DataSyncCursor("beef"), "stale", S)
+    assert converted.batch_seq == 7 and converted.consistent_as_of == S
+    with pytest.raises(ValueError, match="settled delta tail"):
+        data_sync_from_delta_tail(pinned(), cursor="beef")
+    pending = with_pending_delta(in_delta(), batch_seq=5, end_cursor=S + 1)
+    with pytest.raises(ValueError, match="settled delta tail"):
+        data_sync_from_delta_tail(pending, cursor="beef")
+
+
+def test_a_version_2_checkpoint_still_loads() -> None:
+    data = checkpoint_to_json(in_delta())
+    data["version"] = 2
+    del data["selection_fingerprint"]
+    assert loads_checkpoint(json.dumps(data).encode()) == in_delta()
+    data["selection_fingerprint"] = None
+    with pytest.raises(StateError, match="unknown fields"):
+        loads_checkpoint(json.dumps(data).encode())
+
+
 def test_fingerprints_can_be_recorded_without_moving_the_position() -> None:
     checkpoint = with_schema_fingerprints(in_delta(), {"messages": "sha256:01"})
     assert checkpoint.schema_fingerprints == {"messages": "sha256:01"}
@@ -177,6 +234,18 @@ positions = st.one_of(
         st.one_of(st.none(), st.text(max_size=40).map(SnapshotCursor)),
     ),
     st.builds(DeltaTail, timestamps.map(DeltaCursor)),
+    st.builds(
+        lambda cursor, ts, sync_id, up_to_date: DataSync(
+            cursor,
+            "snapshotting" if ts is None else ("upToDate" if up_to_date else "stale"),
+            ts,
+            sync_id,
+        ),
+        st.one_of(st.none(), st.from_regex(r"[0-9a-f]{1,40}", fullmatch=True).map(DataSyncCursor)),
+        st.one_of(st.none(), timestamps),
+        st.one_of(st.none(), st.text(max_size=20)),
+        st.booleans(),
+    ),
 )
 checkpoints = st.builds(
     Checkpoint,
@@ -194,6 +263,7 @@ checkpoints = st.builds(
     batch_limits=st.builds(
         BatchLimits, st.integers(1, 2**40), st.integers(1, 2**40), st.integers(1, 2**20)
     ),
+    selection_fingerprint=st.one_of(st.none(), st.text(max_size=20)),
 )
 
 
@@ -209,7 +279,7 @@ def test_the_serialised_form_is_the_documented_json() -> None:
     checkpoint = after_snapshot_page(pinned(), cursor="c1", has_more=True, tables=[ENTRIES])
     assert checkpoint_to_json(checkpoint) == {
         "format": "convex-cdc.checkpoint",
-        "version": 2,
+        "version": 3,
         "source": {"deployment_url": "https://happy-animal-123.convex.cloud"},
         "position": {"InitialSnapshot": {"snapshot": S, "cursor": "c1"}},
         "batch_seq": 1,
@@ -218,6 +288,7 @@ def test_the_serialised_form_is_the_documented_json() -> None:
         "snapshot_started_at": S,
         "pending": None,
         "batch_limits": {"rows": 16384, "document_bytes": 64 * 1024 * 1024, "pages": 512},
+        "selection_fingerprint": None,
     }
     assert json.loads(dumps_checkpoint(checkpoint))["position"]["InitialSnapshot"]["snapshot"] == S
 
@@ -284,7 +355,7 @@ def test_a_checkpoint_that_is_not_exactly_right_is_refused_not_reset(
 
 def test_a_checkpoint_from_a_newer_convex_cdc_asks_for_an_upgrade() -> None:
     with pytest.raises(StateError, match="newer convex-cdc") as caught:
-        loads_checkpoint(_mutated(version=3))
+        loads_checkpoint(_mutated(version=4))
     assert caught.value.hint == "upgrade convex-cdc"
 
 
@@ -292,7 +363,7 @@ def test_a_version_1_checkpoint_loads_with_the_one_page_batches_that_version_wro
     """After an upgrade, the first batch may replay one the old version half-wrote, a
     single page: it must be cut the same way."""
     data = _valid()
-    del data["batch_limits"]
+    del data["batch_limits"], data["selection_fingerprint"]
     data["version"] = 1
     loaded = loads_checkpoint(json.dumps(data).encode())
     assert loaded.batch_limits == ONE_PAGE_BATCHES
@@ -336,6 +407,13 @@ def test_no_field_of_a_checkpoint_can_hold_a_key() -> None:
         "snapshot_started_at",
         "pending",
         "batch_limits",
+        "selection_fingerprint",
+    }
+    assert {f.name for f in dataclasses.fields(DataSync)} == {
+        "cursor",
+        "status",
+        "snapshot_ts",
+        "sync_id",
     }
     assert {f.name for f in dataclasses.fields(SourceIdentity)} == {"deployment_url"}
     assert {f.name for f in dataclasses.fields(BatchLimits)} == {"rows", "document_bytes", "pages"}
@@ -350,4 +428,5 @@ def test_no_field_of_a_checkpoint_can_hold_a_key() -> None:
         "snapshot_started_at",
         "pending",
         "batch_limits",
+        "selection_fingerprint",
     }

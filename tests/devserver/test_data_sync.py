@@ -336,11 +336,12 @@ def test_active_syncs_are_listed_most_recent_first_with_their_progress(
     walking = sync(devserver)
     listed = parse(devserver.client.get("/api/v1/data/list_active_syncs"))
     assert listed["pagination"] == {"hasMore": False}
-    assert [entry["syncId"] for entry in listed["syncs"]] == [
-        walking["syncId"],
-        done.pages[0]["syncId"],
-    ]
-    snapshotting, up_to_date = (entry["status"] for entry in listed["syncs"])
+    newest, older = listed["syncs"]
+    if newest["lastUpdated"] == older["lastUpdated"]:  # same millisecond: either order
+        newest, older = sorted(listed["syncs"], key=lambda e: e["syncId"] != walking["syncId"])
+    assert newest["lastUpdated"] >= older["lastUpdated"]
+    assert [newest["syncId"], older["syncId"]] == [walking["syncId"], done.pages[0]["syncId"]]
+    snapshotting, up_to_date = newest["status"], older["status"]
     assert snapshotting == {
         "type": "snapshotting",
         "numTablesSynced": 0,

@@ -45,7 +45,9 @@ def _phase(warehouse: Warehouse) -> Phase:
         return "none"
     if state is None:
         return "none"
-    return "delta" if state.checkpoint.phase == "delta" else "snapshot"
+    # "delta" once the landed data is consistent (a completed walk, or a data sync that
+    # is no longer snapshotting).
+    return "delta" if state.checkpoint.consistent_as_of is not None else "snapshot"
 
 
 _COMMIT_FILE = re.compile(r"\d{20}\.json")
@@ -98,17 +100,20 @@ the final run uses the default limits (its first batch is cut as the checkpoint 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # a stalled run fails sooner, with its own message (kill_loop)
-def test_extract_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("api", ["streaming-export", "data-sync"])
+def test_extract_killed_at_random_moments_loses_and_duplicates_nothing(
+    tmp_path: Path, api: str
+) -> None:
     server, url, key = start_devserver_process(
         "--seed", "demo", "--docs", "3000", "--snapshot-page-size", "40",
-        "--deltas-row-limit", "30", "--fail-rate", "0.1", "--fault-seed", "5",
-        "--stall-seconds", "0.2",
+        "--deltas-row-limit", "30", "--data-sync-page-size", "40", "--fail-rate", "0.1",
+        "--fault-seed", "5", "--stall-seconds", "0.2",
     )  # fmt: skip
     control = httpx.Client(base_url=url, headers={"Authorization": f"Convex {key}"}, timeout=60)
     warehouse = Warehouse.from_uri(
         str(tmp_path / "warehouse"), source_name=source_name_from_url(url)
     )
-    env = {**os.environ, "CONVEX_URL": url, "CONVEX_DEPLOY_KEY": key}
+    env = {**os.environ, "CONVEX_URL": url, "CONVEX_DEPLOY_KEY": key, "CONVEX_CDC_API": api}
     try:
         kills = kill_after_progress(
             _extract_command(warehouse, *KILLED_RUN),
@@ -137,7 +142,8 @@ def test_extract_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path:
     for key_ in specs:
         bronze = open_table(warehouse.bronze(key_), warehouse)
         assert bronze is not None
-        rows = read_table(bronze, columns=["_component", "_table", "_id", "_ts"])
+        rows = read_table(bronze, columns=["_component", "_table", "_id", "_ts", "_op"])
+        rows = rows.filter(pc.not_equal(rows["_op"], "truncate")).drop_columns(["_op"])
         counts = rows.group_by(rows.column_names).aggregate([([], "count_all")])
         twice = counts.filter(pc.greater(counts.column("count_all"), pa.scalar(1, pa.int64())))
         assert twice.num_rows == 0, f"{key_}: landed twice: {twice.to_pylist()[:3]}"
@@ -145,6 +151,8 @@ def test_extract_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path:
     log = open_table(warehouse.checkpoints, warehouse)
     assert log is not None
     reasons = read_table(log, columns=["reason"]).column("reason").to_pylist()
+    apis = set(read_table(log, columns=["api"]).column("api").to_pylist()) - {None}
+    assert apis == {api}, apis
     print(
         f"kills {kills}, checkpoint saves {len(reasons)}, reconciled {reasons.count('reconciled')}"
     )

@@ -171,4 +171,5 @@ def test_a_selection_narrows_what_extract_lands_in_bronze(
     users = open_table(warehouse.bronze(TableKey("", "users")), warehouse)
     assert users is not None
     documents = read_table(users, columns=["document"]).column("document").to_pylist()
+    documents = [d for d in documents if d is not None]  # a data sync's truncate has none
     assert documents and not any("email" in orjson.loads(document) for document in documents)

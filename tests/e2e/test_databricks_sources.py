@@ -139,7 +139,12 @@ def test_two_deployments_share_one_warehouse_and_each_silver_equals_its_own_trut
 LATENCY = {"fail_rate": 1.0, "fault_kinds": ["stall"], "stall_seconds": 0.05}
 """Every export request answers after 50 ms, so a snapshot walk of ~60 pages takes seconds
 and two extractors started together really overlap."""
-SLOW_DEPLOYMENT = {"seed": "demo", "docs": 1500, "snapshot_page_size": 25}
+SLOW_DEPLOYMENT = {
+    "seed": "demo",
+    "docs": 1500,
+    "snapshot_page_size": 25,
+    "data_sync_page_size": 25,
+}
 SMALL_BATCHES = ("--batch-rows", "50")
 """Two pages per batch: a checkpoint save every ~100 ms."""
 

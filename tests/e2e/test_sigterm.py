@@ -75,7 +75,13 @@ def _sigterm_after_batches(command: list[str], dest: Path, env: dict[str, str], 
 
 
 def _env(url: str, key: str) -> dict[str, str]:
-    return {**os.environ, "CONVEX_URL": url, "CONVEX_DEPLOY_KEY": key}
+    # The legacy walk: its phases are what the stop message names.
+    return {
+        **os.environ,
+        "CONVEX_URL": url,
+        "CONVEX_DEPLOY_KEY": key,
+        "CONVEX_CDC_API": "streaming-export",
+    }
 
 
 @pytest.mark.timeout(600)

@@ -65,6 +65,11 @@ AUX_TABLE_PREFIX: Final = "__spark_autocdc_aux_state_"
 
 _SQL_CREATE_OR_REFRESH: Final = "CREATE OR REFRESH STREAMING TABLE"
 _SQL_CREATE: Final = "CREATE STREAMING TABLE"
+SQL_APPLY_AS_TRUNCATE: Final = "\nAPPLY AS TRUNCATE WHEN _op = 'truncate'"
+"""The rendered SCD type 1 truncate clause, which Apache Spark 4.3's grammar lacks."""
+PYTHON_APPLY_AS_TRUNCATES: Final = '        truncates["apply_as_truncates"] = F.expr(TRUNCATE)\n'
+"""The rendered SCD type 1 ``apply_as_truncates=`` argument, which Apache Spark 4.3's
+``create_auto_cdc_flow`` lacks."""
 
 
 class SparkUnavailable(RuntimeError):
@@ -391,15 +396,22 @@ RENDERED_SOURCES: Final[Mapping[Language, str]] = {
 """Where ``convex-cdc databricks render`` writes each pipeline source."""
 
 
-def pipeline_source(rendered: Path, language: Language) -> str:
+def pipeline_source(rendered: Path, language: Language, *, truncates: bool = False) -> str:
     """The rendered pipeline source, as Apache Spark can run it.
 
-    The one rewrite: Apache Spark rejects ``CREATE OR REFRESH STREAMING TABLE``
-    (Databricks syntax) and wants ``CREATE STREAMING TABLE``; nothing else is changed.
+    Two rewrites, nothing else: Apache Spark rejects ``CREATE OR REFRESH STREAMING TABLE``
+    (Databricks syntax) and wants ``CREATE STREAMING TABLE``; and Apache Spark 4.3 has no
+    truncate in AUTO CDC (no ``APPLY AS TRUNCATE WHEN`` in its SQL grammar, no
+    ``apply_as_truncates`` in ``create_auto_cdc_flow``), so the SCD type 1 truncate
+    clause is left out unless ``truncates`` (a test that shows Spark's refusal). A feed
+    without truncate rows (the legacy API) is applied the same either way.
     """
     text = (rendered / RENDERED_SOURCES[language]).read_text(encoding="utf-8")
     if language == "sql":
         text = text.replace(_SQL_CREATE_OR_REFRESH, _SQL_CREATE)
+    if not truncates:
+        clause = SQL_APPLY_AS_TRUNCATE if language == "sql" else PYTHON_APPLY_AS_TRUNCATES
+        text = text.replace(clause, "")
     return text
 
 
@@ -450,15 +462,21 @@ class PipelineProject:
 
 
 def write_pipeline_project(
-    project: PipelineProject, rendered: Path, configuration: Mapping[str, str]
+    project: PipelineProject,
+    rendered: Path,
+    configuration: Mapping[str, str],
+    *,
+    truncates: bool = False,
 ) -> None:
     """Write (or, after a re-render, rewrite) ``project`` from a render output.
 
     The storage directory (streaming checkpoints) and the silver schema stay the same
-    across rewrites, so the next run continues where the last one stopped.
+    across rewrites, so the next run continues where the last one stopped. ``truncates``
+    keeps the truncate clause Apache Spark 4.3 lacks (see :func:`pipeline_source`).
     """
     project.source.parent.mkdir(parents=True, exist_ok=True)
-    project.source.write_text(pipeline_source(rendered, project.language), encoding="utf-8")
+    source = pipeline_source(rendered, project.language, truncates=truncates)
+    project.source.write_text(source, encoding="utf-8")
     spec = {
         "name": f"convex_cdc_silver_{project.silver_schema}",
         "storage": (project.root / "storage").as_uri(),

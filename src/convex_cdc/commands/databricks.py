@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Literal, cast
 import click
 
 from convex_cdc.commands.connection import URL_ENV, connect, source_options
-from convex_cdc.commands.options import batch_rows_option, selection_options
+from convex_cdc.commands.options import api_option, batch_rows_option, selection_options
+from convex_cdc.core.api_choice import ApiChoice
 from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.core.selection import Selection
 
@@ -86,6 +87,7 @@ def databricks() -> None:
 )
 @selection_options
 @batch_rows_option
+@api_option
 def extract(
     *,
     warehouse: str,
@@ -100,6 +102,7 @@ def extract(
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     batch_rows: int,
+    api: ApiChoice,
 ) -> None:
     """Land the deployment in bronze CDC Delta tables (one per Convex table).
 
@@ -123,6 +126,7 @@ def extract(
     selection = Selection.from_patterns(include=include, exclude=exclude)
     options = SyncOptions(
         selection=None if selection.is_everything else selection,
+        api=api,
         resnapshot=resnapshot,
         follow=follow,
         batch_rows=batch_rows,
@@ -143,9 +147,10 @@ def extract(
     report = result.sync
     rate = report.events / report.elapsed_seconds if report.elapsed_seconds > 0 else 0.0
     click.echo(
-        f"extract: source {target.source_name}: {report.events:,} change events "
-        f"({report.deletes:,} deletes) in "
-        f"{report.snapshot_pages + report.delta_pages:,} pages, {result.bronze_commits:,} "
+        f"extract: source {target.source_name}, {report.api} API: {report.events:,} change "
+        f"events ({report.deletes:,} deletes) in "
+        f"{report.snapshot_pages + report.delta_pages + report.data_sync_pages:,} pages, "
+        f"{result.bronze_commits:,} "
         f"bronze commits, {report.elapsed_seconds:.1f}s ({rate:,.0f} events/s)"
     )
     if result.skipped_appends or result.reconciled:

@@ -52,6 +52,12 @@ def materialize_step(*, layout: DestinationLayout, rebuild: bool = False) -> Mat
             f"written, {report.files_removed} removed in {report.elapsed_seconds:.1f}s "
             f"→ {layout.staging}"
         )
+    if report.tables_truncated:
+        click.echo(
+            "materialize: the data sync truncated "
+            + ", ".join(report.tables_truncated)
+            + " (emptied, then built again from the rows after the truncate)"
+        )
     for table, widening in report.widenings:
         click.echo(
             f"materialize: {table}.{widening.column} widened from {widening.from_type} to "
@@ -60,6 +66,11 @@ def materialize_step(*, layout: DestinationLayout, rebuild: bool = False) -> Mat
     if report.consistent_as_of_ts is not None:
         click.echo(
             f"materialize: staging is consistent as of {format_ts(report.consistent_as_of_ts)}"
+        )
+    elif report.api == "data-sync":
+        click.echo(
+            "materialize: the data sync is still snapshotting; run sync until it reports a "
+            "consistent state"
         )
     else:
         click.echo("materialize: the initial snapshot is still incomplete; run sync to finish it")

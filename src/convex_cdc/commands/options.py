@@ -36,6 +36,25 @@ def batch_rows_option(command: F) -> F:
     )(command)
 
 
+API_ENV = "CONVEX_CDC_API"
+
+
+def api_option(command: F) -> F:
+    """``--api auto|data-sync|streaming-export``: which Convex API follows the source."""
+    return click.option(
+        "--api",
+        type=click.Choice(["auto", "data-sync", "streaming-export"]),
+        default="auto",
+        show_default=True,
+        envvar=API_ENV,
+        help="Convex API to follow the deployment with: data-sync (POST /api/v1/data/sync; "
+        "sees tables replaced by an import), streaming-export (the list_snapshot / "
+        "document_deltas pair), or auto: data-sync where the deployment offers it. A "
+        "destination keeps the API it follows; a legacy one switches to data-sync without "
+        f"reading anything again [env: {API_ENV}].",
+    )(command)
+
+
 def selection_options(command: F) -> F:
     """``--include`` / ``--exclude`` selection patterns (repeatable)."""
     command = click.option(

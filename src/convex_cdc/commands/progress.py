@@ -9,13 +9,13 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
-from typing import Literal
 
 import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from convex_cdc.core.checkpoint import Checkpoint
+from convex_cdc.core.checkpoint import Checkpoint, DataSync
+from convex_cdc.core.events import BatchKind
 
 
 class SyncProgress:
@@ -66,7 +66,7 @@ class SyncProgress:
     def on_page(
         self,
         *,
-        kind: Literal["snapshot", "delta"],
+        kind: BatchKind,
         events: int,
         response_bytes: int,
         checkpoint: Checkpoint,
@@ -75,7 +75,8 @@ class SyncProgress:
         self.pages += 1
         self.rows += events
         self.bytes += response_bytes
-        self.phase = kind
+        position = checkpoint.position
+        self.phase = f"data sync, {position.status}" if isinstance(position, DataSync) else kind
         self._render(force=False)
 
     def on_idle(self, *, seconds: float, checkpoint: Checkpoint) -> None:

@@ -15,6 +15,7 @@ import click
 from convex_cdc.commands.connection import source_options
 from convex_cdc.commands.materialize import materialize_step
 from convex_cdc.commands.options import (
+    api_option,
     batch_rows_option,
     dest_option,
     publish_options,
@@ -22,6 +23,7 @@ from convex_cdc.commands.options import (
 )
 from convex_cdc.commands.publish import publish_step
 from convex_cdc.commands.sync import sync_step
+from convex_cdc.core.api_choice import ApiChoice
 from convex_cdc.core.errors import Stopped
 from convex_cdc.target_s3.layout import DestinationLayout
 
@@ -37,6 +39,7 @@ from convex_cdc.target_s3.layout import DestinationLayout
 )
 @publish_options
 @batch_rows_option
+@api_option
 def run(
     *,
     dest: str,
@@ -49,6 +52,7 @@ def run(
     keep: int,
     include_raw: bool,
     batch_rows: int,
+    api: ApiChoice,
 ) -> None:
     """Sync until caught up, materialize staging, then publish (if --to is given).
 
@@ -64,6 +68,7 @@ def run(
         include=include,
         exclude=exclude,
         batch_rows=batch_rows,
+        api=api,
         stop=stop,
     )
     if stop.is_set():

@@ -15,7 +15,7 @@ from rich.table import Table
 from convex_cdc.commands.connection import connect, source_options
 from convex_cdc.commands.options import dest_option
 from convex_cdc.commands.sync import describe_position, format_ts
-from convex_cdc.core.checkpoint import Checkpoint, DeltaTail
+from convex_cdc.core.checkpoint import Checkpoint, DataSync
 from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import ConvexCdcError
 from convex_cdc.core.selection import Selection
@@ -44,6 +44,9 @@ def collect_status(
     status: dict[str, Any] = {
         "dest": str(layout.root),
         "phase": "not started" if checkpoint is None else checkpoint.phase,
+        "api": None if checkpoint is None else checkpoint.api,
+        "data_sync": _data_sync_status(checkpoint),
+        "consistent_as_of_ts": None if checkpoint is None else checkpoint.consistent_as_of,
         "checkpoint": None if checkpoint is None else checkpoint_to_json(checkpoint),
         "position": None if checkpoint is None else describe_position(checkpoint),
         "lag_seconds": None,
@@ -51,14 +54,27 @@ def collect_status(
         "staging": _staging_status(staging, checkpoint),
         "last_publish": last_publish,
     }
-    if checkpoint is not None and isinstance(checkpoint.position, DeltaTail):
-        cursor = int(checkpoint.position.cursor)
+    # Lag is how far behind the server the landed data is consistent (none mid-walk).
+    consistent = checkpoint.consistent_as_of if checkpoint is not None else None
+    if checkpoint is not None and consistent is not None:
         now, source = _server_now(checkpoint, url, deploy_key_env) if ask_server else (None, None)
         if now is None:
             now, source = time.time_ns(), "local clock (no server reached)"
-        status["lag_seconds"] = round(max(now - cursor, 0) / 1e9, 3)
+        status["lag_seconds"] = round(max(now - consistent, 0) / 1e9, 3)
         status["lag_source"] = source
     return status
+
+
+def _data_sync_status(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
+    """The Data Sync part of the status; ``None`` unless the source is followed with it."""
+    if checkpoint is None or not isinstance(checkpoint.position, DataSync):
+        return None
+    position = checkpoint.position
+    return {
+        "status": position.status,
+        "sync_id": position.sync_id,
+        "consistent_as_of_ts": checkpoint.consistent_as_of,
+    }
 
 
 def _server_now(
@@ -110,6 +126,8 @@ def _render(status: dict[str, Any]) -> None:
     console = Console()
     console.print(f"[bold]destination[/bold] {status['dest']}")
     console.print(f"[bold]phase[/bold]       {status['phase']}")
+    if status["api"]:
+        console.print(f"[bold]api[/bold]         {_describe_api(status)}")
     if status["position"]:
         console.print(f"[bold]position[/bold]    {status['position']}")
     if status["lag_seconds"] is not None:
@@ -121,7 +139,10 @@ def _render(status: dict[str, Any]) -> None:
         console.print("[bold]staging[/bold]     not built yet (run `convex-cdc materialize`)")
     else:
         consistent = staging["consistent_as_of_ts"]
-        as_of = format_ts(consistent) if consistent is not None else "snapshot incomplete"
+        waiting = (
+            "data sync snapshotting" if status["api"] == "data-sync" else "snapshot incomplete"
+        )
+        as_of = format_ts(consistent) if consistent is not None else waiting
         console.print(
             f"[bold]staging[/bold]     batch {staging['last_applied_batch']}, "
             f"{staging['batches_behind']} committed batches not yet applied, "
@@ -148,13 +169,30 @@ def _render(status: dict[str, Any]) -> None:
         console.print("[bold]last publish[/bold] never")
 
 
+def _describe_api(status: dict[str, Any]) -> str:
+    """E.g. ``data-sync: upToDate, sync 3f…, consistent as of …``."""
+    data_sync = status["data_sync"]
+    if data_sync is None:
+        return str(status["api"])
+    consistent = data_sync["consistent_as_of_ts"]
+    parts = [
+        data_sync["status"],
+        f"sync {data_sync['sync_id'] or 'not started'}",
+        "not consistent yet (publish waits)"
+        if consistent is None
+        else f"consistent as of {format_ts(consistent)}",
+    ]
+    return f"{status['api']}: " + ", ".join(parts)
+
+
 @click.command()
 @dest_option
 @source_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--offline", is_flag=True, help="Do not contact the server (lag from local clock).")
 def status(dest: str, url: str | None, deploy_key_env: str, as_json: bool, offline: bool) -> None:
-    """Show DIR's phase, cursors, lag behind the server, rows per table and last publish.
+    """Show DIR's phase, the API it follows (and a data sync's status), cursors, lag
+    behind the server, rows per table and last publish.
 
     Lag is measured against the server's current timestamp when the deploy key is
     available, otherwise estimated from the local clock.

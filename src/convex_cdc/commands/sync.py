@@ -12,13 +12,26 @@ import signal
 import threading
 from datetime import UTC, datetime
 from types import FrameType
+from typing import assert_never
 
 import click
 
 from convex_cdc.commands.connection import connect, source_options
-from convex_cdc.commands.options import batch_rows_option, dest_option, selection_options
+from convex_cdc.commands.options import (
+    api_option,
+    batch_rows_option,
+    dest_option,
+    selection_options,
+)
 from convex_cdc.commands.progress import SyncProgress
-from convex_cdc.core.checkpoint import DEFAULT_BATCH_ROWS, Checkpoint, DeltaTail, InitialSnapshot
+from convex_cdc.core.api_choice import ApiChoice
+from convex_cdc.core.checkpoint import (
+    DEFAULT_BATCH_ROWS,
+    Checkpoint,
+    DataSync,
+    DeltaTail,
+    InitialSnapshot,
+)
 from convex_cdc.core.errors import ConvexCdcError, StateError, Stopped
 from convex_cdc.core.events import DEFAULT_MAX_DOCUMENT_BYTES
 from convex_cdc.core.orchestrator import SyncOptions, SyncReport, run_sync
@@ -49,6 +62,7 @@ def sync_step(
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     restore_checkpoint: bool = False,
+    api: ApiChoice = "auto",
     stop: threading.Event | None = None,
 ) -> SyncReport:
     """Run the extraction into ``layout`` and print what happened (shared with ``run``).
@@ -65,6 +79,7 @@ def sync_step(
     selection = Selection.from_patterns(include=include, exclude=exclude)
     options = SyncOptions(
         selection=None if selection.is_everything else selection,
+        api=api,
         resnapshot=resnapshot,
         follow=follow,
         max_document_bytes=max_document_bytes,
@@ -89,9 +104,12 @@ def sync_step(
                 )
             except Stopped as stopped:
                 raise _where_stopped(stopped, store) from None
+    pages = report.snapshot_pages + report.delta_pages + report.data_sync_pages
+    if report.converted_to_data_sync:
+        click.echo("sync: switched this destination to Data Sync (nothing was read again)")
     click.echo(
-        f"sync: {report.events:,} change events ({report.deletes:,} deletes) in "
-        f"{report.batches:,} batches from {report.snapshot_pages + report.delta_pages:,} pages, "
+        f"sync: {report.api or 'no'} API: {report.events:,} change events "
+        f"({report.deletes:,} deletes) in {report.batches:,} batches from {pages:,} pages, "
         f"{report.response_bytes / 1e6:,.1f} MB in {report.elapsed_seconds:.1f}s "
         f"→ {layout.raw_change_log}"
     )
@@ -157,7 +175,11 @@ def describe_position(checkpoint: Checkpoint) -> str:
             return f"snapshot walk at {format_ts(snapshot)} {state} (batch {checkpoint.batch_seq})"
         case DeltaTail(cursor=cursor):
             return f"delta cursor at {format_ts(cursor)} (batch {checkpoint.batch_seq})"
-    return "unknown"
+        case DataSync(status=status, snapshot_ts=ts):
+            where = "first walk in progress" if ts is None else f"consistent at {format_ts(ts)}"
+            return f"data sync {status}, {where} (batch {checkpoint.batch_seq})"
+        case _:
+            assert_never(checkpoint.position)
 
 
 def format_ts(ts: int) -> str:
@@ -213,6 +235,7 @@ class StopOnSigterm:
     help="Refuse documents larger than this (Convex caps documents at 1 MiB).",
 )
 @batch_rows_option
+@api_option
 def sync(
     *,
     dest: str,
@@ -225,6 +248,7 @@ def sync(
     max_document_bytes: int,
     batch_rows: int,
     restore_checkpoint: bool,
+    api: ApiChoice,
 ) -> None:
     """Extract changes from Convex into DIR/raw_change_log until caught up.
 
@@ -243,4 +267,5 @@ def sync(
         max_document_bytes=max_document_bytes,
         batch_rows=batch_rows,
         restore_checkpoint=restore_checkpoint,
+        api=api,
     )

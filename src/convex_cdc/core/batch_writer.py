@@ -14,14 +14,14 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Literal
+from typing import Final
 
 import pyarrow as pa
 
 from convex_cdc.core.batch_assembler import PageTally
 from convex_cdc.core.checkpoint import Checkpoint, InitialSnapshot
 from convex_cdc.core.errors import ConvexCdcError, StepFailed, TargetError
-from convex_cdc.core.events import ChangeBatch
+from convex_cdc.core.events import BatchKind, ChangeBatch
 from convex_cdc.core.sink import CheckpointStore, Sink
 from convex_cdc.core.source import WIRE_FORMAT
 
@@ -39,7 +39,7 @@ class BatchCommit:
     following: Checkpoint
     """The checkpoint that is true once ``events`` are durable (after the last page)."""
     events: pa.Table
-    kind: Literal["snapshot", "delta"]
+    kind: BatchKind
     pages: tuple[PageTally, ...]
     save_first: Checkpoint | None = None
     """A checkpoint that must be durable before the batch is written (a new walk's pin,

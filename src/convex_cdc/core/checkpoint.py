@@ -1,12 +1,15 @@
 """The per-source checkpoint: a closed sum type and its pure transitions.
 
-A source is in one of two positions:
+A source is in one of three positions:
 
 * ``InitialSnapshot(snapshot, cursor)`` while the consistent ``list_snapshot`` walk at
   timestamp ``snapshot`` is incomplete; ``cursor`` is the opaque list_snapshot cursor to
   resume from.
 * ``DeltaTail(cursor)`` afterwards; ``cursor`` is the exclusive ``document_deltas``
   cursor. The first one is the final snapshot timestamp, which makes the hand-off exact.
+* ``DataSync(cursor, status, snapshot_ts, sync_id)`` when the source is followed with
+  Convex's Data Sync API instead of the legacy pair: one opaque cursor for the walk and
+  the changes after it, and the server's word on whether the data is consistent yet.
 
 No checkpoint at all means "start a new snapshot". Transitions here do no I/O; the
 orchestrator applies them and saves the result only after the sink made the batch durable.
@@ -20,6 +23,13 @@ checkpoint records the :class:`BatchLimits` the batch after it is cut with, so a
 groups the same pages even when a later run is given other limits. A sink that sees batch
 ``n`` twice therefore sees the same events twice.
 
+Data Sync pages cannot be fetched again identically (the server decides per request
+whether to walk a table or read the log), so a Data Sync batch is never replayed: a batch
+that is durable but whose checkpoint was not saved is *adopted* instead (every sink
+records the checkpoint a batch leads to with the batch, see
+:meth:`~convex_cdc.core.sink.Sink.committed_checkpoint`), and one that is not durable is
+fetched anew under the same number.
+
 The JSON form (strict, versioned) lives in :mod:`convex_cdc.core.checkpoint_json`.
 """
 
@@ -27,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Final, NewType, assert_never
+from typing import Final, Literal, NewType, assert_never
 
 from convex_cdc.core.errors import StateError
 from convex_cdc.core.names import TableKey
@@ -38,6 +48,11 @@ SnapshotCursor = NewType("SnapshotCursor", str)
 """The opaque list_snapshot cursor, stored exactly as received."""
 DeltaCursor = NewType("DeltaCursor", int)
 """The exclusive document_deltas cursor (ns)."""
+DataSyncCursor = NewType("DataSyncCursor", str)
+"""The opaque Data Sync cursor (lowercase hex), stored exactly as received."""
+SyncStatus = Literal["snapshotting", "stale", "upToDate"]
+"""The Data Sync status: mid-walk (not a consistent state), consistent but behind, or
+consistent and caught up."""
 
 DEFAULT_BATCH_ROWS: Final = 16_384
 """Change events a batch collects before it ends (16 full snapshot pages, 128 delta pages):
@@ -77,7 +92,21 @@ class DeltaTail:
     cursor: DeltaCursor
 
 
-Position = InitialSnapshot | DeltaTail
+@dataclass(frozen=True, slots=True)
+class DataSync:
+    """The source is followed with Data Sync; the next page starts at ``cursor``."""
+
+    cursor: DataSyncCursor | None
+    """``None`` before the first page of a new sync (a cold start)."""
+    status: SyncStatus
+    """The status of the last page: ``snapshotting`` until the first walk is complete."""
+    snapshot_ts: int | None
+    """What the landed data is consistent at (``None`` while snapshotting)."""
+    sync_id: str | None = None
+    """The server's name for this sync (for ``list_active_syncs`` and support)."""
+
+
+Position = InitialSnapshot | DeltaTail | DataSync
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,17 +156,28 @@ class Checkpoint:
     """How the batch after this checkpoint is cut. It may be durable already (written, then
     a crash before the save), so its replay must be cut the same way, whatever limits the
     next run is given; those apply from the batch after it on."""
+    selection_fingerprint: str | None = None
+    """``sha256:<hex>`` of the selection the landed data was extracted with (``None``:
+    recorded before this field existed). A run with another selection is not silently
+    mixed in."""
 
     @property
     def phase(self) -> str:
-        """``snapshot`` or ``delta``, for status displays."""
+        """``snapshot``, ``delta`` or ``data-sync``, for status displays."""
         match self.position:
             case InitialSnapshot():
                 return "snapshot"
             case DeltaTail():
                 return "delta"
+            case DataSync():
+                return "data-sync"
             case _:
                 assert_never(self.position)
+
+    @property
+    def api(self) -> Literal["streaming-export", "data-sync"]:
+        """Which Convex API this checkpoint follows the source with."""
+        return "data-sync" if isinstance(self.position, DataSync) else "streaming-export"
 
     @property
     def consistent_as_of(self) -> int | None:
@@ -150,6 +190,8 @@ class Checkpoint:
                 return None
             case DeltaTail(cursor=cursor):
                 return int(cursor)
+            case DataSync(status=status, snapshot_ts=snapshot_ts):
+                return None if status == "snapshotting" else snapshot_ts
             case _:
                 assert_never(self.position)
 
@@ -253,6 +295,83 @@ def after_delta_page(
     if not isinstance(previous.position, DeltaTail):
         raise ValueError("document_deltas pages only follow a completed snapshot")
     return _advance(previous, DeltaTail(DeltaCursor(cursor)), tables, batch_limits)
+
+
+def begin_data_sync(
+    previous: Checkpoint | None,
+    *,
+    source: SourceIdentity,
+    batch_limits: BatchLimits = BatchLimits(),
+) -> Checkpoint:
+    """Start a new data sync from scratch (a cold start: every table is walked again).
+
+    The server sends a truncate for each table on the page where its walk begins, so the
+    targets replace what they hold table by table; nothing is dropped up front. Batch
+    numbers keep counting, skipping a number a crash may have left written (as
+    :func:`begin_snapshot` does).
+    """
+    batch_seq = 0
+    if previous is not None:
+        pending = previous.pending.batch_seq if previous.pending is not None else 0
+        batch_seq = max(previous.batch_seq + 1, pending)
+    return Checkpoint(
+        source=source,
+        position=DataSync(cursor=None, status="snapshotting", snapshot_ts=None),
+        batch_seq=batch_seq,
+        schema_fingerprints=dict(previous.schema_fingerprints) if previous is not None else {},
+        tables_seen=previous.tables_seen if previous is not None else frozenset(),
+        snapshot_started_at=None,
+        batch_limits=batch_limits,
+        selection_fingerprint=previous.selection_fingerprint if previous is not None else None,
+    )
+
+
+def data_sync_from_delta_tail(previous: Checkpoint, *, cursor: str) -> Checkpoint:
+    """Switch a completed legacy destination to Data Sync without reading anything again.
+
+    ``cursor`` is what the server's cursor conversion returned for the ``DeltaTail``
+    cursor: every selected table counts as synced up to it, so the first page streams only
+    later changes. Until then the data stays consistent at the legacy cursor.
+    """
+    position = previous.position
+    if not isinstance(position, DeltaTail) or previous.pending is not None:
+        raise ValueError("only a settled delta tail converts to a data sync")
+    return replace(
+        previous,
+        position=DataSync(
+            cursor=DataSyncCursor(cursor), status="stale", snapshot_ts=int(position.cursor)
+        ),
+    )
+
+
+def after_data_sync_page(
+    previous: Checkpoint,
+    *,
+    cursor: str,
+    status: SyncStatus,
+    snapshot_ts: int | None,
+    sync_id: str,
+    tables: Iterable[TableKey] = (),
+    batch_limits: BatchLimits | None = None,
+) -> Checkpoint:
+    """The checkpoint that is true once a batch of Data Sync pages is durable.
+
+    ``cursor``, ``status``, ``snapshot_ts`` and ``sync_id`` are those of the batch's last
+    page; the cursor is stored even when the batch was empty, so a quiet deployment never
+    strands its cursor outside the server's retention. ``tables`` are the tables with
+    events (truncates included) in the batch.
+    """
+    if not isinstance(previous.position, DataSync):
+        raise ValueError("data sync pages only follow a data sync position")
+    if (status == "snapshotting") != (snapshot_ts is None):
+        raise ValueError("a snapshotTs comes exactly with the stale and upToDate statuses")
+    position = DataSync(DataSyncCursor(cursor), status, snapshot_ts, sync_id)
+    return _advance(previous, position, tables, batch_limits)
+
+
+def with_selection_fingerprint(checkpoint: Checkpoint, fingerprint: str) -> Checkpoint:
+    """Record the selection the landed data is extracted with."""
+    return replace(checkpoint, selection_fingerprint=fingerprint)
 
 
 def with_schema_fingerprints(checkpoint: Checkpoint, fingerprints: Mapping[str, str]) -> Checkpoint:

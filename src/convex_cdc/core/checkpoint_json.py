@@ -13,6 +13,8 @@ from convex_cdc.core.checkpoint import (
     ONE_PAGE_BATCHES,
     BatchLimits,
     Checkpoint,
+    DataSync,
+    DataSyncCursor,
     DeltaCursor,
     DeltaTail,
     InitialSnapshot,
@@ -25,9 +27,11 @@ from convex_cdc.core.checkpoint import (
 from convex_cdc.core.errors import StateError
 
 CHECKPOINT_FORMAT: Final = "convex-cdc.checkpoint"
-CHECKPOINT_VERSION: Final = 2
+CHECKPOINT_VERSION: Final = 3
 """Version 2 added ``batch_limits``; version 1 checkpoints load with :data:`ONE_PAGE_BATCHES`
-(the batches that version wrote)."""
+(the batches that version wrote). Version 3 added the ``DataSync`` position and
+``selection_fingerprint``."""
+_STATUSES: Final = frozenset({"snapshotting", "stale", "upToDate"})
 
 _TOP_LEVEL_KEYS: Final = frozenset(
     {
@@ -41,8 +45,10 @@ _TOP_LEVEL_KEYS: Final = frozenset(
         "snapshot_started_at",
         "pending",
         "batch_limits",
+        "selection_fingerprint",
     }
 )
+_ADDED_IN: Final = {"batch_limits": 2, "selection_fingerprint": 3}
 
 
 def checkpoint_to_json(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -50,9 +56,11 @@ def checkpoint_to_json(checkpoint: Checkpoint) -> dict[str, Any]:
 
     ``format`` and ``version``; ``source`` (the deployment URL, never the key);
     ``position``, ``{"InitialSnapshot": {"snapshot", "cursor"}}`` while the walk runs or
-    ``{"DeltaTail": {"cursor"}}`` after it; ``batch_seq``, the number of durable batches;
-    and what the next run needs to resume exactly (schema fingerprints, tables seen, the
-    walk's start, a pending delta batch, the batch limits).
+    ``{"DeltaTail": {"cursor"}}`` after it, or ``{"DataSync": {"cursor", "status",
+    "snapshot_ts", "sync_id"}}`` for a source followed with Data Sync; ``batch_seq``, the
+    number of durable batches; and what the next run needs to resume exactly (schema
+    fingerprints, tables seen, the walk's start, a pending delta batch, the batch limits,
+    the selection).
     """
     position: dict[str, Any]
     match checkpoint.position:
@@ -60,6 +68,15 @@ def checkpoint_to_json(checkpoint: Checkpoint) -> dict[str, Any]:
             position = {"InitialSnapshot": {"snapshot": int(snapshot), "cursor": cursor}}
         case DeltaTail(cursor=delta_cursor):
             position = {"DeltaTail": {"cursor": int(delta_cursor)}}
+        case DataSync(cursor=sync_cursor, status=status, snapshot_ts=ts, sync_id=sync_id):
+            position = {
+                "DataSync": {
+                    "cursor": sync_cursor,
+                    "status": status,
+                    "snapshot_ts": ts,
+                    "sync_id": sync_id,
+                }
+            }
         case _:
             assert_never(checkpoint.position)
     return {
@@ -84,6 +101,7 @@ def checkpoint_to_json(checkpoint: Checkpoint) -> dict[str, Any]:
             "document_bytes": checkpoint.batch_limits.document_bytes,
             "pages": checkpoint.batch_limits.pages,
         },
+        "selection_fingerprint": checkpoint.selection_fingerprint,
     }
 
 
@@ -117,7 +135,7 @@ def checkpoint_from_json(data: object, *, where: str = "checkpoint") -> Checkpoi
         )
     if version < 1:
         raise fail(f"unknown version {version}")
-    unknown = set(data) - (_TOP_LEVEL_KEYS if version >= 2 else _TOP_LEVEL_KEYS - {"batch_limits"})
+    unknown = set(data) - {key for key in _TOP_LEVEL_KEYS if _ADDED_IN.get(key, 1) <= version}
     if unknown:
         raise fail(f"unknown fields {sorted(unknown)}")
     try:
@@ -148,6 +166,9 @@ def checkpoint_from_json(data: object, *, where: str = "checkpoint") -> Checkpoi
             if version >= 2
             else ONE_PAGE_BATCHES
         )
+        selection = data.get("selection_fingerprint")
+        if selection is not None and not isinstance(selection, str):
+            raise fail("selection_fingerprint must be a string or null")
     except KeyError as missing:
         raise fail(f"missing field {missing}") from None
     return Checkpoint(
@@ -159,6 +180,7 @@ def checkpoint_from_json(data: object, *, where: str = "checkpoint") -> Checkpoi
         snapshot_started_at=started,
         pending=pending,
         batch_limits=limits,
+        selection_fingerprint=selection,
     )
 
 
@@ -176,7 +198,7 @@ def loads_checkpoint(raw: bytes, *, where: str = "checkpoint") -> Checkpoint:
 
 def _position_from_json(value: object, fail: Any) -> Position:
     if not isinstance(value, dict) or len(value) != 1:
-        raise fail("position must be {InitialSnapshot: ...} or {DeltaTail: ...}")
+        raise fail("position must be {InitialSnapshot: ...}, {DeltaTail: ...} or {DataSync: ...}")
     ((kind, body),) = value.items()
     if kind == "InitialSnapshot":
         if not isinstance(body, dict) or set(body) != {"snapshot", "cursor"}:
@@ -191,7 +213,26 @@ def _position_from_json(value: object, fail: Any) -> Position:
         if not isinstance(body, dict) or set(body) != {"cursor"} or not _is_int(body["cursor"]):
             raise fail("DeltaTail must be {cursor: integer}")
         return DeltaTail(DeltaCursor(body["cursor"]))
+    if kind == "DataSync":
+        return _data_sync_from_json(body, fail)
     raise fail(f"unknown position {kind!r}")
+
+
+def _data_sync_from_json(body: object, fail: Any) -> DataSync:
+    if not isinstance(body, dict) or set(body) != {"cursor", "status", "snapshot_ts", "sync_id"}:
+        raise fail("DataSync must be {cursor, status, snapshot_ts, sync_id}")
+    cursor, status, ts, sync_id = (body[k] for k in ("cursor", "status", "snapshot_ts", "sync_id"))
+    if cursor is not None and not isinstance(cursor, str):
+        raise fail("DataSync.cursor must be a string or null")
+    if status not in _STATUSES:
+        raise fail("DataSync.status must be snapshotting, stale or upToDate")
+    if (status == "snapshotting") != (ts is None) or (ts is not None and not _is_int(ts)):
+        raise fail(
+            "DataSync.snapshot_ts must be an integer exactly when the status is not snapshotting"
+        )
+    if sync_id is not None and not isinstance(sync_id, str):
+        raise fail("DataSync.sync_id must be a string or null")
+    return DataSync(DataSyncCursor(cursor) if cursor is not None else None, status, ts, sync_id)
 
 
 def _pending_from_json(value: object, fail: Any) -> PendingDelta | None:

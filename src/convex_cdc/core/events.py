@@ -8,7 +8,9 @@ checkpoint that becomes true once the batch is durable. Documents travel as loss
 
 from __future__ import annotations
 
+import binascii
 import functools
+import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,12 +25,17 @@ import pyarrow.compute as pc
 
 from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.errors import MalformedResponse
+from convex_cdc.core.field_names import check_field_names, field_name_problem
 from convex_cdc.core.names import (
     TableKey,
     is_system_table_name,
     is_valid_component_path,
     is_valid_table_name,
 )
+
+BatchKind = Literal["snapshot", "delta", "data-sync"]
+"""What a batch's pages came from: the legacy snapshot walk, the legacy change log, or a
+Data Sync (its walk and its changes in one stream)."""
 
 
 class Op(StrEnum):
@@ -39,7 +46,12 @@ class Op(StrEnum):
     UPSERT = "upsert"
     """A new full version of a document, from document_deltas."""
     DELETE = "delete"
-    """A tombstone from document_deltas; ``document`` is null."""
+    """A tombstone from document_deltas or Data Sync; ``document`` is null."""
+    TRUNCATE = "truncate"
+    """The table entered a data sync (cold start, newly selected, replaced by an import):
+    everything held for it from earlier batches is gone. ``_id`` is ``""``, ``_ts`` is 0,
+    ``document`` is null. It is among the first rows of its batch (a page with truncates
+    starts a batch), so "before" is simply "in an earlier batch"."""
 
 
 RAW_CHANGE_LOG_SCHEMA: Final = pa.schema(
@@ -91,7 +103,7 @@ class ChangeBatch:
 
     seq: int
     """``batch_seq`` of this batch; a replay of the batch carries the same number."""
-    kind: Literal["snapshot", "delta"]
+    kind: BatchKind
     events: pa.Table
     """Rows in :data:`RAW_CHANGE_LOG_SCHEMA`, in server order."""
     checkpoint: Checkpoint
@@ -155,6 +167,30 @@ def tables_in(events: pa.Table) -> list[TableKey]:
     )
 
 
+def truncate_events(
+    tables: Sequence[TableKey], *, batch_seq: int, extracted_at: datetime | None = None
+) -> pa.Table:
+    """One :attr:`Op.TRUNCATE` row per table of ``tables``, in order."""
+    count = len(tables)
+    return pa.table(
+        {
+            "_component": pa.array([t.component for t in tables], pa.string()),
+            "_table": pa.array([t.table for t in tables], pa.string()),
+            "_id": pa.array([""] * count, pa.string()),
+            "_ts": pa.array([0] * count, pa.int64()),
+            "_deleted": pa.array([False] * count, pa.bool_()),
+            "_op": pa.array([Op.TRUNCATE.value] * count, pa.string()),
+            "_batch": pa.array([batch_seq] * count, pa.int64()),
+            "_snapshot_ts": pa.nulls(count, pa.int64()),
+            "_extracted_at": pa.array(
+                [extracted_at or datetime.now(UTC)] * count, pa.timestamp("us", tz="UTC")
+            ),
+            "document": pa.nulls(count, pa.string()),
+        },
+        schema=RAW_CHANGE_LOG_SCHEMA,
+    )
+
+
 def events_from_values(
     values: Sequence[Any],
     *,
@@ -172,7 +208,11 @@ def events_from_values(
     ``_table`` and ``_id`` and an integer ``_ts``; delta values carry a boolean
     ``_deleted``; snapshot values are never tombstones; table and component names are
     Convex identifiers (so they are safe to turn into paths downstream); no document is
-    larger than ``max_document_bytes``. Values of system tables are dropped. ``values``
+    larger than ``max_document_bytes``; the export format holds (``_creationTime`` is a
+    number, every ``$``-tagged value is a well-formed ``$bytes``, ``$float`` or
+    ``$integer``); every field name can be a column (:mod:`convex_cdc.core.field_names`);
+    no ``_id`` twice in one snapshot page. So whatever sync lands, materialize can type.
+    Values of system tables are dropped. ``values``
     is not modified, unless ``consume_values``: then the caller gives them up (they are
     used as the documents, without their metadata keys), which saves copying each one.
 
@@ -184,7 +224,9 @@ def events_from_values(
         # Something is unusual (a bad value, a system table, an unknown underscore field):
         # the value-by-value path drops it or refuses it, naming the first offender.
         columns = _checked_columns(values, kind, endpoint, max_document_bytes)
-    return _events_table(columns, kind, batch_seq, snapshot_ts, extracted_at or datetime.now(UTC))
+    events = _events_table(columns, kind, batch_seq, snapshot_ts, extracted_at or datetime.now(UTC))
+    _check_documents(events, kind, endpoint)
+    return events
 
 
 class _Columns(NamedTuple):
@@ -249,13 +291,19 @@ def _page_columns(
     extra = set[Any]().union(*values) - _KNOWN_KEYS
     if any(type(key) is not str or key[:1] == "_" for key in extra):
         return None
+    if any(map(field_name_problem, extra)) or len(set(map(str.casefold, extra))) < len(extra):
+        return None  # the value-by-value path names the table and the field, or accepts
     # Shallow copies keep the page's own values intact, unless the caller gave them up.
     fields: Sequence[dict[str, Any]] = values if consume else list(map(dict.copy, values))
     for key in ("_component", "_table", "_ts"):
         deque(map(dict.pop, fields, repeat(key)), maxlen=0)
     popped_flags = list(map(dict.pop, fields, repeat("_deleted"), repeat(_ABSENT)))
     documents = _documents(fields, deleted if kind == "delta" else None)
-    if documents is None or max(map(len, filter(None, documents)), default=0) > max_document_bytes:
+    if (
+        documents is None
+        or max(map(len, filter(None, documents)), default=0) > max_document_bytes
+        or not set(map(type, map(dict.get, fields, repeat(_CREATION_TIME)))) <= _NUMBER_OR_NONE
+    ):
         if consume:  # the value-by-value path looks at the values whole
             for value, *metadata in zip(fields, components, tables, tss, popped_flags, strict=True):
                 value.update(
@@ -269,6 +317,103 @@ def _page_columns(
 
 _ABSENT: Final = object()
 """Marks a value without a ``_deleted`` key."""
+
+_CREATION_TIME: Final = "_creationTime"
+_NUMBER_OR_NONE: Final = frozenset({float, int, type(None)})
+_TAG_PAYLOAD_BYTES: Final = {"$bytes": None, "$float": 8, "$integer": 8}
+"""The export_json tags and the decoded size of their payload (``None``: any)."""
+_B64: Final = rb"[A-Za-z0-9+/]"
+_TAG_TAIL: Final = rb'(?:bytes":"(?:B{4})*(?:B{2}==|B{3}=)?|float":"B{11}=|integer":"B{11}=)"\}'
+"""What follows ``{"$`` in a well-formed tag object; ``B`` stands for a base64 character."""
+_NOT_A_TAG: Final = re.compile((rb'"\$(?!(?<=\{"\$)' + _TAG_TAIL + rb")").replace(b"B", _B64))
+"""A ``"$`` in compact JSON text that does not start a well-formed tag object (its only
+key a known tag, its payload base64, of 8 bytes for ``$float`` and ``$integer``)."""
+
+
+def _tags_well_formed(text: bytes | memoryview) -> bool:
+    """Whether every object of the compact JSON ``text`` (one or more documents) with a
+    ``$`` key is a well-formed tag; ``False`` may also mean "look closer".
+
+    One regex scan in C for a whole page. Inside a JSON string a quote is always escaped,
+    so a ``"$`` after ``{`` starts a ``$`` key; keys are sorted, so it is the object's
+    first. After ``,`` it is a later key or a string in an array: :func:`_tag_problem`
+    decides. Anywhere else it is inside a string, or starts one.
+    """
+    for candidate in _NOT_A_TAG.finditer(text):
+        start = candidate.start()
+        if start > 0 and text[start - 1] in b"{,":
+            return False
+    return True
+
+
+def _check_documents(events: pa.Table, kind: BatchKind, endpoint: str) -> None:
+    """Checks made on the built batch, column at a time in C: no ``_id`` twice in one
+    snapshot page (a page holds one table), and every ``$`` tag well-formed.
+
+    Raises:
+        MalformedResponse: naming the value and the problem.
+    """
+    if kind == "snapshot" and events.num_rows > 1:
+        ids = events.column("_id")
+        if pc.count_distinct(ids).as_py() < events.num_rows:
+            counts = pc.value_counts(ids).flatten()
+            twice = counts[0].filter(pc.greater(counts[1], 1))[0].as_py()
+            raise MalformedResponse(
+                f"value {_shorten(twice)} appears twice in one page", endpoint=endpoint
+            )
+    documents = events.column("document")
+    if all(
+        chunk.buffers()[2] is None or _tags_well_formed(memoryview(chunk.buffers()[2]))
+        for chunk in documents.chunks
+    ):
+        return
+    # Rare: a $ key that may be malformed. Decide document by document.
+    ids = events.column("_id").to_pylist()
+    tables = events.column("_table").to_pylist()
+    for position, text in enumerate(documents.cast(pa.binary()).to_pylist()):
+        if text is None or _tags_well_formed(text):
+            continue
+        problem = _tag_problem(orjson.loads(text), "the document")
+        if problem is not None:
+            raise MalformedResponse(
+                f"value {ids[position]} in table {tables[position]!r}: {problem}",
+                endpoint=endpoint,
+            )
+
+
+def _tag_problem(value: Any, where: str) -> str | None:
+    """The first malformed ``$`` tag inside ``value`` (at ``where``), or ``None``."""
+    if isinstance(value, list):
+        for position, item in enumerate(value):
+            problem = _tag_problem(item, f"{where}[{position}]")
+            if problem is not None:
+                return problem
+        return None
+    if not isinstance(value, dict):
+        return None
+    tags = [key for key in value if key[:1] == "$"]
+    if not tags:
+        for key, item in value.items():
+            problem = _tag_problem(item, f"{where}.{_shorten(key, 40)}")
+            if problem is not None:
+                return problem
+        return None
+    tag = tags[0]
+    if len(value) != 1:
+        return f"{where} holds the tag {_shorten(tag, 40)!r} next to other keys"
+    if tag not in _TAG_PAYLOAD_BYTES:
+        return f"{where} holds {_shorten(tag, 40)!r}, which is not an export_json tag"
+    payload = value[tag]
+    if not isinstance(payload, str):
+        return f"{where} is a {tag} tag whose payload is not a string"
+    try:
+        decoded = binascii.a2b_base64(payload.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return f"{where} is a {tag} tag whose payload is not base64"
+    size = _TAG_PAYLOAD_BYTES[tag]
+    if size is not None and len(decoded) != size:
+        return f"{where} is a {tag} tag of {len(decoded)} bytes, not {size}"
+    return None
 
 
 def _documents(
@@ -294,6 +439,7 @@ def _checked_columns(
     """Value by value: drops system-table values and unknown underscore fields, and raises
     :class:`MalformedResponse` on the first value that breaks the contract."""
     columns = _Columns([], [], [], [], [], [])
+    names_by_table: dict[TableKey, set[str]] = {}
     for position, value in enumerate(values):
         if not isinstance(value, dict):
             raise MalformedResponse(f"value #{position} is not an object", endpoint=endpoint)
@@ -335,6 +481,16 @@ def _checked_columns(
                 f"list_snapshot returned a tombstone for {doc_id}", endpoint=endpoint
             )
         is_delete = bool(flag)
+        creation_time = value.get(_CREATION_TIME)
+        if type(creation_time) not in _NUMBER_OR_NONE:
+            raise MalformedResponse(
+                f"value {doc_id} in table {table!r} has _creationTime {_kind(creation_time)}, "
+                "not a number",
+                endpoint=endpoint,
+            )
+        key = TableKey(component, table)
+        check_field_names(key, value, endpoint=endpoint)
+        names_by_table.setdefault(key, set()).update(value)
         document: bytes | None = None
         if not is_delete:
             fields = {
@@ -360,6 +516,8 @@ def _checked_columns(
         columns.tss.append(ts)
         columns.deleted.append(is_delete)
         columns.documents.append(document)
+    for key, names in names_by_table.items():
+        check_field_names(key, names, endpoint=endpoint)
     return columns
 
 
@@ -396,3 +554,11 @@ def _events_table(
 
 def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _kind(value: Any) -> str:
+    """A short description of a JSON value for messages (never the value itself)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    kinds: dict[type, str] = {str: "a string", list: "a list", dict: "an object"}
+    return kinds.get(type(value), "not a number")

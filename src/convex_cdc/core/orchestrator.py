@@ -26,6 +26,14 @@ at a time, in page order, so the order above holds for every batch; and a failur
 anywhere surfaces only once the batch before it is settled, so a run stops right after
 its last durable batch, as it would unpipelined. Memory holds at most the batch being
 written, the one being collected and the pages fetched ahead.
+
+A source followed with Data Sync (:mod:`convex_cdc.core.api_choice`) goes through the same
+pipeline as one stream of pages: each page's truncates become change events ahead of its
+values, and a page with truncates starts a new batch, so a truncate always means "what
+earlier batches hold". Its pages cannot be fetched again identically, so a batch that is
+durable but whose checkpoint was lost is adopted from the sink
+(:meth:`~convex_cdc.core.sink.Sink.committed_checkpoint`), never replayed. A batch ends
+with a page whose status is ``upToDate``; ``follow`` then sleeps before asking again.
 """
 
 from __future__ import annotations
@@ -41,26 +49,31 @@ from typing import Final, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from convex_cdc.core.api_choice import choose_api
 from convex_cdc.core.batch_assembler import BatchAssembler
 from convex_cdc.core.batch_writer import BatchCommit, BatchWriter
 from convex_cdc.core.checkpoint import (
     Checkpoint,
+    DataSync,
     DeltaTail,
     InitialSnapshot,
     SourceIdentity,
+    after_data_sync_page,
     after_delta_page,
     after_snapshot_page,
+    begin_data_sync,
     begin_snapshot,
+    data_sync_from_delta_tail,
     ensure_same_source,
     with_pending_delta,
     with_schema_fingerprints,
 )
 from convex_cdc.core.errors import MalformedResponse, Stopped
-from convex_cdc.core.events import events_from_values, tables_in
+from convex_cdc.core.events import events_from_values, tables_in, truncate_events
 from convex_cdc.core.page_stream import PageStream
 from convex_cdc.core.schema import fetch_schema_fingerprints
 from convex_cdc.core.sink import CheckpointStore, Sink
-from convex_cdc.core.source import DeltaPage, SnapshotPage, Source
+from convex_cdc.core.source import DataSyncPage, DataSyncSource, DeltaPage, SnapshotPage, Source
 from convex_cdc.core.sync_options import SyncObserver, SyncOptions, SyncReport
 
 __all__ = ["SyncObserver", "SyncOptions", "SyncReport", "run_sync"]
@@ -103,11 +116,18 @@ def run_sync(
     checkpoint = store.load()
     if checkpoint is not None:
         ensure_same_source(checkpoint, identity, where="the saved checkpoint")
+    api = choose_api(options.api, checkpoint, source, resnapshot=options.resnapshot)
+    report.api = api
+    log.info("following %s with the %s API", identity.deployment_url, api)
     fingerprints = fetch_schema_fingerprints(source)
 
     first_page: SnapshotPage | None = None
     saved = checkpoint
-    if checkpoint is None or options.resnapshot:
+    if api == "data-sync" and (checkpoint is None or options.resnapshot):
+        checkpoint = begin_data_sync(checkpoint, source=identity, batch_limits=limits)
+        report.started_new_snapshot = True
+        log.info("starting a new data sync")
+    elif checkpoint is None or options.resnapshot:
         first_page = source.list_snapshot(snapshot=None, cursor=None, selection=options.selection)
         checkpoint = begin_snapshot(
             checkpoint, source=identity, snapshot=first_page.snapshot, batch_limits=limits
@@ -123,7 +143,10 @@ def run_sync(
         run = _Run(source=source, options=options, observer=observer, report=report, writer=writer)
         try:
             checkpoint, caught_up = _walk(run, checkpoint, first_page, should_stop), False
-            if isinstance(checkpoint.position, DeltaTail):
+            if api == "data-sync" and not isinstance(checkpoint.position, InitialSnapshot):
+                checkpoint = _data_sync_start(run, checkpoint, store)
+                checkpoint, caught_up = _data_sync(run, checkpoint, should_stop, sleep)
+            elif isinstance(checkpoint.position, DeltaTail):
                 checkpoint, caught_up = _tail(run, checkpoint, should_stop, sleep)
             run.settle()
         except BaseException:
@@ -141,11 +164,13 @@ def run_sync(
 
 def stopped_behind(checkpoint: Checkpoint) -> Stopped:
     """The error of a run ``should_stop`` ended at ``checkpoint`` before it caught up."""
-    where = (
-        "during the snapshot walk"
-        if isinstance(checkpoint.position, InitialSnapshot)
-        else "in the delta phase, behind the server"
-    )
+    position = checkpoint.position
+    if isinstance(position, InitialSnapshot):
+        where = "during the snapshot walk"
+    elif isinstance(position, DataSync):
+        where = f"during the data sync ({position.status})"
+    else:
+        where = "in the delta phase, behind the server"
     return Stopped(
         f"stopped on request {where}; batches up to {checkpoint.batch_seq} are durable and "
         "checkpointed",
@@ -281,6 +306,93 @@ def _catch_up(
                 return checkpoint, delivered, not has_more
 
 
+def _data_sync_start(run: _Run, checkpoint: Checkpoint, store: CheckpointStore) -> Checkpoint:
+    """The data sync checkpoint to go on from: a batch left durable without its checkpoint
+    adopted, or a legacy position switched over by the server's cursor conversion."""
+    run.settle()  # a legacy walk that just finished is checkpointed first
+    sink = run.writer.sink
+    if isinstance(checkpoint.position, DeltaTail) and checkpoint.pending is not None:
+        # The pending legacy batch is adopted if it landed whole; otherwise its events
+        # come again through the data sync, under a new number (see the conversion).
+        adopted = sink.committed_checkpoint(checkpoint.pending.batch_seq)
+        if adopted is not None:
+            store.save(adopted)
+            checkpoint = adopted
+    if isinstance(checkpoint.position, DeltaTail):
+        source = run.source
+        assert isinstance(source, DataSyncSource)  # choose_api picked data sync for it
+        cursor = source.data_sync_cursor_from_deltas(
+            cursor=int(checkpoint.position.cursor), selection=run.options.selection
+        )
+        checkpoint = data_sync_from_delta_tail(checkpoint, cursor=cursor)
+        store.save(checkpoint)
+        run.report.converted_to_data_sync = True
+        log.info("switched to a data sync at the legacy cursor (nothing is read again)")
+        return checkpoint
+    adopted = sink.committed_checkpoint(checkpoint.batch_seq + 1)
+    if adopted is not None and adopted.batch_seq == checkpoint.batch_seq + 1:
+        log.warning(
+            "batch %d is durable but its checkpoint was not saved; adopting it",
+            adopted.batch_seq,
+        )
+        store.save(adopted)
+        run.report.adopted_batches += 1
+        checkpoint = adopted
+    return checkpoint
+
+
+def _data_sync(
+    run: _Run,
+    checkpoint: Checkpoint,
+    should_stop: Callable[[], bool],
+    sleep: Callable[[float], None],
+) -> tuple[Checkpoint, bool]:
+    """Data Sync pages until ``upToDate`` (or, following, until ``should_stop``).
+
+    Returns the checkpoint after the last batch and whether the run had caught up when it
+    ended (``False``: ``should_stop`` ended it first).
+    """
+    options, observer = run.options, run.observer
+    source = run.source
+    assert isinstance(source, DataSyncSource)
+    selection = options.selection
+
+    def fetch(cursor: str | None) -> Callable[[], DataSyncPage]:
+        return lambda: source.data_sync(cursor=cursor, selection=selection)
+
+    def after(page: DataSyncPage) -> Callable[[], DataSyncPage] | None:
+        # Caught up: stop fetching ahead; following asks again after a pause.
+        return None if page.status == "upToDate" else fetch(page.cursor)
+
+    idle = options.idle_initial_seconds
+    while not should_stop():
+        position = checkpoint.position
+        assert isinstance(position, DataSync)
+        delivered = False
+        carried: DataSyncPage | None = None
+        with PageStream(fetch(position.cursor), after, name="convex-cdc-data-sync") as pages:
+            while True:
+                batch = run.data_sync_batch(checkpoint, pages, should_stop, carried)
+                if batch is None:
+                    return checkpoint, False
+                checkpoint, up_to_date, rows, carried = batch
+                delivered = delivered or rows
+                if up_to_date:
+                    break
+                if should_stop():
+                    return checkpoint, False
+        run.settle()  # caught up: everything durable and checkpointed before idling
+        if not options.follow:
+            return checkpoint, True
+        idle = (
+            options.idle_initial_seconds if delivered else min(idle * 2, options.idle_max_seconds)
+        )
+        if observer is not None:
+            observer.on_idle(seconds=idle, checkpoint=checkpoint)
+        sleep(idle)
+    return checkpoint, True
+
+
 class _Run:
     """The per-batch steps of one run, sharing its collaborators and the pipeline."""
 
@@ -401,6 +513,55 @@ class _Run:
             )
         )
         return following, has_more, batch.rows > 0
+
+    def data_sync_batch(
+        self,
+        start: Checkpoint,
+        pages: PageStream[DataSyncPage],
+        should_stop: Callable[[], bool],
+        carried: DataSyncPage | None,
+    ) -> tuple[Checkpoint, bool, bool, DataSyncPage | None] | None:
+        """The next batch of Data Sync pages, handed to the writer.
+
+        ``carried``: a page fetched by the batch before but not taken into it (it had
+        truncates). Returns the checkpoint the batch leads to, whether it ended caught up
+        (``upToDate``), whether it delivered events, and a page to carry into the next
+        batch; ``None`` when ``should_stop`` ended the run inside the batch.
+        """
+        batch = BatchAssembler(start.batch_limits)
+        page = carried if carried is not None else pages.next()
+        carry: DataSyncPage | None = None
+        last_page: DataSyncPage | None = None
+        while True:
+            if page.truncates and batch.rows:
+                # Truncates open a batch, so a truncate only ever concerns earlier batches.
+                carry = page
+                break
+            seq = start.batch_seq + 1
+            events = self._normalise(page.values, "delta", seq, None, "v1/data/sync")
+            if page.truncates:
+                truncates = truncate_events(page.truncates, batch_seq=seq)
+                events = pa.concat_tables([truncates, events]) if events.num_rows else truncates
+            self.report.data_sync_pages += 1
+            last_page = page
+            up_to_date = page.status == "upToDate"
+            if batch.add(events, response_bytes=page.response_bytes, last=up_to_date):
+                break
+            if should_stop():
+                return None
+            page = pages.next()
+        assert last_page is not None  # a fresh batch always takes its first page
+        following = after_data_sync_page(
+            start,
+            cursor=last_page.cursor,
+            status=last_page.status,
+            snapshot_ts=last_page.snapshot_ts,
+            sync_id=last_page.sync_id,
+            tables=batch.tables(),
+            batch_limits=self.limits,
+        )
+        self._write(BatchCommit(start, following, batch.events(), "data-sync", tuple(batch.pages)))
+        return following, last_page.status == "upToDate" and carry is None, batch.rows > 0, carry
 
     def settle(self) -> None:
         """Wait for the batch being written, then report it.

@@ -20,6 +20,15 @@ class Sink(Protocol):
         """Make ``batch`` durable, or raise :class:`~convex_cdc.core.errors.TargetError`."""
         ...
 
+    def committed_checkpoint(self, seq: int) -> Checkpoint | None:
+        """The checkpoint written with batch ``seq`` if all of that batch is durable here.
+
+        A Data Sync batch cannot be fetched again identically, so one that became durable
+        just before a crash (its checkpoint unsaved) is adopted through this instead of
+        replayed. ``None``: the batch is not (wholly) here.
+        """
+        ...
+
 
 class CheckpointStore(Protocol):
     """Where a source's checkpoint lives (a JSON file, a Delta control table...)."""

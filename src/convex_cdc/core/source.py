@@ -8,8 +8,9 @@ the targets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.selection import Selection
 
 WIRE_FORMAT: Final = "export_json"
@@ -42,6 +43,46 @@ class DeltaPage:
     cursor: int
     has_more: bool
     response_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataSyncPage:
+    """One Data Sync response, values flattened like ``document_deltas`` values."""
+
+    status: Literal["snapshotting", "stale", "upToDate"]
+    snapshot_ts: int | None
+    """The state the data seen so far is consistent at (``None`` while snapshotting)."""
+    truncates: tuple[TableKey, ...]
+    """Tables entering the sync: drop what is held for them before this page's values."""
+    values: list[ConvexValue]
+    sync_id: str
+    cursor: str
+    """Where the next page starts (opaque lowercase hex; always present)."""
+    response_bytes: int
+
+
+@runtime_checkable
+class DataSyncSource(Protocol):
+    """What a Convex deployment that offers the Data Sync API answers (on top of
+    :class:`Source`)."""
+
+    def data_sync_available(self) -> bool:
+        """Whether the deployment offers Data Sync (``False``: an older backend, or a plan
+        without it). Reads nothing and starts no sync.
+
+        Raises:
+            AuthenticationError: the key is refused (that is not "unavailable").
+        """
+        ...
+
+    def data_sync(self, *, cursor: str | None, selection: Selection | None) -> DataSyncPage:
+        """The next page of a data sync (``cursor`` ``None``: a new sync from scratch)."""
+        ...
+
+    def data_sync_cursor_from_deltas(self, *, cursor: int, selection: Selection | None) -> str:
+        """A data sync cursor that continues exactly where the legacy delta ``cursor`` is:
+        every selected table counts as synced up to it."""
+        ...
 
 
 class Source(Protocol):

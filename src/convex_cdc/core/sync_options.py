@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
+from convex_cdc.core.api_choice import Api, ApiChoice
 from convex_cdc.core.checkpoint import (
     DEFAULT_BATCH_DOCUMENT_BYTES,
     DEFAULT_BATCH_PAGES,
@@ -13,7 +14,7 @@ from convex_cdc.core.checkpoint import (
     Checkpoint,
 )
 from convex_cdc.core.errors import ConfigError
-from convex_cdc.core.events import DEFAULT_MAX_DOCUMENT_BYTES
+from convex_cdc.core.events import DEFAULT_MAX_DOCUMENT_BYTES, BatchKind
 from convex_cdc.core.selection import Selection
 
 
@@ -22,6 +23,9 @@ class SyncOptions:
     """How one ``sync`` run behaves."""
 
     selection: Selection | None = None
+    api: ApiChoice = "streaming-export"
+    """Which Convex API to follow the source with (see :mod:`convex_cdc.core.api_choice`);
+    the CLI's default is ``auto``."""
     resnapshot: bool = False
     """Start a new snapshot walk even if a checkpoint exists (truncate-and-reload)."""
     follow: bool = False
@@ -59,7 +63,7 @@ class SyncObserver(Protocol):
     def on_page(
         self,
         *,
-        kind: Literal["snapshot", "delta"],
+        kind: BatchKind,
         events: int,
         response_bytes: int,
         checkpoint: Checkpoint,
@@ -83,11 +87,18 @@ class SyncReport:
 
     snapshot_pages: int = 0
     delta_pages: int = 0
+    data_sync_pages: int = 0
     batches: int = 0
     events: int = 0
     deletes: int = 0
     response_bytes: int = 0
     started_new_snapshot: bool = False
+    api: Api | None = None
+    """The API the run followed the source with."""
+    adopted_batches: int = 0
+    """Data Sync batches found durable without their checkpoint, and adopted."""
+    converted_to_data_sync: bool = False
+    """A legacy checkpoint was switched to a data sync (no data read again)."""
     checkpoint: Checkpoint | None = None
     elapsed_seconds: float = 0.0
     tables: set[str] = field(default_factory=set)

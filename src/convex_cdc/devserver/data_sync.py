@@ -23,6 +23,7 @@ finishes the previous table), before any of its documents. A table that leaves g
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -36,6 +37,12 @@ from convex_cdc.devserver.tables import Revision, Table
 _NS_PER_SECOND = 1_000_000_000
 
 StatusKind = Literal["snapshotting", "stale", "upToDate"]
+
+
+def window_ns(seconds: float) -> int:
+    """A window in seconds as nanoseconds; an infinite one (an emulator with a manual
+    clock, or retention switched off) as the largest timestamp."""
+    return 2**63 - 1 if math.isinf(seconds) else round(seconds * _NS_PER_SECOND)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +65,7 @@ class SyncLimits:
             page_size=settings.data_sync_page_size,
             page_bytes=settings.data_sync_page_bytes,
             rows_read=settings.data_sync_rows_read_limit,
-            by_id_freshness_ns=round(settings.data_sync_by_id_freshness_seconds * _NS_PER_SECOND),
+            by_id_freshness_ns=window_ns(settings.data_sync_by_id_freshness_seconds),
         )
 
 

@@ -29,7 +29,13 @@ from convex_cdc.devserver.api_errors import (
     invalid_data_sync_cursor,
     invalid_data_sync_selection,
 )
-from convex_cdc.devserver.data_sync import SyncLimits, SyncPage, check_resumable, next_page
+from convex_cdc.devserver.data_sync import (
+    SyncLimits,
+    SyncPage,
+    check_resumable,
+    next_page,
+    window_ns,
+)
 from convex_cdc.devserver.selection import (
     EVERYTHING,
     InvalidSelection,
@@ -139,7 +145,7 @@ class DataSyncApi:
 
     def _min_retained_ts(self, settings: DevServerSettings) -> int:
         # The same window document_deltas checks its cursors against.
-        return self._store.now() - round(settings.retention_seconds * _NS_PER_SECOND)
+        return max(0, self._store.now() - window_ns(settings.retention_seconds))
 
     def _open(self, token: str) -> DataSyncCursor:
         try:

@@ -11,6 +11,8 @@ import pyarrow as pa
 
 from convex_cdc.core.checkpoint import (
     Checkpoint,
+    DataSync,
+    DataSyncCursor,
     DeltaCursor,
     DeltaTail,
     InitialSnapshot,
@@ -18,7 +20,8 @@ from convex_cdc.core.checkpoint import (
     SnapshotTs,
     SourceIdentity,
 )
-from convex_cdc.core.events import ChangeBatch, events_from_values
+from convex_cdc.core.events import ChangeBatch, events_from_values, truncate_events
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType, to_column_value
 from convex_cdc.platform.databricks.source_name import SourceName
 
@@ -92,6 +95,45 @@ def batch(
         events=events,
         checkpoint=checkpoint(seq, cursor=cursor, walk=walk, snapshot=kind == "snapshot"),
         snapshot_ts=snapshot_ts,
+        wire_format="export_json",
+        response_bytes=0,
+    )
+
+
+def data_sync_checkpoint(batch_seq: int, *, snapshot_ts: int | None = None) -> Checkpoint:
+    """A Data Sync checkpoint after ``batch_seq`` batches (``snapshotting`` without a ts)."""
+    return Checkpoint(
+        source=SOURCE,
+        position=DataSync(
+            cursor=DataSyncCursor(f"{batch_seq:04x}"),
+            status="snapshotting" if snapshot_ts is None else "upToDate",
+            snapshot_ts=snapshot_ts,
+            sync_id="sync-1",
+        ),
+        batch_seq=batch_seq,
+    )
+
+
+def data_sync_batch(
+    seq: int,
+    values: Sequence[Mapping[str, Any]],
+    *,
+    truncates: Sequence[str] = (),
+    snapshot_ts: int | None = None,
+) -> ChangeBatch:
+    """A Data Sync batch: truncates of the ``truncates`` tables first, then ``values``."""
+    events = events_from_values(
+        [dict(v) for v in values], kind="delta", batch_seq=seq, snapshot_ts=None, endpoint="test"
+    )
+    if truncates:
+        marks = truncate_events([TableKey("", t) for t in truncates], batch_seq=seq)
+        events = pa.concat_tables([marks, events])
+    return ChangeBatch(
+        seq=seq,
+        kind="data-sync",
+        events=events,
+        checkpoint=data_sync_checkpoint(seq, snapshot_ts=snapshot_ts),
+        snapshot_ts=None,
         wire_format="export_json",
         response_bytes=0,
     )

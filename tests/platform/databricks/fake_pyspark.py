@@ -39,6 +39,7 @@ class PipelineRecorder:
         functions.col = Col  # type: ignore[attr-defined]
         functions.expr = Expr  # type: ignore[attr-defined]
         functions.from_json = lambda *args: Call("from_json", args)  # type: ignore[attr-defined]
+        functions.struct = lambda *args: Call("struct", args)  # type: ignore[attr-defined]
 
         def pandas_udf(function: Callable[..., Any], schema: str) -> Callable[..., Call]:
             recorder.udfs.append((function, schema))
@@ -76,6 +77,9 @@ class Expr:
     def alias(self, name: str) -> Expr:
         self.name = name
         return self
+
+    def __invert__(self) -> Expr:
+        return Expr(f"NOT ({self.text})")
 
 
 class Call:

@@ -15,12 +15,8 @@ from convex_cdc.core.errors import TargetError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks import bronze as bronze_module
-from convex_cdc.platform.databricks.bronze import (
-    BRONZE_SCHEMA,
-    BronzeSink,
-    bronze_app_id,
-    find_batch_commit,
-)
+from convex_cdc.platform.databricks.bronze import BRONZE_SCHEMA, BronzeSink, bronze_app_id
+from convex_cdc.platform.databricks.bronze_commit import find_batch_commit
 from convex_cdc.platform.databricks.delta_read import read_table
 from convex_cdc.platform.databricks.table_spec import TableSpecStore
 from convex_cdc.platform.databricks.warehouse import Warehouse

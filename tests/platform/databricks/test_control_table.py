@@ -29,6 +29,7 @@ from tests.platform.databricks.change_batches import (
     URL,
     batch,
     checkpoint,
+    data_sync_checkpoint,
     doc,
 )
 
@@ -267,3 +268,60 @@ def test_a_warehouse_written_before_sources_is_refused_not_started_again(
     with pytest.raises(StateError, match="from before a warehouse held sources") as refused:
         DeltaCheckpointStore(warehouse, SOURCE).load()
     assert str(Path(warehouse.location)) in (refused.value.hint or "")
+
+
+def test_a_data_sync_checkpoint_shows_its_api_status_and_sync_id(warehouse: Warehouse) -> None:
+    store = DeltaCheckpointStore(warehouse, SOURCE)
+    store.load()
+    store.save(checkpoint(3, cursor=500, walk=100))
+    store.save(data_sync_checkpoint(4))
+    store.save(data_sync_checkpoint(6, snapshot_ts=900))
+
+    rows = control_rows(warehouse)
+    assert [(r["api"], r["phase"], r["sync_status"], r["sync_id"]) for r in rows] == [
+        ("streaming-export", "delta", None, None),
+        ("data-sync", "data-sync", "snapshotting", "sync-1"),
+        ("data-sync", "data-sync", "upToDate", "sync-1"),
+    ]
+    assert [r["consistent_as_of"] for r in rows] == [500, None, 900]
+    assert rows[2]["sync_cursor"] == "0006"
+    state = read_control_state(warehouse)
+    assert state is not None
+    assert (state.api, state.sync_status, state.sync_id) == ("data-sync", "upToDate", "sync-1")
+    # A Data Sync applies its own truncates: the walk's first batch stays where it was.
+    assert [r["walk_first_batch"] for r in rows] == [4, 4, 4]
+
+
+def test_a_data_sync_started_from_nothing_keeps_every_batch_in_silver(
+    warehouse: Warehouse,
+) -> None:
+    store = DeltaCheckpointStore(warehouse, SOURCE)
+    store.load()
+    store.save(data_sync_checkpoint(1))  # the first save follows the first batch
+
+    assert control_rows(warehouse)[0]["walk_first_batch"] == 0
+
+
+def test_a_control_table_from_before_data_sync_reads_and_gains_the_new_columns(
+    warehouse: Warehouse,
+) -> None:
+    store = DeltaCheckpointStore(warehouse, SOURCE)
+    store.load()
+    store.save(checkpoint(1, cursor=10))
+    old = read_table(DeltaTable(warehouse.checkpoints)).drop_columns(
+        ["api", "sync_status", "sync_id", "sync_cursor"]
+    )
+    shutil.rmtree(warehouse.checkpoints)
+    write_deltalake(warehouse.checkpoints, old, configuration={"delta.appendOnly": "true"})
+
+    restarted = DeltaCheckpointStore(warehouse, SOURCE)
+    assert restarted.load() == checkpoint(1, cursor=10)
+    state = read_control_state(warehouse)
+    assert state is not None and state.api == "streaming-export"
+    restarted.save(data_sync_checkpoint(2))
+
+    rows = control_rows(warehouse)
+    assert [(r["save_seq"], r["api"], r["sync_status"]) for r in rows] == [
+        (1, None, None),
+        (2, "data-sync", "snapshotting"),
+    ]

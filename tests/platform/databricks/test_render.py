@@ -92,6 +92,7 @@ def flows(sql: str) -> list[dict[str, str]]:
         r"FROM STREAM\(`(?P<source>[^`]+)`\)\n"
         r"KEYS \((?P<keys>[^)]*)\)\n"
         r"APPLY AS DELETE WHEN (?P<delete>[^\n]+)\n"
+        r"(?:APPLY AS TRUNCATE WHEN (?P<truncate>[^\n]+)\n)?"
         r"SEQUENCE BY (?P<sequence>[^\n]+)\n"
         r"COLUMNS \* EXCEPT \((?P<excluded>[^)]*)\)\n"
         r"STORED AS SCD TYPE (?P<scd>\d);"
@@ -111,8 +112,10 @@ def test_sql_pipeline_declares_one_auto_cdc_flow_per_table(case: str) -> None:
             "source": f"{name}__changes",
             "keys": "_id",
             "delete": "_deleted",
-            "sequence": "_ts",
-            "excluded": "_deleted",
+            # SCD type 2 has no truncate (its views leave truncate rows out).
+            "truncate": "_op = 'truncate'" if options.scd_type == 1 else None,
+            "sequence": "STRUCT(_batch, _ts)" if options.scd_type == 1 else "_ts",
+            "excluded": "_deleted, _op, _batch",
             "scd": str(options.scd_type),
         }
         for name in NAMES
@@ -121,7 +124,10 @@ def test_sql_pipeline_declares_one_auto_cdc_flow_per_table(case: str) -> None:
     assert tables == NAMES
     views = re.findall(r"CREATE TEMPORARY VIEW `([^`]+)` AS", sql)
     assert views == [f"{name}__changes" for name in NAMES]
-    assert sql.count("  WHERE _batch >= ${convex.first_batch}\n);") == 3
+    where = "  WHERE _batch >= ${convex.first_batch}"
+    if options.scd_type == 2:
+        where += "\n    AND _op <> 'truncate'"
+    assert sql.count(where + "\n);") == 3
     has_tombstones = "pipelines.cdc.tombstoneGCThresholdInSeconds" in sql
     assert has_tombstones == (options.scd_type == 1)
 
@@ -203,9 +209,11 @@ def test_python_pipeline_defines_a_flow_per_table_each_with_its_own_source(
     assert [f["target"] for f in recorder.flows] == NAMES
     for flow in recorder.flows:
         assert flow["keys"] == ["_id"]
-        assert flow["sequence_by"].name == "_ts"
+        sequence = flow["sequence_by"]
+        assert (sequence.function, sequence.args) == ("struct", ("_batch", "_ts"))
         assert flow["apply_as_deletes"].text == "_deleted"
-        assert flow["except_column_list"] == ["_deleted"]
+        assert flow["apply_as_truncates"].text == "_op = 'truncate'"
+        assert flow["except_column_list"] == ["_deleted", "_op", "_batch"]
         assert flow["stored_as_scd_type"] == 1
         assert flow["source"] == f"{flow['target']}__changes"
     assert [t["name"] for t in recorder.tables] == NAMES
@@ -221,16 +229,16 @@ def test_python_pipeline_defines_a_flow_per_table_each_with_its_own_source(
         ("where", ((">=", "_batch", 0),)),
     )
     (_, parsed), (_, selected) = reads["users__changes"][3:]
-    assert parsed[:4] == ("_id", "_ts", "_deleted", "document")
-    assert [(c.function, c.args[1], c.name) for c in parsed[4:]] == [
+    assert parsed[:6] == ("_id", "_ts", "_deleted", "_op", "_batch", "document")
+    assert [(c.function, c.args[1], c.name) for c in parsed[6:]] == [
         ("from_json", "`_creationTime` DOUBLE, `age` BIGINT, `name` STRING", "typed"),
         ("from_json", "`age` VARIANT, `name` VARIANT", "kinds"),
     ]
-    assert [c.name for c in selected[:-1]] == ["_id", "_creationTime", "_ts", "age", "name"]
-    assert selected[-1] == "_deleted"
+    assert [c.name for c in selected[:-3]] == ["_id", "_creationTime", "_ts", "age", "name"]
+    assert selected[-3:] == ("_deleted", "_op", "_batch")
     # Only a table with JSON columns runs the pandas UDF that cuts their text out.
     messages = reads["messages__changes"][3][1]
-    assert [(c.function, c.name) for c in messages[4:]] == [
+    assert [(c.function, c.name) for c in messages[6:]] == [
         ("from_json", "typed"),
         ("from_json", "kinds"),
         ("pandas_udf", "json_text"),
@@ -248,9 +256,16 @@ def test_python_pipeline_builds_the_configured_tables_untyped_if_unknown(
 
     assert [f["target"] for f in recorder.flows] == ["users", "shop__orders"]
     assert {f["stored_as_scd_type"] for f in recorder.flows} == {2}
+    # SCD type 2 has no truncate: its views leave truncate rows out, sequenced by _ts alone.
+    assert all("apply_as_truncates" not in f for f in recorder.flows)
+    assert {f["sequence_by"].name for f in recorder.flows} == {"_ts"}
     orders = recorder.views["shop__orders__changes"]().steps
     assert ("load", ("s3://x/raw/shop.orders/",)) in orders
-    assert [c.name for c in orders[-1][1][:-1]] == ["_id", "_creationTime", "_ts", "document"]
+    (truncates,) = [
+        args[0] for step, args in orders if step == "where" and hasattr(args[0], "text")
+    ]
+    assert truncates.text == "NOT (_op = 'truncate')"
+    assert [c.name for c in orders[-1][1][:-3]] == ["_id", "_creationTime", "_ts", "document"]
 
 
 EXPORT_JSON_VALUES = st.recursive(

@@ -26,6 +26,7 @@ from tests.platform.databricks.change_batches import (
     SOURCE,
     batch,
     checkpoint,
+    data_sync_batch,
     doc,
     silver_as_dicts,
 )
@@ -344,3 +345,85 @@ def test_changes_after_a_recorded_delete_still_reach_keys_that_were_never_delete
     rows = silver(warehouse)
     assert live(rows) == {"a": 30, "c": 31}
     assert rows["a"]["text"] == "a2"
+
+
+# --- Data Sync truncates ------------------------------------------------------------------
+
+
+def replaced_table_batches() -> list[ChangeBatch]:
+    """messages is walked, changed, then replaced by an import (a truncate, walked again)."""
+    return [
+        data_sync_batch(
+            1,
+            [doc("messages", "a", 50, text="a1"), doc("messages", "b", 51, text="b1")],
+            truncates=["messages"],
+        ),
+        data_sync_batch(2, [doc("messages", "b", 60, deleted=True)], snapshot_ts=60),
+        # The import keeps "a" at an older _ts than held and brings "b" back older than
+        # its tombstone; "c" is new. Only the import's documents may remain.
+        data_sync_batch(
+            3,
+            [doc("messages", "a", 40, text="a0"), doc("messages", "b", 45, text="b0")],
+            truncates=["messages"],
+        ),
+        data_sync_batch(4, [doc("messages", "c", 70, text="c1")], snapshot_ts=70),
+    ]
+
+
+@pytest.mark.parametrize("window_rows", [1, 3, 1000])
+def test_a_truncate_empties_silver_and_the_rows_after_it_apply(
+    warehouse: Warehouse, window_rows: int
+) -> None:
+    land(warehouse, *replaced_table_batches())
+
+    report = apply_silver(warehouse, window_rows=window_rows)
+
+    rows = silver(warehouse)
+    assert live(rows) == {"a": 40, "b": 45, "c": 70}
+    assert rows["a"]["text"] == "a0"
+    assert report.tables[0].truncates >= 1
+    assert report.snapshot_complete
+
+
+def test_a_truncate_applied_incrementally_empties_what_silver_held(warehouse: Warehouse) -> None:
+    first, second, third, fourth = replaced_table_batches()
+    land(warehouse, first, second)
+    apply_silver(warehouse)
+    assert live(silver(warehouse)) == {"a": 50}
+
+    land(warehouse, third, fourth)
+    apply_silver(warehouse)
+
+    assert live(silver(warehouse)) == {"a": 40, "b": 45, "c": 70}
+    apply_silver(warehouse)  # again: nothing changes
+    assert live(silver(warehouse)) == {"a": 40, "b": 45, "c": 70}
+
+
+def test_a_truncate_of_one_table_leaves_the_others_alone(warehouse: Warehouse) -> None:
+    land(
+        warehouse,
+        data_sync_batch(
+            1,
+            [doc("messages", "a", 10, text="x"), doc("users", "u", 11, name="n")],
+            truncates=["messages", "users"],
+        ),
+        data_sync_batch(2, [doc("messages", "b", 20, text="y")], truncates=["messages"]),
+    )
+
+    apply_silver(warehouse)
+
+    assert live(silver(warehouse)) == {"b": 20}
+    assert live(silver(warehouse, TableKey("", "users"))) == {"u": 11}
+
+
+def test_a_truncate_row_never_becomes_a_silver_row(warehouse: Warehouse) -> None:
+    only_truncate = data_sync_batch(1, [], truncates=["messages"])
+    land(warehouse, only_truncate)
+    store = DeltaCheckpointStore(warehouse, SOURCE)
+    store.load()
+    store.save(only_truncate.checkpoint)
+
+    report = apply_silver(warehouse)
+
+    assert silver(warehouse) == {}
+    assert not report.snapshot_complete  # snapshotting: not a consistent state yet

@@ -22,15 +22,26 @@ APPEND_ONLY = {"delta.appendOnly": "true"}
 
 
 class AppendOnlyLog:
-    """One append-only Delta table at ``location`` with a fixed ``schema``."""
+    """One append-only Delta table at ``location`` with the columns of ``schema``.
+
+    With ``evolving``, ``schema`` may have nullable columns an older table lacks: an append
+    adds them (``schema_mode="merge"``) and older rows read them as null.
+    """
 
     def __init__(
-        self, warehouse: Warehouse, location: str, schema: pa.Schema, *, description: str
+        self,
+        warehouse: Warehouse,
+        location: str,
+        schema: pa.Schema,
+        *,
+        description: str,
+        evolving: bool = False,
     ) -> None:
         self.warehouse = warehouse
         self.location = location
         self.schema = schema
         self.description = description
+        self.evolving = evolving
         self._state = warehouse.holds_state(location)
         self._writer = WriterTable(location, warehouse, self._create)
 
@@ -77,6 +88,10 @@ class AppendOnlyLog:
             return self.schema.empty_table()
         rows = read_table(table, where=where, state=self._state)
         with delta_errors(f"read the Delta table {self.location}", state=self._state):
+            if self.evolving:
+                for field in self.schema:
+                    if field.name not in rows.column_names and field.nullable:
+                        rows = rows.append_column(field, pa.nulls(rows.num_rows, field.type))
             return rows.select(self.schema.names).cast(self.schema)
 
     def append(
@@ -106,6 +121,7 @@ class AppendOnlyLog:
                     table,
                     rows.select(self.schema.names).cast(self.schema),
                     mode="append",
+                    schema_mode="merge" if self.evolving else None,
                     commit_properties=commit_properties,
                 )
                 self._writer.committed()

@@ -14,15 +14,21 @@ table already committed the batch. The check and the write go through the *same*
 makes our commit fail (``CommitFailedError``), after which we reload and check again
 (docs/delta-lake-notes.md §1). Commit metadata carries the batch number,
 the tables of the batch and the checkpoint the batch advances to, which is what lets
-the control table recover a checkpoint save lost in a crash (:mod:`.control_table`).
+the control table recover a checkpoint save lost in a crash (:mod:`.control_table`,
+:mod:`.bronze_commit`).
+
+Truncates (``_op = 'truncate'``, ``_id = ''``, ``_ts = 0``, ``document`` null) are bronze
+rows like any other: they mark where a table entered a Data Sync, and silver drops
+everything of the table from earlier batches there. A Data Sync batch cannot be fetched
+again identically, so before its per-table appends the whole batch goes to the
+write-ahead journal (:mod:`.batch_journal`), from which a crash between two table
+appends is completed (:meth:`BronzeSink.committed_checkpoint`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import pyarrow as pa
 from deltalake import (
@@ -36,11 +42,12 @@ from deltalake import (
 from deltalake.exceptions import CommitFailedError
 
 from convex_cdc.core.checkpoint import Checkpoint, SourceIdentity
-from convex_cdc.core.checkpoint_json import checkpoint_from_json, checkpoint_to_json
 from convex_cdc.core.errors import StateError, TargetError
 from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.append_log import APPEND_ONLY
+from convex_cdc.platform.databricks.batch_journal import BatchJournal
+from convex_cdc.platform.databricks.bronze_commit import commit_metadata, find_batch_commit
 from convex_cdc.platform.databricks.delta_errors import delta_errors
 from convex_cdc.platform.databricks.delta_read import open_table
 from convex_cdc.platform.databricks.table_spec import TableSpecStore, observed_types
@@ -52,13 +59,6 @@ log = logging.getLogger(__name__)
 BRONZE_SCHEMA: Final = RAW_CHANGE_LOG_SCHEMA
 """The bronze envelope: exactly the raw_change_log columns, so one name means one thing in
 raw, bronze and the rendered pipelines."""
-
-META_SOURCE: Final = "convex.source"
-META_BATCH: Final = "convex.batch_seq"
-META_KIND: Final = "convex.kind"
-META_SNAPSHOT_TS: Final = "convex.snapshot_ts"
-META_TABLES: Final = "convex.tables"
-META_CHECKPOINT: Final = "convex.checkpoint"
 
 _COMMIT_ATTEMPTS: Final = 3
 
@@ -85,73 +85,6 @@ def bronze_rows(events: pa.Table) -> pa.Table:
     return events.cast(BRONZE_SCHEMA)
 
 
-@dataclass(frozen=True, slots=True)
-class BronzeCommit:
-    """What a bronze commit says about the batch it belongs to."""
-
-    batch_seq: int
-    tables: tuple[TableKey, ...]
-    checkpoint: Checkpoint
-
-
-def commit_metadata(batch: ChangeBatch) -> dict[str, str]:
-    """The ``custom_metadata`` of every bronze commit of ``batch``."""
-    return {
-        META_SOURCE: batch.checkpoint.source.deployment_url,
-        META_BATCH: str(batch.seq),
-        META_KIND: batch.kind,
-        META_SNAPSHOT_TS: "" if batch.snapshot_ts is None else str(batch.snapshot_ts),
-        META_TABLES: json.dumps([t.qualified for t in batch.tables()]),
-        META_CHECKPOINT: json.dumps(
-            checkpoint_to_json(batch.checkpoint), sort_keys=True, separators=(",", ":")
-        ),
-    }
-
-
-def batch_commit_from_history(entry: dict[str, Any]) -> BronzeCommit | None:
-    """Decode one ``DeltaTable.history()`` entry written by :class:`BronzeSink`.
-
-    Raises:
-        StateError: the entry carries convex-cdc's batch metadata, but it cannot be decoded.
-    """
-    if META_BATCH not in entry or META_CHECKPOINT not in entry:
-        return None
-    try:
-        return BronzeCommit(
-            batch_seq=int(entry[META_BATCH]),
-            tables=tuple(TableKey.parse(t) for t in json.loads(entry[META_TABLES])),
-            checkpoint=checkpoint_from_json(
-                json.loads(entry[META_CHECKPOINT]), where="bronze commit metadata"
-            ),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StateError(
-            f"bronze commit metadata of batch {entry.get(META_BATCH)!r} cannot be decoded: "
-            f"{type(exc).__name__}: {exc}",
-            hint="the commit was not written by this convex-cdc; extract into a fresh warehouse",
-        ) from exc
-
-
-def find_batch_commit(table: DeltaTable, batch_seq: int) -> BronzeCommit | None:
-    """The metadata of ``table``'s commit of batch ``batch_seq``, if it has one.
-
-    Looks at the most recent commits first (the batch wanted is almost always the last
-    write), then at the whole history.
-
-    Raises:
-        TargetError: the history cannot be read.
-        StateError: a commit's convex-cdc metadata cannot be decoded.
-    """
-    for limit in (8, None):
-        with delta_errors(f"read the history of {table.table_uri.rstrip('/')}"):
-            history = table.history(limit)
-        for entry in history:
-            commit = batch_commit_from_history(entry)
-            if commit is not None and commit.batch_seq == batch_seq:
-                return commit
-    return None
-
-
 class BronzeSink:
     """Implements :class:`convex_cdc.core.sink.Sink` over bronze Delta tables.
 
@@ -176,14 +109,74 @@ class BronzeSink:
         self.skipped = 0
         """Table appends skipped because the batch was already committed there."""
         self.rows = 0
+        self.journal = BatchJournal(warehouse, source)
+        """Where Data Sync batches are written ahead of their per-table appends."""
         self._tables: dict[TableKey, WriterTable] = {}
+
+    def committed_checkpoint(self, seq: int) -> Checkpoint | None:
+        """The checkpoint of batch ``seq`` if every table it wrote has committed it.
+
+        A journaled Data Sync batch (:mod:`.batch_journal`) is first completed from the
+        journal for the tables that miss it, so it always counts as committed.
+
+        Raises:
+            TargetError: a table or its history cannot be read, or an append failed.
+            StateError: the spec log, the journal or a commit's metadata is damaged.
+        """
+        completed = self.complete_from_journal(seq)
+        if completed is not None:
+            return completed
+        for key in self.specs.load():
+            if self._committed_version(key) < seq:
+                continue
+            table = open_table(self.warehouse.bronze(key), self.warehouse)
+            commit = find_batch_commit(table, seq) if table is not None else None
+            if commit is None:
+                continue
+            complete = all(self._committed_version(t) >= seq for t in commit.tables)
+            return commit.checkpoint if complete else None
+        return None
+
+    def complete_from_journal(self, seq: int) -> Checkpoint | None:
+        """Append journaled batch ``seq`` to the tables that miss it; its checkpoint, or
+        ``None`` if the journal does not hold the batch.
+
+        Raises:
+            TargetError: the journal cannot be read or an append failed.
+            StateError: the journal or the spec log is damaged.
+        """
+        journaled = self.journal.entry(seq)
+        if journaled is None:
+            return None
+        before = self.commits
+        self._append_tables(journaled.batch)
+        if self.commits > before:
+            log.warning(
+                "batch %d was journaled but reached only some bronze tables; completed %d "
+                "from the journal",
+                seq,
+                self.commits - before,
+            )
+        return journaled.batch.checkpoint
+
+    def _committed_version(self, key: TableKey) -> int:
+        table = open_table(self.warehouse.bronze(key), self.warehouse)
+        if table is None:
+            return 0
+        with delta_errors(f"read the transactions of {self.warehouse.bronze(key)}"):
+            version = table.transaction_version(bronze_app_id(self.source, key))
+        return version or 0
 
     def write(self, batch: ChangeBatch) -> None:
         """Append each table's events of ``batch`` unless that table already has the batch.
 
+        A Data Sync batch is journaled first (see :mod:`.batch_journal`); journal entries
+        of earlier batches, all complete in bronze by now, are deleted.
+
         Raises:
             TargetError: a table could not be created or appended to, or its log is damaged.
-            StateError: the spec log is damaged.
+            StateError: the spec log or the journal is damaged, or the journal holds other
+                events under this batch number (the batch must be adopted, not fetched again).
         """
         if batch.checkpoint.source != self.source:
             raise TargetError(
@@ -195,9 +188,28 @@ class BronzeSink:
         tables = batch.tables()
         for key in tables:
             table_dir(key)  # refuse a hostile name before anything is written
-        self.specs.widen(observed_types(batch.events))
+        if batch.kind == "data-sync" and tables:
+            self._journal(batch)
+        else:
+            self.specs.widen(observed_types(batch.events))
+        self._append_tables(batch)
+
+    def _journal(self, batch: ChangeBatch) -> None:
+        journaled = self.journal.entry(batch.seq)
+        if journaled is not None and journaled.batch.checkpoint != batch.checkpoint:
+            self._append_tables(journaled.batch)
+            raise StateError(
+                f"batch {batch.seq} was journaled with other events before a crash; it was "
+                "completed from the journal and must be adopted, not fetched again",
+                hint="run extract again: it adopts the journaled batch",
+            )
+        self.journal.drop_before(batch.seq)
+        self.specs.widen(observed_types(batch.events))  # the spec covers the journal too
+        self.journal.record(batch)
+
+    def _append_tables(self, batch: ChangeBatch) -> None:
         metadata = commit_metadata(batch)
-        for key in tables:
+        for key in batch.tables():
             self._append(key, bronze_rows(batch.events_for(key)), batch.seq, metadata)
 
     def committed_batch(self, key: TableKey) -> int | None:

@@ -23,6 +23,14 @@ committed in *every* table its commit metadata names, that batch was durable and
 the checkpoint save was lost, so its checkpoint is adopted (and written here, reason
 ``reconciled``). Otherwise the stored checkpoint is returned and the orchestrator replays
 the batch; the replay carries the same events and tables that already hold it skip it.
+A Data Sync batch cannot be replayed (its pages are not fetched again identically): one
+that reached only some tables, or only the write-ahead journal, is completed from the
+journal (:mod:`.batch_journal`) and then adopted the same way.
+
+A Data Sync needs no "first batch of the walk": a table that enters the sync arrives with
+a truncate row, which silver applies itself, so ``walk_first_batch`` only moves when a
+legacy snapshot walk starts. The flat columns ``api``, ``sync_status``, ``sync_id`` and
+``sync_cursor`` were added for Data Sync; rows saved before them read as null.
 """
 
 from __future__ import annotations
@@ -37,12 +45,19 @@ import pyarrow as pa
 from deltalake import CommitProperties, Transaction
 from deltalake.exceptions import CommitFailedError
 
-from convex_cdc.core.checkpoint import Checkpoint, DeltaTail, InitialSnapshot, SourceIdentity
+from convex_cdc.core.checkpoint import (
+    Checkpoint,
+    DataSync,
+    DeltaTail,
+    InitialSnapshot,
+    SourceIdentity,
+)
 from convex_cdc.core.checkpoint_json import checkpoint_from_json, checkpoint_to_json
 from convex_cdc.core.errors import DestinationBusy, StateError, TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.append_log import AppendOnlyLog
-from convex_cdc.platform.databricks.bronze import bronze_app_id, find_batch_commit
+from convex_cdc.platform.databricks.bronze import BronzeSink, bronze_app_id
+from convex_cdc.platform.databricks.bronze_commit import find_batch_commit
 from convex_cdc.platform.databricks.delta_errors import delta_errors
 from convex_cdc.platform.databricks.delta_read import open_table, query
 from convex_cdc.platform.databricks.source_name import SourceName
@@ -68,8 +83,15 @@ CONTROL_SCHEMA: Final = pa.schema(
         pa.field("reason", pa.string(), nullable=False),
         pa.field("checkpoint", pa.string(), nullable=False),
         pa.field("updated_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        # Added with Data Sync (null in older rows).
+        pa.field("api", pa.string()),
+        pa.field("sync_status", pa.string()),
+        pa.field("sync_id", pa.string()),
+        pa.field("sync_cursor", pa.string()),
     ]
 )
+"""One row per save. The columns after ``updated_at`` came later; an older control table
+gains them on its next save (``schema_mode="merge"``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +104,23 @@ class ControlState:
     """The first ``batch_seq`` of the current snapshot walk: silver is built from bronze
     rows with ``_batch >= walk_first_batch`` (earlier walks were truncated-and-reloaded)."""
     reason: str
+
+    @property
+    def api(self) -> str:
+        """``streaming-export`` (the legacy pair) or ``data-sync``."""
+        return self.checkpoint.api
+
+    @property
+    def sync_status(self) -> str | None:
+        """The Data Sync status (``snapshotting``, ``stale``, ``upToDate``), else ``None``."""
+        position = self.checkpoint.position
+        return position.status if isinstance(position, DataSync) else None
+
+    @property
+    def sync_id(self) -> str | None:
+        """The server's name of the Data Sync, if any."""
+        position = self.checkpoint.position
+        return position.sync_id if isinstance(position, DataSync) else None
 
 
 def control_app_id(source: SourceIdentity) -> str:
@@ -171,6 +210,7 @@ class DeltaCheckpointStore:
             warehouse.checkpoints,
             CONTROL_SCHEMA,
             description="convex-cdc checkpoints (latest save_seq wins)",
+            evolving=True,
         )
         self._latest: ControlState | None = None
 
@@ -234,7 +274,8 @@ class DeltaCheckpointStore:
                 versions[key] = version
         ahead = max(versions.values(), default=0)
         if ahead <= durable:
-            return None
+            # A Data Sync batch may have reached the journal and no table yet.
+            return self._sink().complete_from_journal(durable + 1)
         where = f"the control table {self.warehouse.checkpoints}"
         if ahead > durable + 1:
             # Bronze was read after the control table: another extractor of this source
@@ -253,14 +294,27 @@ class DeltaCheckpointStore:
         if commit is None:
             return None
         missing = [t.qualified for t in commit.tables if versions.get(t, 0) < ahead]
-        if missing:
+        if not missing:
+            return commit.checkpoint
+        if commit.kind != "data-sync":
             log.info(
                 "batch %d is in bronze for some tables only (missing: %s); it will be replayed",
                 ahead,
                 ", ".join(missing),
             )
             return None
-        return commit.checkpoint
+        completed = self._sink().complete_from_journal(ahead)
+        if completed is None:
+            raise StateError(
+                f"Data Sync batch {ahead} is in bronze for some tables only (missing: "
+                f"{', '.join(missing)}) and not in the journal, so it cannot be completed",
+                hint="extract again with --resnapshot (a Data Sync batch cannot be fetched "
+                "again identically)",
+            )
+        return completed
+
+    def _sink(self) -> BronzeSink:
+        return BronzeSink(self.warehouse, self.source, specs=self.specs)
 
     def _refuse_if_saved_elsewhere(self, committed: int | None, known: int) -> None:
         if committed is not None and committed > known:
@@ -273,7 +327,11 @@ class DeltaCheckpointStore:
 
     def _append(self, checkpoint: Checkpoint, *, reason: str) -> None:
         previous = self._latest
-        if previous is None or previous.checkpoint.snapshot_started_at != (
+        if isinstance(checkpoint.position, DataSync):
+            # Tables entering a Data Sync arrive with truncates, which silver applies
+            # itself; its first save may follow its first batch, so nothing moves here.
+            first = previous.walk_first_batch if previous is not None else 0
+        elif previous is None or previous.checkpoint.snapshot_started_at != (
             checkpoint.snapshot_started_at
         ):
             # A new snapshot walk: the orchestrator saves it, pinned, before its first batch.
@@ -327,6 +385,7 @@ def _control_row(
     snapshot_ts = position.snapshot if isinstance(position, InitialSnapshot) else None
     snapshot_cursor = position.cursor if isinstance(position, InitialSnapshot) else None
     delta_cursor = position.cursor if isinstance(position, DeltaTail) else None
+    sync = position if isinstance(position, DataSync) else None
     row = {
         "source": source_name,
         "deployment_url": checkpoint.source.deployment_url,
@@ -343,5 +402,9 @@ def _control_row(
         "reason": reason,
         "checkpoint": json.dumps(checkpoint_to_json(checkpoint), sort_keys=True),
         "updated_at": datetime.now(UTC),
+        "api": checkpoint.api,
+        "sync_status": sync.status if sync is not None else None,
+        "sync_id": sync.sync_id if sync is not None else None,
+        "sync_cursor": sync.cursor if sync is not None else None,
     }
     return pa.Table.from_pylist([row], schema=CONTROL_SCHEMA)

@@ -28,7 +28,7 @@ devserver and checks the columns and the numbers.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -97,6 +97,22 @@ def dashboard_names(specs: Sequence[TableSpec], options: RenderOptions) -> Dashb
     )
 
 
+_SEQUENCE: Final = {1: "struct(_batch, _ts)", 2: "_ts"}
+"""How the silver pipeline orders a key's events (see ``render``)."""
+_SINCE_TRUNCATE: Final[Mapping[int, Callable[[str], str]]] = {
+    1: lambda bronze: (
+        f"\n    AND _batch >= (SELECT coalesce(max(_batch), 0) FROM {bronze} "  # noqa: S608
+        "WHERE _op = 'truncate')"
+    ),
+    2: lambda bronze: "",
+}
+"""SCD type 1 applies truncates: only the events from a table's last truncate on count."""
+_TRUNCATE_NOTE: Final = {
+    1: "and at or after the table's last truncate, the pipeline's APPLY AS TRUNCATE",
+    2: "truncates are not applied to SCD type 2",
+}
+
+
 def datasets(specs: Sequence[TableSpec], options: RenderOptions) -> tuple[Dataset, ...]:
     """Every query of the dashboard, for the tables of ``specs``."""
     names = dashboard_names(specs, options)
@@ -106,14 +122,18 @@ def datasets(specs: Sequence[TableSpec], options: RenderOptions) -> tuple[Datase
     def sql(query: str, **values: str) -> str:
         return fill(template(f"dashboard/{query}.sql"), **values).rstrip("\n")
 
-    def per_table(query: str, separator: str, **values: str) -> str:
+    def per_table(query: str, separator: str, **values: str | Callable[[str], str]) -> str:
+        """``query`` for each table; a callable value is given the table's bronze name."""
         return separator.join(
             sql(
                 query,
                 convex_table=string_literal(table),
                 bronze=names.bronze[table],
                 silver=names.silver[table],
-                **values,
+                **{
+                    key: value if isinstance(value, str) else value(names.bronze[table])
+                    for key, value in values.items()
+                },
             )
             for table in names.bronze
         )
@@ -146,6 +166,9 @@ def datasets(specs: Sequence[TableSpec], options: RenderOptions) -> tuple[Datase
                 "walk_first_batch",
                 "save_seq",
                 "reason",
+                "api",
+                "sync_status",
+                "sync_id",
                 "consistent_as_of",
                 "consistent_as_of_at",
                 "saved_at",
@@ -189,7 +212,14 @@ def datasets(specs: Sequence[TableSpec], options: RenderOptions) -> tuple[Datase
             sql(
                 "silver_tables",
                 checkpoint=names.checkpoint,
-                per_table=per_table("silver_table", union, current_rows=current_rows),
+                truncate_note=_TRUNCATE_NOTE[options.scd_type],
+                per_table=per_table(
+                    "silver_table",
+                    union,
+                    current_rows=current_rows,
+                    sequence=_SEQUENCE[options.scd_type],
+                    since_truncate=_SINCE_TRUNCATE[options.scd_type],
+                ),
             ),
             (
                 "convex_table",
@@ -474,6 +504,9 @@ def monitoring_dashboard(specs: Sequence[TableSpec], options: RenderOptions) -> 
                 checkpoint,
                 {
                     "phase": "Phase",
+                    "api": "Convex API",
+                    "sync_status": "Data Sync status",
+                    "sync_id": "Data Sync id",
                     "batch_seq": "Last batch",
                     "batch_committed_at": "Last batch committed at",
                     "pending_batch_seq": "Pending batch",

@@ -344,12 +344,33 @@ def _sql_parsed(reading: Projection) -> str:
     return ",\n".join(parsed)
 
 
+_TRUNCATE_HELP: Final = {
+    1: """\
+SEQUENCE BY STRUCT(_batch, _ts): batch order is the server's order (for Data Sync and the
+legacy API alike), and _ts orders the events of a batch.
+APPLY AS TRUNCATE WHEN _op = 'truncate': a truncate row (a table entered a Convex Data
+Sync: a cold start, newly selected, or replaced by an import; _ts 0, so it sorts after
+every earlier batch and before its own batch's rows) empties the table, and the rows after
+it fill it again. Truncate rows never become silver rows.""",
+    2: """\
+SEQUENCE BY _ts (Convex commit time, ns): __START_AT and __END_AT are Convex timestamps.
+AUTO CDC has no truncate for SCD type 2, so truncate rows (_op = 'truncate': a table
+entered a Convex Data Sync) are filtered out: the history of a table replaced by an
+import keeps its old rows, and documents the import removed stay current.""",
+}
+
+
+def _truncate_help(scd_type: int, prefix: str) -> str:
+    return "\n".join((prefix + line).rstrip() for line in _TRUNCATE_HELP[scd_type].splitlines())
+
+
 def _silver_sql(specs: Sequence[TableSpec], options: RenderOptions) -> str:
     parts = [
         fill(
             template("sql/silver_header.sql"),
             generated=generated_notice(),
             scd_type=str(options.scd_type),
+            truncate_help=_truncate_help(options.scd_type, "-- "),
             source_description=_source_description(options),
             configuration_help=_configuration_help(options, "--   ", tables=False),
             table_count=str(len(specs)),
@@ -379,11 +400,20 @@ def _silver_sql(specs: Sequence[TableSpec], options: RenderOptions) -> str:
                 comment=string_literal(_comment(spec, options)),
                 table_properties=properties,
                 flow=quote(f"{name}__auto_cdc"),
+                source_filter=_SQL_SOURCE_FILTER[options.scd_type],
+                apply_as_truncate=_SQL_APPLY_AS_TRUNCATE[options.scd_type],
+                sequence_by=_SQL_SEQUENCE_BY[options.scd_type],
                 except_columns=", ".join(EXCEPT_COLUMNS),
                 scd_type=str(options.scd_type),
             )
         )
     return "".join(parts)
+
+
+_SQL_SOURCE_FILTER: Final = {1: "", 2: "\n    AND _op <> 'truncate'"}
+"""SCD type 2 has no truncate: its source view leaves truncate rows out."""
+_SQL_APPLY_AS_TRUNCATE: Final = {1: "\nAPPLY AS TRUNCATE WHEN _op = 'truncate'", 2: ""}
+_SQL_SEQUENCE_BY: Final = {1: "STRUCT(_batch, _ts)", 2: "_ts"}
 
 
 def _python_table(reading: Projection, indent: str) -> str:
@@ -414,6 +444,7 @@ def _silver_python(specs: Sequence[TableSpec], options: RenderOptions) -> str:
         template("python/silver_pipeline.py.tmpl"),
         generated=generated_notice(),
         scd_type=str(options.scd_type),
+        truncate_help=_truncate_help(options.scd_type, ""),
         source_description=_source_description(options),
         configuration_help=_configuration_help(options, "    ", tables=True),
         typed_columns_help=_typed_columns_help("document", ""),

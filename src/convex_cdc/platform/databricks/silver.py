@@ -9,6 +9,10 @@ walk, and the columns silver was built with) is an append-only log,
 ``_convex_cdc/silver_progress``; it is not a transaction on the MERGE because a MERGE
 that changes nothing writes no commit.
 
+A truncate row in bronze (the table entered a Data Sync: cold start, newly selected,
+replaced by an import) empties the table's silver and tombstones, and the rows of its
+batch and later ones are applied after it (:func:`.silver_merge.after_last_truncate`).
+
 A table is rebuilt (truncated, then reloaded from bronze) when the snapshot walk changed
 (``--resnapshot`` is a truncate-and-reload), when a column's type widened to ``json``
 (the Lakeflow pipeline then needs a full refresh too), or when silver is missing. New
@@ -35,9 +39,10 @@ from convex_cdc.platform.databricks.control_table import read_control_state
 from convex_cdc.platform.databricks.delta_errors import delta_errors
 from convex_cdc.platform.databricks.delta_read import open_table, query, read_table
 from convex_cdc.platform.databricks.silver_merge import (
-    CHANGE_COLUMNS,
     TOMBSTONE_SCHEMA,
+    WINDOW_COLUMNS,
     SpecNotCovered,
+    after_last_truncate,
     merge_window,
 )
 from convex_cdc.platform.databricks.table_spec import (
@@ -99,6 +104,8 @@ class TableApply:
     upserts: int = 0
     deletes: int = 0
     stale: int = 0
+    truncates: int = 0
+    """Windows whose truncate emptied the table (it entered a Data Sync)."""
     columns_added: list[str] = field(default_factory=list)
 
 
@@ -138,7 +145,9 @@ def apply_silver(
         report = SilverReport()
         control = read_control_state(warehouse)
         first = control.walk_first_batch if control is not None else 0
-        report.snapshot_complete = control is None or control.checkpoint.phase == "delta"
+        report.snapshot_complete = (
+            control is None or control.checkpoint.consistent_as_of is not None
+        )
         specs = TableSpecStore(warehouse)
         progress = _ProgressLog(warehouse)
         recorded = progress.latest()
@@ -225,18 +234,26 @@ def _apply_table(
     last = after
     if bronze is not None:
         for low, high in _windows(bronze, after, window_rows):
-            changes = read_table(
+            rows = read_table(
                 bronze,
-                columns=list(CHANGE_COLUMNS),
+                columns=list(WINDOW_COLUMNS),
                 where=f'"_batch" > {low} AND "_batch" <= {high}',
             )
+            window = after_last_truncate(rows)
+            if window.truncated_at is not None:
+                silver = _truncate(silver, warehouse.silver(key), spec.silver_schema(), warehouse)
+                tombstones = _truncate(
+                    tombstones, warehouse.tombstones(key), TOMBSTONE_SCHEMA, warehouse
+                )
+                result.truncates += 1
+            changes = window.changes
             try:
                 counts = merge_window(silver, tombstones, changes, spec)
             except SpecNotCovered as exc:
                 # Bronze written before the spec knew these types (or by another tool).
                 TableSpecStore(warehouse).widen({key: exc.observed})
                 raise _SpecWidened from exc
-            result.rows_read += changes.num_rows
+            result.rows_read += rows.num_rows
             result.upserts += counts.upserts
             result.deletes += counts.deletes
             result.stale += counts.stale

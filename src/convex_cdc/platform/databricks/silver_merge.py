@@ -13,6 +13,15 @@ SEQUENCE BY _ts STORED AS SCD TYPE 1``:
 Both MERGEs are guarded by ``s._ts > t._ts``, so applying a window twice (after a crash
 between the two MERGEs, or before progress was recorded) changes nothing. A tombstone
 older than a live row is harmless: every decision compares against the newer of the two.
+
+A truncate row (``_op = 'truncate'``: the table entered a Data Sync) is Lakeflow's
+``APPLY AS TRUNCATE WHEN _op = 'truncate'`` with ``SEQUENCE BY STRUCT(_batch, _ts)``:
+everything of earlier batches is gone, silver and tombstones alike, and the rows of the
+truncate's batch and later ones apply to an empty table (:func:`after_last_truncate`).
+After a truncate a key's events come in ``_ts`` order again (the server emits a document
+at increasing ``_ts`` until the table enters the sync anew), so ``_ts`` alone orders
+them; a document walked again may be older than what was held before, which the
+truncate removed.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from convex_cdc.core.current_state import (
 )
 from convex_cdc.core.document_columns import paused_gc
 from convex_cdc.core.errors import TargetError
+from convex_cdc.core.events import Op
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.platform.databricks.delta_read import read_table, sql_ident
 from convex_cdc.platform.databricks.table_spec import TableSpec
@@ -42,7 +52,34 @@ TOMBSTONE_SCHEMA: Final = pa.schema(
 )
 
 CHANGE_COLUMNS: Final = ("_id", "_ts", "_deleted", "document")
-"""The bronze columns a window needs."""
+"""The bronze columns a merge needs."""
+
+WINDOW_COLUMNS: Final = (*CHANGE_COLUMNS, "_batch", "_op")
+"""The bronze columns a window is read with (to find its truncates)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowChanges:
+    """A window of bronze rows with its truncates applied."""
+
+    truncated_at: int | None
+    """The batch of the window's last truncate: silver must be emptied first."""
+    changes: pa.Table
+    """The value rows (:data:`CHANGE_COLUMNS`) to merge after that."""
+
+
+def after_last_truncate(rows: pa.Table) -> WindowChanges:
+    """Split a window of bronze rows (:data:`WINDOW_COLUMNS`) at its last truncate.
+
+    A truncate in batch ``N`` drops everything held from batches before ``N``; the rows
+    of batch ``N`` and later apply after it. Truncate rows never become silver rows.
+    """
+    truncate = pc.equal(rows.column("_op"), Op.TRUNCATE.value)
+    truncated_at = pc.max(pc.filter(rows.column("_batch"), truncate)).as_py()
+    keep = pc.invert(truncate)
+    if truncated_at is not None:
+        keep = pc.and_(keep, pc.greater_equal(rows.column("_batch"), truncated_at))
+    return WindowChanges(truncated_at, rows.filter(keep).select(list(CHANGE_COLUMNS)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,8 +85,9 @@ ENVELOPE_COLUMNS: Final = ("_id", "_ts")
 """Current-state columns that bronze (and the raw change log) carry as columns of their own;
 the source views select them as they are."""
 
-EXCEPT_COLUMNS: Final = ("_deleted",)
-"""Source-view columns AUTO CDC must not copy into silver."""
+EXCEPT_COLUMNS: Final = ("_deleted", "_op", "_batch")
+"""Source-view columns AUTO CDC must not copy into silver (they decide deletes, truncates
+and the order of events)."""
 
 _SPARK_TYPES: Final = {
     ColumnType.STRING: "STRING",

@@ -37,7 +37,7 @@ from convex_cdc.core.columns import ColumnSpec, arrow_schema, column_specs
 from convex_cdc.core.current_state import observed_column_types, parse_fields
 from convex_cdc.core.document_columns import paused_gc
 from convex_cdc.core.errors import StateError
-from convex_cdc.core.events import tables_in
+from convex_cdc.core.events import Op, tables_in
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType, widen
 from convex_cdc.platform.databricks.append_log import AppendOnlyLog
@@ -124,16 +124,22 @@ class TableSpec:
 
 def observed_types(events: pa.Table) -> dict[TableKey, dict[str, ColumnType]]:
     """Column types of every table's documents in a batch of change events (the types
-    :func:`convex_cdc.core.current_state.observed_column_types` gives staging too)."""
+    :func:`convex_cdc.core.current_state.observed_column_types` gives staging too).
+
+    Truncate rows carry no document; a table with nothing else still gets an entry.
+    """
     result: dict[TableKey, dict[str, ColumnType]] = {}
     keys = tables_in(events)
+    documents = events
+    if "_op" in events.column_names:
+        documents = events.filter(pc.not_equal(events.column("_op"), Op.TRUNCATE.value))
     for key in keys:
-        rows = events
+        rows = documents
         if len(keys) > 1:
-            rows = events.filter(
+            rows = documents.filter(
                 pc.and_(
-                    pc.equal(events.column("_component"), key.component),
-                    pc.equal(events.column("_table"), key.table),
+                    pc.equal(documents.column("_component"), key.component),
+                    pc.equal(documents.column("_table"), key.table),
                 )
             )
         with paused_gc():  # the documents die before the collector would scan them

@@ -11,6 +11,7 @@ A warehouse is a local directory or an ``s3://bucket/prefix`` URI. It holds one 
       _convex_cdc/table_specs/               typed-column spec log (drives silver + templates)
       _convex_cdc/silver_progress/           per silver table: last applied bronze batch
       _convex_cdc/silver_tombstones/<table-dir>/   deleted keys (``_id``, ``_ts``)
+      _convex_cdc/journal/                   write-ahead journal of Data Sync batches
 
 Sources share no Delta table, so two deployments with a ``messages`` table never collide,
 every crash-recovery rule (application transactions, the control table's reconciliation,

@@ -13,10 +13,14 @@ never scan table directories. Shape::
                  "bytes": 5123, "sha256": "…"}],
      "checkpoint": {...the checkpoint this batch advances to...}}
 
-A table's file is ``raw_change_log/<dir>/<file>`` under the destination root.
+A table's file is ``raw_change_log/<dir>/<file>`` under the destination root. ``kind`` is
+``snapshot``, ``delta`` or ``data-sync``. A data-sync batch may open a table's rows with a
+truncate (``_op`` ``truncate``, ``_ts`` 0); its entry then records ``"truncates": 1``
+(absent when 0, so indexes of other batches are as they always were), and ``min_ts`` is 0:
+``rows``, ``deletes`` and the ``_ts`` range describe the file's rows, truncates included.
 
 ``previous`` is the batch before this one in the log (``0``: none). Numbers may be
-skipped (a new snapshot walk skips the number of a batch a crash may have left
+skipped (a new snapshot walk or data sync skips the number of a batch a crash may have left
 unsaved), so only this link tells a skipped number from a lost index. ``bytes`` and
 ``sha256`` let a reader tell a damaged file from the one the batch wrote. Indexes written
 before these fields existed lack them; readers then check what they can.
@@ -26,15 +30,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.checkpoint_json import checkpoint_from_json, checkpoint_to_json
 from convex_cdc.core.errors import StateError
+from convex_cdc.core.events import BatchKind
 from convex_cdc.core.names import TableKey
 
 BATCH_INDEX_FORMAT: Final = "convex-cdc.raw-batch"
 BATCH_INDEX_VERSION: Final = 1
+_KINDS: Final[tuple[BatchKind, ...]] = ("snapshot", "delta", "data-sync")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,8 @@ class BatchTableEntry:
     """Size of the file as written (``None`` in indexes older than this field)."""
     sha256: str | None = None
     """Hex sha256 of the file as written (``None`` in indexes older than this field)."""
+    truncates: int = 0
+    """Truncate rows among ``rows`` (data-sync batches only; they come first in the file)."""
 
     def same_rows(self, other: BatchTableEntry) -> bool:
         """Whether ``other`` describes the same rows (the bytes differ between two writes
@@ -62,7 +70,7 @@ class BatchTableEntry:
 
 def _rows_of(entry: BatchTableEntry) -> tuple[object, ...]:
     return (entry.key, entry.dir, entry.file, entry.rows, entry.deletes, entry.min_ts,
-            entry.max_ts)  # fmt: skip
+            entry.max_ts, entry.truncates)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +78,7 @@ class BatchIndex:
     """What one durable raw batch holds, and the checkpoint it advances to."""
 
     seq: int
-    kind: Literal["snapshot", "delta"]
+    kind: BatchKind
     snapshot_ts: int | None
     wire_format: str
     tables: tuple[BatchTableEntry, ...]
@@ -87,6 +95,11 @@ class BatchIndex:
     def entry(self, key: TableKey) -> BatchTableEntry | None:
         """The entry of one table, if the batch carried events for it."""
         return next((t for t in self.tables if t.key == key), None)
+
+    def truncates(self, key: TableKey) -> bool:
+        """Whether the batch truncates ``key`` (before its own rows of that table)."""
+        entry = self.entry(key)
+        return entry is not None and entry.truncates > 0
 
     def same_batch(self, other: BatchIndex) -> bool:
         """Whether ``other`` is this batch written again: the same events (per table: rows,
@@ -138,6 +151,8 @@ def _entry_to_json(entry: BatchTableEntry) -> dict[str, Any]:
         data["bytes"] = entry.bytes
     if entry.sha256 is not None:
         data["sha256"] = entry.sha256
+    if entry.truncates:
+        data["truncates"] = entry.truncates
     return data
 
 
@@ -158,9 +173,9 @@ def loads_batch_index(raw: bytes, *, where: str) -> BatchIndex:
             raise ValueError(f"format is {data.get('format')!r}")
         if data["version"] != BATCH_INDEX_VERSION:
             raise ValueError(f"unsupported version {data['version']!r}")
-        kind = data["kind"]
-        if kind not in ("snapshot", "delta"):
-            raise ValueError(f"unknown kind {kind!r}")
+        kind = next((k for k in _KINDS if k == data["kind"]), None)
+        if kind is None:
+            raise ValueError(f"unknown kind {data['kind']!r}")
         snapshot_ts = data["snapshot_ts"]
         tables = tuple(
             BatchTableEntry(
@@ -173,6 +188,7 @@ def loads_batch_index(raw: bytes, *, where: str) -> BatchIndex:
                 max_ts=int(t["max_ts"]),
                 bytes=int(t["bytes"]) if "bytes" in t else None,
                 sha256=str(t["sha256"]) if "sha256" in t else None,
+                truncates=int(t.get("truncates", 0)),
             )
             for t in data["tables"]
         )

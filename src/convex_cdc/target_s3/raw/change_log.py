@@ -16,7 +16,7 @@ Parquet key-value metadata of each file:
 =================================  =========================================================
 ``convex_cdc.wire_format``         value format the documents were fetched in
 ``convex_cdc.batch_seq``           the batch sequence, decimal
-``convex_cdc.batch_kind``          ``snapshot`` or ``delta``
+``convex_cdc.batch_kind``          ``snapshot``, ``delta`` or ``data-sync``
 ``convex_cdc.snapshot_ts``         the walk's timestamp; only on snapshot batches
 ``convex_cdc.schema_fingerprint``  this table's json_schemas fingerprint, when known
 ``convex_cdc.checkpoint``          JSON of the checkpoint this batch advances to
@@ -41,9 +41,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import StateError, TargetError
-from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch
+from convex_cdc.core.events import RAW_CHANGE_LOG_SCHEMA, ChangeBatch, Op
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3 import atomic_file
 from convex_cdc.target_s3.io_errors import describe_os_error, io_errors, os_error_hint
@@ -118,6 +119,16 @@ class RawChangeLogSink:
         dirs = {key: self._table_dir(root, key) for key in keys}
         with io_errors(f"write raw change log batch {batch.seq} to {root}", then="run sync again"):
             self._write(batch, keys, dirs)
+
+    def committed_checkpoint(self, seq: int) -> Checkpoint | None:
+        """The checkpoint batch ``seq`` leads to, if its index (written last) exists.
+
+        Raises:
+            StateError: the index exists but cannot be parsed.
+            TargetError: the index cannot be read.
+        """
+        index = RawChangeLog(self.layout).batch(seq)
+        return index.checkpoint if index is not None else None
 
     def _write(
         self, batch: ChangeBatch, keys: Sequence[TableKey], dirs: Mapping[TableKey, Path]
@@ -452,8 +463,10 @@ def _write_parquet(table: pa.Table, handle: BinaryIO) -> None:
 
 
 def _entry(key: TableKey, path: Path, rows: pa.Table) -> BatchTableEntry:
+    """What one table's rows of a batch are, truncates included (their ``_ts`` is 0)."""
     ts = pc.min_max(rows.column("_ts"))
     deletes = pc.sum(rows.column("_deleted").cast(pa.int64())).as_py() or 0
+    truncates = pc.sum(pc.equal(rows.column("_op"), Op.TRUNCATE.value).cast(pa.int64())).as_py()
     return BatchTableEntry(
         key=key,
         dir=path.parent.name,
@@ -462,4 +475,5 @@ def _entry(key: TableKey, path: Path, rows: pa.Table) -> BatchTableEntry:
         deletes=int(deletes),
         min_ts=int(ts["min"].as_py()),
         max_ts=int(ts["max"].as_py()),
+        truncates=int(truncates or 0),
     )

@@ -7,8 +7,8 @@ replay carries the same events. Anything further means the checkpoint is behind 
 (lost, or restored from an older backup): a sync from it would write other events under
 numbers the log already holds, so it is refused before anything is fetched.
 
-Batch numbers may be skipped (a new snapshot walk skips the number of a batch a crash may
-have left without its checkpoint), so a missing number is not a hole by itself. Each
+Batch numbers may be skipped (a new snapshot walk or data sync skips the number of a batch
+a crash may have left without its checkpoint), so a missing number is not a hole by itself. Each
 index names the batch before it (``previous``), which tells a skipped number from a lost
 index; indexes written before that link existed are checked more loosely (a number may
 only be missing right before a new snapshot walk).
@@ -20,7 +20,7 @@ import bisect
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-from convex_cdc.core.checkpoint import Checkpoint
+from convex_cdc.core.checkpoint import Checkpoint, DataSync
 from convex_cdc.core.errors import StateError
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.raw.batch_index import BatchIndex
@@ -64,10 +64,7 @@ def predecessor(numbers: Sequence[int], seq: int) -> int:
 def differing_batch(existing: BatchIndex, planned: BatchIndex) -> str:
     """A short account of how two batches with one number differ, for an error message."""
     if existing.snapshot_ts != planned.snapshot_ts or existing.kind != planned.kind:
-        return (
-            f"it holds a {existing.kind} batch of walk {existing.snapshot_ts}, this run a "
-            f"{planned.kind} batch of walk {planned.snapshot_ts}"
-        )
+        return f"it holds {_describe_kind(existing)}, this run {_describe_kind(planned)}"
     if existing.checkpoint.position != planned.checkpoint.position:
         return "it ends at another position"
     return f"it holds {existing.rows} events, this run has {planned.rows}"
@@ -158,8 +155,8 @@ def ensure_contiguous(
 def ensure_checkpointed_batch_exists(log: RawChangeLog, checkpoint: Checkpoint) -> None:
     """Refuse when the batch the checkpoint counts last has lost its index.
 
-    Its number may have been skipped instead: by a snapshot walk begun after the batch
-    before it, or when nothing was ever delivered.
+    Its number may have been skipped instead: by a snapshot walk or a data sync begun
+    after the batch before it, or when nothing was ever delivered.
 
     Raises:
         StateError: the index is missing and the number was not skipped.
@@ -170,9 +167,7 @@ def ensure_checkpointed_batch_exists(log: RawChangeLog, checkpoint: Checkpoint) 
     earlier = [n for n in log.batch_numbers() if n < seq]
     if earlier:
         last = log.batch(earlier[-1])
-        if last is not None and last.checkpoint.snapshot_started_at != (
-            checkpoint.snapshot_started_at
-        ):
+        if last is not None and _history_start(last.checkpoint) != _history_start(checkpoint):
             return
     elif not checkpoint.tables_seen:
         return
@@ -181,6 +176,20 @@ def ensure_checkpointed_batch_exists(log: RawChangeLog, checkpoint: Checkpoint) 
         f"the checkpoint counts batch {seq} as durable",
         hint=DAMAGED_RAW_HINT,
     )
+
+
+def _history_start(checkpoint: Checkpoint) -> tuple[int | None, str | None]:
+    """What a skipped batch number follows: the snapshot walk the history starts from, and
+    the data sync it is followed with (a cold start is a new sync, with a new id)."""
+    position = checkpoint.position
+    sync_id = position.sync_id if isinstance(position, DataSync) else None
+    return checkpoint.snapshot_started_at, sync_id
+
+
+def _describe_kind(index: BatchIndex) -> str:
+    if index.kind == "snapshot":
+        return f"a snapshot batch of walk {index.snapshot_ts}"
+    return f"a {index.kind} batch"
 
 
 def _starts_new_walk(index: BatchIndex, before: BatchIndex) -> bool:

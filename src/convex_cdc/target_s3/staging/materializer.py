@@ -4,8 +4,10 @@ A run applies the raw batches with ``state.last_applied_batch < seq <= checkpoin
 (later batches are not committed yet: their checkpoint was never saved). A snapshot batch
 of a walk staging has not seen (``snapshot_ts`` differs from the state's) means
 truncate-and-reload: every table is emptied before that batch and the ones after it.
-``consistent_as_of_ts`` is the checkpoint's ``consistent_as_of`` once every committed
-batch is applied (``None`` while the snapshot walk is incomplete).
+A data-sync batch that truncates a table empties that one table before its rows of the
+batch are applied (:mod:`.truncates`). ``consistent_as_of_ts`` is the checkpoint's
+``consistent_as_of`` once every committed batch is applied (``None`` while the snapshot
+walk is incomplete, or while a data sync is snapshotting).
 
 Batches are applied in steps of at most ``max_events_per_step`` events, which bounds
 memory. Each step follows one order, so a crash anywhere leaves a state that names only
@@ -40,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import Final, Literal
 
 from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.columns import Widening
@@ -66,6 +68,7 @@ from convex_cdc.target_s3.staging.state import (
     load_staging_state,
     save_staging_state,
 )
+from convex_cdc.target_s3.staging.truncates import last_truncating, rows_after_truncate, rows_left
 from convex_cdc.target_s3.table_paths import resolve_table_dir
 
 log = logging.getLogger(__name__)
@@ -102,11 +105,15 @@ class MaterializeReport:
     files_removed: int = 0
     full_rebuild: bool = False
     """A new snapshot walk (or the first one) rebuilt every table."""
+    tables_truncated: list[str] = field(default_factory=list)
+    """Tables a data sync truncated (emptied, then built again from the rows after it)."""
     damaged_files: list[str] = field(default_factory=list)
     """Listed staging files found missing or of another size; staging was rebuilt."""
     widenings: list[tuple[str, Widening]] = field(default_factory=list)
     """``(qualified table, widening)`` recorded by this run."""
     consistent_as_of_ts: int | None = None
+    api: Literal["streaming-export", "data-sync"] | None = None
+    """The API the checkpoint follows the source with (``None``: no checkpoint yet)."""
     elapsed_seconds: float = 0.0
 
 
@@ -165,6 +172,7 @@ class StagingMaterializer:
         state = load_staging_state(self.layout.staging_state)
         if checkpoint is None:
             return _finish(report, state)
+        report.api = checkpoint.api
         _check_compatible(state, checkpoint, self.layout.staging_state)
         report.files_removed += self._remove_unlisted_files(state)
         ensure_checkpointed_batch_exists(self.raw, checkpoint)
@@ -197,7 +205,7 @@ class StagingMaterializer:
         # What came before the walk staging is (re)built from does not matter to it.
         ensure_contiguous(self.raw, batches, after=None if reload_from is not None else after)
 
-        expected = _expected_rows(batches)
+        expected = rows_left(batches)
         steps = list(_steps(batches, self.max_events_per_step))
         for number, step in enumerate(steps):
             keys = sorted({t.key for index in step for t in index.tables})
@@ -208,7 +216,11 @@ class StagingMaterializer:
                 report.rows_upserted += update.upserted
                 report.rows_deleted += update.deleted
                 report.widenings.extend((key.qualified, w) for w in update.widenings)
-                if update.changed and key.qualified not in report.tables_changed:
+                if update.truncated and key.qualified not in report.tables_truncated:
+                    report.tables_truncated.append(key.qualified)
+                if (update.changed or update.truncated) and (
+                    key.qualified not in report.tables_changed
+                ):
                     report.tables_changed.append(key.qualified)
                 if self.progress is not None:
                     self.progress(MaterializeProgress(key, report.batches_applied, len(batches)))
@@ -248,6 +260,7 @@ class StagingMaterializer:
                 state = replace(settled, updated_at=_now())
                 save_staging_state(self.layout.staging_state, state)
         report.tables_changed.sort()
+        report.tables_truncated.sort()
         return _finish(report, state)
 
     def _apply_tables(
@@ -275,12 +288,23 @@ class StagingMaterializer:
         self, key: TableKey, current: StagingTable | None, step: Sequence[BatchIndex], rows: int
     ) -> TableUpdate:
         table_dir = resolve_table_dir(self.layout.staging, key)
+        indexes = [index for index in step if index.entry(key) is not None]
+        # A truncate starts the table again: what it held, and the step's batches before
+        # the last truncating one, no longer count.
+        restart = last_truncating(indexes, key)
+        forgotten: list[str] = []
+        if restart is not None:
+            indexes = indexes[restart:]
+            forgotten = [f.path for f in current.files] if current is not None else []
+            current = None
         if current is None:
             buckets = buckets_for(rows, self.rows_per_bucket)
             current = empty_table(key, table_dir.name, buckets=buckets)
-        indexes = [index for index in step if index.entry(key) is not None]
-        events = self.raw.read_table_batches(key, indexes, columns=EVENT_COLUMNS)
-        return apply_table_events(
+        columns = EVENT_COLUMNS if restart is None else [*EVENT_COLUMNS, "_op"]
+        events = self.raw.read_table_batches(key, indexes, columns=columns)
+        if restart is not None:
+            events = rows_after_truncate(events)
+        update = apply_table_events(
             self.layout.root,
             table_dir,
             current,
@@ -289,6 +313,13 @@ class StagingMaterializer:
             schema_fingerprint=step[-1].checkpoint.schema_fingerprints.get(key.qualified),
             rows_per_bucket=self.rows_per_bucket,
         )
+        if restart is not None:
+            update.truncated = True
+            listed = {f.path for f in update.table.files}
+            update.obsolete = sorted(
+                set(update.obsolete) | {path for path in forgotten if path not in listed}
+            )
+        return update
 
     def _commit(self, state: StagingState, obsolete: Sequence[str]) -> int:
         """Save ``state``, then delete the files it no longer lists. Returns files deleted."""
@@ -392,15 +423,6 @@ def _steps(batches: Sequence[BatchIndex], max_events: int) -> Iterator[list[Batc
         events += index.rows
     if step:
         yield step
-
-
-def _expected_rows(batches: Sequence[BatchIndex]) -> dict[TableKey, int]:
-    """Upper bound of each table's rows after ``batches`` (sizes a new table's buckets)."""
-    rows: dict[TableKey, int] = {}
-    for index in batches:
-        for entry in index.tables:
-            rows[entry.key] = rows.get(entry.key, 0) + entry.rows - entry.deletes
-    return rows
 
 
 def _is_bucket_file_path(relative: str) -> bool:

@@ -90,6 +90,8 @@ class TableUpdate:
     upserted: int = 0
     deleted: int = 0
     widenings: list[Widening] = field(default_factory=list)
+    truncated: bool = False
+    """A truncate emptied the table before these events (set by the materializer)."""
 
     @property
     def changed(self) -> bool:

@@ -1,7 +1,9 @@
 -- The latest checkpoint of source {{source_name}}, and how far the landed data is behind
 -- the source. Convex timestamps (consistent_as_of, _ts) are nanoseconds since the Unix
 -- epoch; DIV 1000 turns them into the microseconds timestamp_micros and unix_micros use.
--- consistent_as_of is NULL while a snapshot walk is in progress (phase = 'snapshot').
+-- consistent_as_of is NULL while a snapshot walk is in progress (phase = 'snapshot', or
+-- a Data Sync whose sync_status is 'snapshotting'). api says which Convex API the source
+-- is followed with (NULL in rows saved before Data Sync support: streaming-export).
 SELECT
   latest.source,
   latest.deployment_url,
@@ -12,6 +14,9 @@ SELECT
   latest.walk_first_batch,
   latest.save_seq,
   latest.reason,
+  coalesce(latest.api, 'streaming-export') AS api,
+  latest.sync_status,
+  latest.sync_id,
   latest.consistent_as_of,
   timestamp_micros(latest.consistent_as_of DIV 1000) AS consistent_as_of_at,
   latest.updated_at AS saved_at,

@@ -14,9 +14,10 @@ SELECT
   max(bronze.last_ts) AS bronze_last_ts,
   timestamp_micros(max(bronze.last_ts) DIV 1000) AS bronze_last_change_at
 FROM (
-  SELECT _id, max(_ts) AS last_ts, max_by(_deleted, _ts) AS deleted
+  SELECT _id, max_by(_ts, {{sequence}}) AS last_ts, max_by(_deleted, {{sequence}}) AS deleted
   FROM {{bronze}}
   WHERE _batch >= (SELECT walk_first_batch FROM walk)
+    AND _op <> 'truncate'{{since_truncate}}
   GROUP BY _id
 ) AS bronze
 FULL OUTER JOIN (

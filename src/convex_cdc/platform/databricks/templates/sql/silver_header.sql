@@ -1,7 +1,8 @@
 -- {{generated}}
 -- Silver current-state tables for Convex, as a Lakeflow pipeline source (SQL).
--- One AUTO CDC flow per table: KEYS (_id), SEQUENCE BY _ts (Convex commit time, ns),
--- APPLY AS DELETE WHEN _deleted, STORED AS SCD TYPE {{scd_type}}.
+-- One AUTO CDC flow per table: KEYS (_id), APPLY AS DELETE WHEN _deleted,
+-- STORED AS SCD TYPE {{scd_type}}.
+{{truncate_help}}
 -- Source: {{source_description}}
 --
 -- Pipeline configuration used here:
