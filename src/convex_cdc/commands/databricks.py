@@ -300,6 +300,13 @@ def apply_silver(
     metavar="URI",
     help="With --feed s3-export: the published raw change log (s3://bucket/prefix/raw_change_log).",
 )
+@click.option(
+    "--published",
+    metavar="URI",
+    help="The S3/export target's `publish --to` (s3://bucket/prefix): also write "
+    "sql/published_tables.sql, which registers its published Delta tables (current state) "
+    "as Unity Catalog external tables in convex_<source>_published.",
+)
 def render(
     *,
     out: Path,
@@ -317,6 +324,7 @@ def render(
     convex_url: str | None,
     project_dir: Path | None,
     raw_change_log: str | None,
+    published: str | None,
 ) -> None:
     """Render the Lakeflow AUTO CDC pipeline (SQL and Python) and the bundle.
 
@@ -380,6 +388,7 @@ def render(
         # The bundle records the checkout relative to itself, as the CLI resolves it.
         project_dir=_relative_posix(checkout, out) if checkout is not None else None,
         raw_change_log=raw_change_log,
+        published=published,
     )
     files = run_render(specs, options)
     try:

@@ -9,6 +9,8 @@ Output (paths relative to ``--out``)::
     src/silver_sql/convex_silver.sql            SQL source: a view + table + AUTO CDC flow per table
     src/silver_python/convex_silver.py          Python source: the same, in a loop
     sql/bronze_external_tables.sql              registers bronze as UC external tables
+    sql/published_tables.sql                    with --published: the S3/export target's
+                                                published Delta tables as UC external tables
 
 A bundle serves one source (Convex deployment) of the warehouse. Every name it gives
 Databricks carries the source name (:class:`BundleNames`), so the bundles of several
@@ -28,6 +30,10 @@ from typing import Final
 
 from convex_cdc.core.errors import ConfigError
 from convex_cdc.platform.databricks.dashboard import dashboard_files
+from convex_cdc.platform.databricks.published_tables import (
+    PUBLISHED_TABLES_FILE,
+    published_tables_sql,
+)
 from convex_cdc.platform.databricks.render_options import (
     BRONZE_SCHEMA_TABLES,
     BundleNames,
@@ -84,6 +90,8 @@ def render(specs: Sequence[TableSpec], options: RenderOptions) -> dict[str, str]
         files["sql/bronze_external_tables.sql"] = _bronze_external_tables(chosen, options, names)
         # The monitoring dashboard reads what that file registers.
         files.update(dashboard_files(chosen, options))
+    if options.published is not None:
+        files[PUBLISHED_TABLES_FILE] = published_tables_sql(chosen, options)
     return files
 
 

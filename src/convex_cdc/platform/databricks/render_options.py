@@ -55,6 +55,9 @@ class RenderOptions:
     artifact builds the extractor's wheel from (bronze source)."""
     raw_change_log: str | None = None
     """Where the S3/export target publishes its raw change log (s3-export source)."""
+    published: str | None = None
+    """The S3/export target's ``publish --to``: when given, ``sql/published_tables.sql``
+    registers its published (Delta) tables in Unity Catalog."""
     bundle_name: str | None = None
     """The bundle's name, which also names its workspace folder; ``None``:
     ``convex_cdc_<source>``."""
@@ -83,6 +86,8 @@ class BundleNames:
     silver_schema: str
     """``convex_<source>_silver``: the prod target's streaming tables (dev appends
     ``_<developer>``)."""
+    published_schema: str
+    """``convex_<source>_published``: the S3/export target's published tables."""
 
 
 def bundle_names(options: RenderOptions) -> BundleNames:
@@ -95,6 +100,7 @@ def bundle_names(options: RenderOptions) -> BundleNames:
         pipeline=f"convex_cdc_{source}_silver",
         bronze_schema=options.bronze_schema or f"convex_{source}_bronze",
         silver_schema=options.silver_schema or f"convex_{source}_silver",
+        published_schema=f"convex_{source}_published",
     )
 
 

@@ -1,0 +1,4 @@
+
+-- {{comment}}
+CREATE TABLE IF NOT EXISTS {{name}}
+  USING DELTA LOCATION {{location}};
