@@ -138,8 +138,13 @@ class DevserverProcess:
         return ServerMeter(self.process.pid)
 
     def env(self) -> dict[str, str]:
-        """``CONVEX_URL`` and ``CONVEX_DEPLOY_KEY`` for a convex-cdc child process."""
-        return {"CONVEX_URL": self.url, "CONVEX_DEPLOY_KEY": self.key}
+        """``CONVEX_URL`` and ``CONVEX_DEPLOY_KEY`` for a convex-cdc child process, on the
+        legacy pair: the floor and the peer read the deployment through it too."""
+        return {
+            "CONVEX_URL": self.url,
+            "CONVEX_DEPLOY_KEY": self.key,
+            "CONVEX_CDC_API": "streaming-export",
+        }
 
     def stop(self) -> None:
         """Stop the server (idempotent)."""

@@ -21,10 +21,12 @@ STEPS = (
     *SNAPSHOT_STEPS,
     "materialize_full",
     "publish_full",
+    "publish_full_no_delta",
     "apply_silver_full",
     "sync_delta",
     "materialize_incremental",
     "publish_incremental",
+    "publish_incremental_no_delta",
     "extract_delta",
     "apply_silver_incremental",
     "sync_snapshot_rss_check",
@@ -36,6 +38,8 @@ CHECKS = (
     "sync_rss_growth",
     "materialize_incremental_vs_full",
     "publish_incremental",
+    "publish_full_delta_overhead",
+    "publish_incremental_delta_overhead",
     "devserver_vs_sync",
 )
 

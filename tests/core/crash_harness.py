@@ -153,8 +153,9 @@ class DurableSink:
     """A change-log sink that survives crashes: one durable file per (batch, table).
 
     A replayed batch overwrites its files. :meth:`state` materialises current state like
-    staging does: batches in order, deletes applied, and a snapshot batch of a walk not
-    seen before truncates everything (``--resnapshot`` is a truncate-and-reload).
+    staging does: batches in order, deletes applied, truncates and drops empty their
+    table, and a snapshot batch of a walk not seen before truncates everything
+    (``--resnapshot`` is a truncate-and-reload).
     """
 
     crash: CrashInjector = field(default_factory=CrashInjector)
@@ -205,7 +206,7 @@ class DurableSink:
                 state.clear()
                 walk = row["_snapshot_ts"]
             table = (row["_component"], row["_table"])
-            if row["_op"] == "truncate":  # a data sync walks this table again
+            if row["_op"] in ("truncate", "drop"):  # walked again, or gone from the source
                 state = {key: doc for key, doc in state.items() if key[:2] != table}
                 continue
             key = (*table, row["_id"])
@@ -223,7 +224,7 @@ class DurableSink:
             if row["_op"] == "snapshot" and row["_snapshot_ts"] != walk:
                 seen.clear()
                 walk = row["_snapshot_ts"]
-            if row["_op"] == "truncate":
+            if row["_op"] in ("truncate", "drop"):
                 table = (row["_component"], row["_table"])
                 seen = {version for version in seen if version[:2] != table}
                 continue

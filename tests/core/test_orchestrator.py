@@ -409,7 +409,8 @@ def test_resnapshot_truncates_and_reloads_so_dropped_tables_disappear() -> None:
     run_sync(s.deployment, sink, store)
     s.deployment.drop_table("users")  # the legacy API sends no tombstones for this
     run_sync(s.deployment, sink, store)
-    assert any(key[1] == "users" for key in sink.state())  # stale without a resnapshot
+    # json_schemas no longer lists it: a drop event, no resnapshot needed.
+    assert not any(key[1] == "users" for key in sink.state())
     before = store.load()
     assert before is not None
 
@@ -423,11 +424,6 @@ def test_resnapshot_truncates_and_reloads_so_dropped_tables_disappear() -> None:
     assert not any(key[1] == "users" for key in sink.state())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a resnapshot walk with no events writes no "
-    "batch, so a sink never learns of the new walk and keeps the old rows",
-)
 def test_a_resnapshot_of_a_deployment_whose_tables_were_all_dropped_empties_the_sink() -> None:
     s = build_scenario()
     _, sink, store = fresh()

@@ -67,7 +67,8 @@ def test_status_reports_phase_lag_tables_and_last_publish(
     result = runner.invoke(cli, ["status", "--dest", dest, "--json"], env=env)
     assert result.exit_code == 0, result.output
     status = json.loads(result.output)
-    assert status["phase"] == "delta"
+    assert status["phase"] == "data-sync"  # auto: the devserver offers Data Sync
+    assert status["api"] == "data-sync"
     assert status["lag_source"] == "server"
     assert status["lag_seconds"] >= 0
     rows = {t["table"]: t["rows"] for t in status["staging"]["tables"]}

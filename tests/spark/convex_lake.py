@@ -72,7 +72,14 @@ class ConvexLake:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"CONVEX_URL": self.server.url, "CONVEX_DEPLOY_KEY": self.server.key}
+        # The legacy pair: Apache Spark's AUTO CDC has no APPLY AS TRUNCATE (the harness
+        # removes the clause), so a data sync's truncate rows would become silver rows
+        # here while Databricks applies them as truncates.
+        return {
+            "CONVEX_URL": self.server.url,
+            "CONVEX_DEPLOY_KEY": self.server.key,
+            "CONVEX_CDC_API": "streaming-export",
+        }
 
     @property
     def warehouse_dir(self) -> Path:

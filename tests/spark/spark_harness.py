@@ -65,7 +65,7 @@ AUX_TABLE_PREFIX: Final = "__spark_autocdc_aux_state_"
 
 _SQL_CREATE_OR_REFRESH: Final = "CREATE OR REFRESH STREAMING TABLE"
 _SQL_CREATE: Final = "CREATE STREAMING TABLE"
-SQL_APPLY_AS_TRUNCATE: Final = "\nAPPLY AS TRUNCATE WHEN _op = 'truncate'"
+SQL_APPLY_AS_TRUNCATE: Final = "\nAPPLY AS TRUNCATE WHEN _op IN ('truncate', 'drop')"
 """The rendered SCD type 1 truncate clause, which Apache Spark 4.3's grammar lacks."""
 PYTHON_APPLY_AS_TRUNCATES: Final = '        truncates["apply_as_truncates"] = F.expr(TRUNCATE)\n'
 """The rendered SCD type 1 ``apply_as_truncates=`` argument, which Apache Spark 4.3's

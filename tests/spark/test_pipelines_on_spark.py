@@ -202,7 +202,7 @@ def bracket_quoted_views(specs: Mapping[TableKey, TableSpec]) -> Callable[[str],
             source = f"STREAM(${{convex.bronze_catalog}}.${{convex.bronze_schema}}.`{name}`)"
             return (
                 f"CREATE TEMPORARY VIEW {match.group('view')} AS\n"
-                f"SELECT _id, _ts, _deleted{columns}\nFROM {source};\n"
+                f"SELECT _id, _ts, _deleted, _op, _batch{columns}\nFROM {source};\n"
             )
 
         edited, views = _VIEW.subn(view, sql)

@@ -43,7 +43,7 @@ from convex_cdc.core.type_mapping import values_column_type, widen
 from convex_cdc.platform.databricks.render import render
 from convex_cdc.platform.databricks.render_options import RenderOptions
 from convex_cdc.platform.databricks.source_name import SourceName
-from convex_cdc.platform.databricks.spark_projection import sql_name
+from convex_cdc.platform.databricks.spark_projection import EXCEPT_COLUMNS, sql_name
 from convex_cdc.platform.databricks.table_spec import TableSpec
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (pip install '.[dev]')")
@@ -319,8 +319,9 @@ def python_views(
 
 
 def without_deleted(frame: DataFrame) -> pa.Table:
+    """The view's rows without the columns AUTO CDC does not copy into silver."""
     table: pa.Table = frame.toArrow()
-    return table.drop_columns(["_deleted"])
+    return table.drop_columns([c for c in EXCEPT_COLUMNS if c in table.column_names])
 
 
 @pytest.fixture

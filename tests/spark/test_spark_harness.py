@@ -48,7 +48,7 @@ def test_the_sql_source_loses_only_or_refresh_and_the_truncate_clause(tmp_path: 
     sql = (
         "CREATE OR REFRESH STREAMING TABLE `t`\n  COMMENT 'CREATE OR REFRESH';\n"
         "CREATE FLOW f AS AUTO CDC INTO `t` FROM STREAM(v) KEYS (_id)\n"
-        "APPLY AS TRUNCATE WHEN _op = 'truncate'\nSEQUENCE BY STRUCT(_batch, _ts);\n"
+        "APPLY AS TRUNCATE WHEN _op IN ('truncate', 'drop')\nSEQUENCE BY STRUCT(_batch, _ts);\n"
     )
     (tmp_path / "src/silver_sql").mkdir(parents=True)
     (tmp_path / "src/silver_sql/convex_silver.sql").write_text(sql, encoding="utf-8")
@@ -57,7 +57,7 @@ def test_the_sql_source_loses_only_or_refresh_and_the_truncate_clause(tmp_path: 
 
     assert ran == (
         sql.replace("CREATE OR REFRESH STREAMING TABLE", "CREATE STREAMING TABLE").replace(
-            "\nAPPLY AS TRUNCATE WHEN _op = 'truncate'", ""
+            "\nAPPLY AS TRUNCATE WHEN _op IN ('truncate', 'drop')", ""
         )
     )
     assert "APPLY AS TRUNCATE" in pipeline_source(tmp_path, "sql", truncates=True)

@@ -18,6 +18,12 @@ from convex_cdc.commands.sync import describe_position, format_ts
 from convex_cdc.core.checkpoint import Checkpoint, DataSync
 from convex_cdc.core.checkpoint_json import checkpoint_to_json
 from convex_cdc.core.errors import ConvexCdcError
+from convex_cdc.core.retention import (
+    check_retention,
+    cursor_ts,
+    default_retention_days,
+    describe_duration,
+)
 from convex_cdc.core.selection import Selection
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.io_errors import io_errors
@@ -28,9 +34,17 @@ _NOTHING_SELECTED = Selection.from_wire({"_other": "excluded"})
 
 
 def collect_status(
-    layout: DestinationLayout, *, url: str | None, deploy_key_env: str, ask_server: bool
+    layout: DestinationLayout,
+    *,
+    url: str | None,
+    deploy_key_env: str,
+    ask_server: bool,
+    retention_days: float | None = None,
 ) -> dict[str, Any]:
     """Everything ``status`` shows, as a JSON-ready dict.
+
+    ``retention_days``: the deployment's document retention (default: 14 days for a
+    ``*.convex.cloud`` URL, 2 days otherwise), which the cursor's age is compared with.
 
     Raises:
         StateError: the checkpoint or the staging state is unusable.
@@ -51,18 +65,56 @@ def collect_status(
         "position": None if checkpoint is None else describe_position(checkpoint),
         "lag_seconds": None,
         "lag_source": None,
+        "retention_days": None,
+        "cursor_age_seconds": None,
+        "retention_left_seconds": None,
+        "retention_warning": None,
         "staging": _staging_status(staging, checkpoint),
         "last_publish": last_publish,
     }
+    if checkpoint is None:
+        return status
+    now, source = _server_now(checkpoint, url, deploy_key_env) if ask_server else (None, None)
+    if now is None:
+        now, source = time.time_ns(), "local clock (no server reached)"
     # Lag is how far behind the server the landed data is consistent (none mid-walk).
-    consistent = checkpoint.consistent_as_of if checkpoint is not None else None
-    if checkpoint is not None and consistent is not None:
-        now, source = _server_now(checkpoint, url, deploy_key_env) if ask_server else (None, None)
-        if now is None:
-            now, source = time.time_ns(), "local clock (no server reached)"
+    consistent = checkpoint.consistent_as_of
+    if consistent is not None:
         status["lag_seconds"] = round(max(now - consistent, 0) / 1e9, 3)
         status["lag_source"] = source
+    status.update(
+        _retention_status(
+            layout, checkpoint=checkpoint, url=url, now=now, retention_days=retention_days
+        )
+    )
     return status
+
+
+def _retention_status(
+    layout: DestinationLayout,
+    *,
+    checkpoint: Checkpoint,
+    url: str | None,
+    now: int,
+    retention_days: float | None,
+) -> dict[str, Any]:
+    """The cursor's age against the deployment's retention, and a warning past half of it."""
+    days = retention_days or default_retention_days(url or checkpoint.source.deployment_url)
+    cursor_at = cursor_ts(checkpoint)
+    if cursor_at is None:
+        # A data sync still snapshotting keeps its timestamp inside the opaque cursor; it
+        # moves with every page, so the last save is when it was last fresh.
+        with io_errors(f"read the state of {layout.root}", then="run status again"):
+            cursor_at = layout.checkpoint.stat().st_mtime_ns
+    check = check_retention(cursor_at=cursor_at, now=now, retention_days=days)
+    return {
+        "retention_days": check.retention_days,
+        "cursor_age_seconds": check.cursor_age_seconds,
+        "retention_left_seconds": check.retention_left_seconds,
+        "retention_warning": None
+        if check.message is None
+        else {"level": check.level, "message": check.message},
+    }
 
 
 def _data_sync_status(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
@@ -134,6 +186,16 @@ def _render(status: dict[str, Any]) -> None:
         console.print(
             f"[bold]lag[/bold]         {status['lag_seconds']:.1f}s ({status['lag_source']})"
         )
+    if status["retention_days"] is not None:
+        console.print(
+            f"[bold]retention[/bold]   {status['retention_days']:g} days; cursor "
+            f"{describe_duration(status['cursor_age_seconds'])} old, "
+            f"{describe_duration(max(status['retention_left_seconds'], 0))} left"
+        )
+    warning = status["retention_warning"]
+    if warning is not None:
+        style = "bold red" if warning["level"] == "error" else "yellow"
+        console.print(f"[{style}]{warning['level']}:[/{style}] {warning['message']}")
     staging = status["staging"]
     if not staging["built"]:
         console.print("[bold]staging[/bold]     not built yet (run `convex-cdc materialize`)")
@@ -190,15 +252,36 @@ def _describe_api(status: dict[str, Any]) -> str:
 @source_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--offline", is_flag=True, help="Do not contact the server (lag from local clock).")
-def status(dest: str, url: str | None, deploy_key_env: str, as_json: bool, offline: bool) -> None:
+@click.option(
+    "--retention-days",
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="CONVEX_CDC_RETENTION_DAYS",
+    help="The deployment's document retention [default: 14 for *.convex.cloud, else 2, "
+    "a self-hosted backend's default].",
+)
+def status(
+    *,
+    dest: str,
+    url: str | None,
+    deploy_key_env: str,
+    as_json: bool,
+    offline: bool,
+    retention_days: float | None,
+) -> None:
     """Show DIR's phase, the API it follows (and a data sync's status), cursors, lag
-    behind the server, rows per table and last publish.
+    behind the server, the cursor's age against the deployment's retention, rows per table
+    and last publish.
 
-    Lag is measured against the server's current timestamp when the deploy key is
-    available, otherwise estimated from the local clock.
+    Lag and the cursor's age are measured against the server's current timestamp when the
+    deploy key is available, otherwise against the local clock. A cursor past half of the
+    retention window gets a warning, past 90% an error line: sync more often.
     """
     result = collect_status(
-        DestinationLayout.at(dest), url=url, deploy_key_env=deploy_key_env, ask_server=not offline
+        DestinationLayout.at(dest),
+        url=url,
+        deploy_key_env=deploy_key_env,
+        ask_server=not offline,
+        retention_days=retention_days,
     )
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))

@@ -369,6 +369,25 @@ def after_data_sync_page(
     return _advance(previous, position, tables, batch_limits)
 
 
+def after_drop_batch(previous: Checkpoint, *, tables: Iterable[TableKey]) -> Checkpoint:
+    """The checkpoint that is true once a batch of drop events for ``tables`` is durable.
+
+    The position does not move (a drop batch reads nothing from the source); the batch
+    counts, and the dropped tables leave ``tables_seen``, so a table of that name that
+    appears later is a new table.
+    """
+    dropped = {t.qualified for t in tables}
+    if not dropped:
+        raise ValueError("a drop batch drops at least one table")
+    if previous.pending is not None:
+        raise ValueError("a pending delta batch is replayed before anything else is written")
+    return replace(
+        previous,
+        batch_seq=previous.batch_seq + 1,
+        tables_seen=previous.tables_seen - dropped,
+    )
+
+
 def with_selection_fingerprint(checkpoint: Checkpoint, fingerprint: str) -> Checkpoint:
     """Record the selection the landed data is extracted with."""
     return replace(checkpoint, selection_fingerprint=fingerprint)

@@ -52,7 +52,17 @@ class Op(StrEnum):
     everything held for it from earlier batches is gone. ``_id`` is ``""``, ``_ts`` is 0,
     ``document`` is null. It is among the first rows of its batch (a page with truncates
     starts a batch), so "before" is simply "in an earlier batch"."""
+    DROP = "drop"
+    """The table is gone from the source (dropped in Convex): everything held for it from
+    earlier batches is gone, and so is the table itself. Same shape as a truncate (``_id``
+    ``""``, ``_ts`` 0, ``document`` null), in a batch of drop rows only. Convex sends
+    nothing for a dropped table; convex-cdc finds it missing from ``json_schemas``
+    (:mod:`convex_cdc.core.table_drops`)."""
 
+
+TABLE_OPS: Final = (Op.TRUNCATE.value, Op.DROP.value)
+"""``_op`` values of rows about a whole table rather than a document: each empties the
+table of what earlier batches hold, and none ever becomes a current-state row."""
 
 RAW_CHANGE_LOG_SCHEMA: Final = pa.schema(
     [
@@ -171,6 +181,20 @@ def truncate_events(
     tables: Sequence[TableKey], *, batch_seq: int, extracted_at: datetime | None = None
 ) -> pa.Table:
     """One :attr:`Op.TRUNCATE` row per table of ``tables``, in order."""
+    return _table_events(Op.TRUNCATE, tables, batch_seq, extracted_at)
+
+
+def drop_events(
+    tables: Sequence[TableKey], *, batch_seq: int, extracted_at: datetime | None = None
+) -> pa.Table:
+    """One :attr:`Op.DROP` row per table of ``tables``, in order."""
+    return _table_events(Op.DROP, tables, batch_seq, extracted_at)
+
+
+def _table_events(
+    op: Op, tables: Sequence[TableKey], batch_seq: int, extracted_at: datetime | None
+) -> pa.Table:
+    """Rows about whole tables (truncates, drops): no id, no timestamp, no document."""
     count = len(tables)
     return pa.table(
         {
@@ -179,7 +203,7 @@ def truncate_events(
             "_id": pa.array([""] * count, pa.string()),
             "_ts": pa.array([0] * count, pa.int64()),
             "_deleted": pa.array([False] * count, pa.bool_()),
-            "_op": pa.array([Op.TRUNCATE.value] * count, pa.string()),
+            "_op": pa.array([op.value] * count, pa.string()),
             "_batch": pa.array([batch_seq] * count, pa.int64()),
             "_snapshot_ts": pa.nulls(count, pa.int64()),
             "_extracted_at": pa.array(

@@ -42,14 +42,14 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from typing import Final, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from convex_cdc.core.api_choice import choose_api
+from convex_cdc.core.api_choice import Api, choose_api
 from convex_cdc.core.batch_assembler import BatchAssembler
 from convex_cdc.core.batch_writer import BatchCommit, BatchWriter
 from convex_cdc.core.checkpoint import (
@@ -60,6 +60,7 @@ from convex_cdc.core.checkpoint import (
     SourceIdentity,
     after_data_sync_page,
     after_delta_page,
+    after_drop_batch,
     after_snapshot_page,
     begin_data_sync,
     begin_snapshot,
@@ -67,14 +68,23 @@ from convex_cdc.core.checkpoint import (
     ensure_same_source,
     with_pending_delta,
     with_schema_fingerprints,
+    with_selection_fingerprint,
 )
 from convex_cdc.core.errors import MalformedResponse, Stopped
-from convex_cdc.core.events import events_from_values, tables_in, truncate_events
+from convex_cdc.core.events import (
+    BatchKind,
+    drop_events,
+    events_from_values,
+    tables_in,
+    truncate_events,
+)
 from convex_cdc.core.page_stream import PageStream
 from convex_cdc.core.schema import fetch_schema_fingerprints
+from convex_cdc.core.selection_fingerprint import selection_change, selection_fingerprint
 from convex_cdc.core.sink import CheckpointStore, Sink
 from convex_cdc.core.source import DataSyncPage, DataSyncSource, DeltaPage, SnapshotPage, Source
 from convex_cdc.core.sync_options import SyncObserver, SyncOptions, SyncReport
+from convex_cdc.core.table_drops import dropped_tables
 
 __all__ = ["SyncObserver", "SyncOptions", "SyncReport", "run_sync"]
 
@@ -104,7 +114,8 @@ def run_sync(
     Raises:
         ConvexCdcError: source errors as raised by the client (authentication, retention,
             malformed responses...), :class:`StepFailed` wrapping a sink failure,
-            :class:`ConfigError` for batch limits below 1.
+            :class:`ConfigError` for batch limits below 1 or a legacy destination
+            given another selection.
         Stopped: ``should_stop`` ended the run before it caught up (everything before
             the batch it was collecting is durable and checkpointed).
     """
@@ -119,6 +130,7 @@ def run_sync(
     api = choose_api(options.api, checkpoint, source, resnapshot=options.resnapshot)
     report.api = api
     log.info("following %s with the %s API", identity.deployment_url, api)
+    selection = _selection_to_record(checkpoint, options, api)  # a legacy change: exit 2
     fingerprints = fetch_schema_fingerprints(source)
 
     first_page: SnapshotPage | None = None
@@ -136,15 +148,24 @@ def run_sync(
         log.info("starting a snapshot walk at ts=%d", first_page.snapshot)
     if fingerprints is not None:
         checkpoint = with_schema_fingerprints(checkpoint, fingerprints)
+    checkpoint = with_selection_fingerprint(checkpoint, selection)
     if first_page is None and checkpoint != saved:
         store.save(checkpoint)  # fresh fingerprints only; a new walk is pinned with its page
 
     with _few_young_collections(), BatchWriter(sink, store) as writer:
         run = _Run(source=source, options=options, observer=observer, report=report, writer=writer)
         try:
+            # Tables dropped at the source go before anything this run reads, so a table
+            # created again under the same name arrives as a new one. A data sync first
+            # adopts a batch a crash left without its checkpoint.
+            drops_after_start = isinstance(checkpoint.position, DataSync)
+            if not drops_after_start:
+                checkpoint = run.drop_batch(checkpoint, fingerprints, pin=first_page is not None)
             checkpoint, caught_up = _walk(run, checkpoint, first_page, should_stop), False
             if api == "data-sync" and not isinstance(checkpoint.position, InitialSnapshot):
                 checkpoint = _data_sync_start(run, checkpoint, store)
+                if drops_after_start:
+                    checkpoint = run.drop_batch(checkpoint, fingerprints, pin=False)
                 checkpoint, caught_up = _data_sync(run, checkpoint, should_stop, sleep)
             elif isinstance(checkpoint.position, DeltaTail):
                 checkpoint, caught_up = _tail(run, checkpoint, should_stop, sleep)
@@ -160,6 +181,29 @@ def run_sync(
     if not caught_up:
         raise stopped_behind(checkpoint)
     return report
+
+
+def _selection_to_record(checkpoint: Checkpoint | None, options: SyncOptions, api: Api) -> str:
+    """The fingerprint of this run's selection, once it is known to fit the destination.
+
+    Raises:
+        ConfigError: a legacy destination built with another selection.
+    """
+    fingerprint = selection_fingerprint(options.selection)
+    switching = api == "data-sync" and checkpoint is not None and checkpoint.api != api
+    change = selection_change(
+        checkpoint, fingerprint, resnapshot=options.resnapshot, switching_to_data_sync=switching
+    )
+    if change == "adopted":
+        log.info("recording this run's selection for a checkpoint that predates it")
+    elif change == "changed":
+        # Never silent: say what the server does with it, and what it does not.
+        log.warning(
+            "the selection changed: the data sync walks newly selected tables by itself, "
+            "deselected tables keep their rows, and a changed column selection applies to "
+            "changes from now on (--resnapshot reads everything again)"
+        )
+    return fingerprint
 
 
 def stopped_behind(checkpoint: Checkpoint) -> Stopped:
@@ -562,6 +606,54 @@ class _Run:
         )
         self._write(BatchCommit(start, following, batch.events(), "data-sync", tuple(batch.pages)))
         return following, last_page.status == "upToDate" and carry is None, batch.rows > 0, carry
+
+    def drop_batch(
+        self, start: Checkpoint, source_tables: Collection[str] | None, *, pin: bool
+    ) -> Checkpoint:
+        """A batch of drop events for the tables the source no longer has, handed to the
+        writer (:mod:`convex_cdc.core.table_drops`); returns the checkpoint after it.
+
+        ``source_tables``: the qualified names ``json_schemas`` listed (``None``: it could
+        not say, so nothing is dropped). ``pin``: ``start`` is a new snapshot walk not saved
+        yet; it is saved before the batch is written, as a walk's first batch does.
+
+        The batch after ``start`` may be durable already (a crash before its checkpoint
+        save): it is adopted first, since a drop batch must not take its number. A pending
+        delta batch that is not durable is replayed first; its drops wait for the next run.
+        """
+        if source_tables is None:
+            return start
+        selection = self.options.selection
+        if not dropped_tables(start, source_tables, selection):
+            return start
+        if not pin:
+            adopted = self.writer.sink.committed_checkpoint(start.batch_seq + 1)
+            if adopted is not None and adopted.batch_seq == start.batch_seq + 1:
+                log.warning(
+                    "batch %d is durable but its checkpoint was not saved; adopting it",
+                    adopted.batch_seq,
+                )
+                self.writer.store.save(adopted)
+                self.report.adopted_batches += 1
+                start = adopted
+        drops = dropped_tables(start, source_tables, selection)
+        if not drops:
+            return start
+        if start.pending is not None:
+            log.info("a pending batch is replayed first; dropped tables are recorded next run")
+            return start
+        log.warning("tables dropped at the source: %s", ", ".join(key.qualified for key in drops))
+        following = after_drop_batch(start, tables=drops)
+        events = drop_events(drops, batch_seq=following.batch_seq)
+        kind: BatchKind = (
+            "snapshot"
+            if isinstance(start.position, InitialSnapshot)
+            else "delta"
+            if isinstance(start.position, DeltaTail)
+            else "data-sync"
+        )
+        self._write(BatchCommit(start, following, events, kind, (), start if pin else None))
+        return following
 
     def settle(self) -> None:
         """Wait for the batch being written, then report it.

@@ -113,7 +113,7 @@ def test_sql_pipeline_declares_one_auto_cdc_flow_per_table(case: str) -> None:
             "keys": "_id",
             "delete": "_deleted",
             # SCD type 2 has no truncate (its views leave truncate rows out).
-            "truncate": "_op = 'truncate'" if options.scd_type == 1 else None,
+            "truncate": "_op IN ('truncate', 'drop')" if options.scd_type == 1 else None,
             "sequence": "STRUCT(_batch, _ts)" if options.scd_type == 1 else "_ts",
             "excluded": "_deleted, _op, _batch",
             "scd": str(options.scd_type),
@@ -126,7 +126,7 @@ def test_sql_pipeline_declares_one_auto_cdc_flow_per_table(case: str) -> None:
     assert views == [f"{name}__changes" for name in NAMES]
     where = "  WHERE _batch >= ${convex.first_batch}"
     if options.scd_type == 2:
-        where += "\n    AND _op <> 'truncate'"
+        where += "\n    AND _op NOT IN ('truncate', 'drop')"
     assert sql.count(where + "\n);") == 3
     has_tombstones = "pipelines.cdc.tombstoneGCThresholdInSeconds" in sql
     assert has_tombstones == (options.scd_type == 1)
@@ -212,7 +212,7 @@ def test_python_pipeline_defines_a_flow_per_table_each_with_its_own_source(
         sequence = flow["sequence_by"]
         assert (sequence.function, sequence.args) == ("struct", ("_batch", "_ts"))
         assert flow["apply_as_deletes"].text == "_deleted"
-        assert flow["apply_as_truncates"].text == "_op = 'truncate'"
+        assert flow["apply_as_truncates"].text == "_op IN ('truncate', 'drop')"
         assert flow["except_column_list"] == ["_deleted", "_op", "_batch"]
         assert flow["stored_as_scd_type"] == 1
         assert flow["source"] == f"{flow['target']}__changes"
@@ -264,7 +264,7 @@ def test_python_pipeline_builds_the_configured_tables_untyped_if_unknown(
     (truncates,) = [
         args[0] for step, args in orders if step == "where" and hasattr(args[0], "text")
     ]
-    assert truncates.text == "NOT (_op = 'truncate')"
+    assert truncates.text == "NOT (_op IN ('truncate', 'drop'))"
     assert [c.name for c in orders[-1][1][:-3]] == ["_id", "_creationTime", "_ts", "document"]
 
 

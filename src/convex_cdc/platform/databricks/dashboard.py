@@ -102,14 +102,15 @@ _SEQUENCE: Final = {1: "struct(_batch, _ts)", 2: "_ts"}
 _SINCE_TRUNCATE: Final[Mapping[int, Callable[[str], str]]] = {
     1: lambda bronze: (
         f"\n    AND _batch >= (SELECT coalesce(max(_batch), 0) FROM {bronze} "  # noqa: S608
-        "WHERE _op = 'truncate')"
+        "WHERE _op IN ('truncate', 'drop'))"
     ),
     2: lambda bronze: "",
 }
-"""SCD type 1 applies truncates: only the events from a table's last truncate on count."""
+"""SCD type 1 applies truncates and drops: only the events from a table's last truncate or
+drop on count (a dropped table expects no rows)."""
 _TRUNCATE_NOTE: Final = {
-    1: "and at or after the table's last truncate, the pipeline's APPLY AS TRUNCATE",
-    2: "truncates are not applied to SCD type 2",
+    1: "and at or after the table's last truncate or drop, the pipeline's APPLY AS TRUNCATE",
+    2: "truncates and drops are not applied to SCD type 2",
 }
 
 

@@ -356,15 +356,17 @@ _TRUNCATE_HELP: Final = {
     1: """\
 SEQUENCE BY STRUCT(_batch, _ts): batch order is the server's order (for Data Sync and the
 legacy API alike), and _ts orders the events of a batch.
-APPLY AS TRUNCATE WHEN _op = 'truncate': a truncate row (a table entered a Convex Data
-Sync: a cold start, newly selected, or replaced by an import; _ts 0, so it sorts after
-every earlier batch and before its own batch's rows) empties the table, and the rows after
-it fill it again. Truncate rows never become silver rows.""",
+APPLY AS TRUNCATE WHEN _op IN ('truncate', 'drop'): a truncate row (a table entered a
+Convex Data Sync: a cold start, newly selected, or replaced by an import; _ts 0, so it
+sorts after every earlier batch and before its own batch's rows) empties the table, and
+the rows after it fill it again. A drop row (the table was dropped at the source) empties
+it the same way. Truncate and drop rows never become silver rows.""",
     2: """\
 SEQUENCE BY _ts (Convex commit time, ns): __START_AT and __END_AT are Convex timestamps.
-AUTO CDC has no truncate for SCD type 2, so truncate rows (_op = 'truncate': a table
-entered a Convex Data Sync) are filtered out: the history of a table replaced by an
-import keeps its old rows, and documents the import removed stay current.""",
+AUTO CDC has no truncate for SCD type 2, so truncate and drop rows (_op 'truncate': a
+table entered a Convex Data Sync; 'drop': it was dropped at the source) are filtered out:
+the history of a table replaced by an import or dropped keeps its rows, and documents the
+import or the drop removed stay current.""",
 }
 
 
@@ -418,9 +420,9 @@ def _silver_sql(specs: Sequence[TableSpec], options: RenderOptions) -> str:
     return "".join(parts)
 
 
-_SQL_SOURCE_FILTER: Final = {1: "", 2: "\n    AND _op <> 'truncate'"}
-"""SCD type 2 has no truncate: its source view leaves truncate rows out."""
-_SQL_APPLY_AS_TRUNCATE: Final = {1: "\nAPPLY AS TRUNCATE WHEN _op = 'truncate'", 2: ""}
+_SQL_SOURCE_FILTER: Final = {1: "", 2: "\n    AND _op NOT IN ('truncate', 'drop')"}
+"""SCD type 2 has no truncate: its source view leaves truncate and drop rows out."""
+_SQL_APPLY_AS_TRUNCATE: Final = {1: "\nAPPLY AS TRUNCATE WHEN _op IN ('truncate', 'drop')", 2: ""}
 _SQL_SEQUENCE_BY: Final = {1: "STRUCT(_batch, _ts)", 2: "_ts"}
 
 

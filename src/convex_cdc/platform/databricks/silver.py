@@ -12,6 +12,7 @@ that changes nothing writes no commit.
 A truncate row in bronze (the table entered a Data Sync: cold start, newly selected,
 replaced by an import) empties the table's silver and tombstones, and the rows of its
 batch and later ones are applied after it (:func:`.silver_merge.after_last_truncate`).
+A drop row (the table left the source) is applied the same way: silver is left empty.
 
 A table is rebuilt (truncated, then reloaded from bronze) when the snapshot walk changed
 (``--resnapshot`` is a truncate-and-reload), when a column's type widened to ``json``

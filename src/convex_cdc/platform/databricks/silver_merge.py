@@ -21,7 +21,9 @@ truncate's batch and later ones apply to an empty table (:func:`after_last_trunc
 After a truncate a key's events come in ``_ts`` order again (the server emits a document
 at increasing ``_ts`` until the table enters the sync anew), so ``_ts`` alone orders
 them; a document walked again may be older than what was held before, which the
-truncate removed.
+truncate removed. A drop row (``_op = 'drop'``: the table left the source) is applied
+the same way (``APPLY AS TRUNCATE WHEN _op IN ('truncate', 'drop')``): silver of a dropped
+table is empty, and rows after it (the table was created again) fill it anew.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from convex_cdc.core.current_state import (
 )
 from convex_cdc.core.document_columns import paused_gc
 from convex_cdc.core.errors import TargetError
-from convex_cdc.core.events import Op
+from convex_cdc.core.events import TABLE_OPS
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.platform.databricks.delta_read import read_table, sql_ident
 from convex_cdc.platform.databricks.table_spec import TableSpec
@@ -56,6 +58,8 @@ CHANGE_COLUMNS: Final = ("_id", "_ts", "_deleted", "document")
 
 WINDOW_COLUMNS: Final = (*CHANGE_COLUMNS, "_batch", "_op")
 """The bronze columns a window is read with (to find its truncates)."""
+
+_EMPTYING_OPS: Final = pa.array(TABLE_OPS, pa.string())
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +76,10 @@ def after_last_truncate(rows: pa.Table) -> WindowChanges:
     """Split a window of bronze rows (:data:`WINDOW_COLUMNS`) at its last truncate.
 
     A truncate in batch ``N`` drops everything held from batches before ``N``; the rows
-    of batch ``N`` and later apply after it. Truncate rows never become silver rows.
+    of batch ``N`` and later apply after it. A drop is such a truncate. Truncate and drop
+    rows never become silver rows.
     """
-    truncate = pc.equal(rows.column("_op"), Op.TRUNCATE.value)
+    truncate = pc.is_in(rows.column("_op"), _EMPTYING_OPS)
     truncated_at = pc.max(pc.filter(rows.column("_batch"), truncate)).as_py()
     keep = pc.invert(truncate)
     if truncated_at is not None:

@@ -37,7 +37,7 @@ from convex_cdc.core.columns import ColumnSpec, arrow_schema, column_specs
 from convex_cdc.core.current_state import observed_column_types, parse_fields
 from convex_cdc.core.document_columns import paused_gc
 from convex_cdc.core.errors import StateError
-from convex_cdc.core.events import Op, tables_in
+from convex_cdc.core.events import TABLE_OPS, tables_in
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType, widen
 from convex_cdc.platform.databricks.append_log import AppendOnlyLog
@@ -126,13 +126,16 @@ def observed_types(events: pa.Table) -> dict[TableKey, dict[str, ColumnType]]:
     """Column types of every table's documents in a batch of change events (the types
     :func:`convex_cdc.core.current_state.observed_column_types` gives staging too).
 
-    Truncate rows carry no document; a table with nothing else still gets an entry.
+    Truncate and drop rows carry no document; a table with nothing else still gets an
+    entry (so the silver table of a dropped table exists, empty).
     """
     result: dict[TableKey, dict[str, ColumnType]] = {}
     keys = tables_in(events)
     documents = events
     if "_op" in events.column_names:
-        documents = events.filter(pc.not_equal(events.column("_op"), Op.TRUNCATE.value))
+        documents = events.filter(
+            pc.invert(pc.is_in(events.column("_op"), pa.array(TABLE_OPS, pa.string())))
+        )
     for key in keys:
         rows = documents
         if len(keys) > 1:

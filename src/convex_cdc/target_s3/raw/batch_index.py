@@ -18,6 +18,8 @@ A table's file is ``raw_change_log/<dir>/<file>`` under the destination root. ``
 truncate (``_op`` ``truncate``, ``_ts`` 0); its entry then records ``"truncates": 1``
 (absent when 0, so indexes of other batches are as they always were), and ``min_ts`` is 0:
 ``rows``, ``deletes`` and the ``_ts`` range describe the file's rows, truncates included.
+A batch that drops a table (it left the source) holds only drop rows (``_op`` ``drop``,
+``_ts`` 0); their entry records ``"drops": 1`` the same way.
 
 ``previous`` is the batch before this one in the log (``0``: none). Numbers may be
 skipped (a new snapshot walk or data sync skips the number of a batch a crash may have left
@@ -61,6 +63,8 @@ class BatchTableEntry:
     """Hex sha256 of the file as written (``None`` in indexes older than this field)."""
     truncates: int = 0
     """Truncate rows among ``rows`` (data-sync batches only; they come first in the file)."""
+    drops: int = 0
+    """Drop rows among ``rows`` (the table left the source; a drop batch holds nothing else)."""
 
     def same_rows(self, other: BatchTableEntry) -> bool:
         """Whether ``other`` describes the same rows (the bytes differ between two writes
@@ -70,7 +74,7 @@ class BatchTableEntry:
 
 def _rows_of(entry: BatchTableEntry) -> tuple[object, ...]:
     return (entry.key, entry.dir, entry.file, entry.rows, entry.deletes, entry.min_ts,
-            entry.max_ts, entry.truncates)  # fmt: skip
+            entry.max_ts, entry.truncates, entry.drops)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,11 @@ class BatchIndex:
         """Whether the batch truncates ``key`` (before its own rows of that table)."""
         entry = self.entry(key)
         return entry is not None and entry.truncates > 0
+
+    def drops(self, key: TableKey) -> bool:
+        """Whether the batch drops ``key`` (it left the source)."""
+        entry = self.entry(key)
+        return entry is not None and entry.drops > 0
 
     def same_batch(self, other: BatchIndex) -> bool:
         """Whether ``other`` is this batch written again: the same events (per table: rows,
@@ -153,6 +162,8 @@ def _entry_to_json(entry: BatchTableEntry) -> dict[str, Any]:
         data["sha256"] = entry.sha256
     if entry.truncates:
         data["truncates"] = entry.truncates
+    if entry.drops:
+        data["drops"] = entry.drops
     return data
 
 
@@ -189,6 +200,7 @@ def loads_batch_index(raw: bytes, *, where: str) -> BatchIndex:
                 bytes=int(t["bytes"]) if "bytes" in t else None,
                 sha256=str(t["sha256"]) if "sha256" in t else None,
                 truncates=int(t.get("truncates", 0)),
+                drops=int(t.get("drops", 0)),
             )
             for t in data["tables"]
         )

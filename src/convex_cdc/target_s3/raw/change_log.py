@@ -463,10 +463,12 @@ def _write_parquet(table: pa.Table, handle: BinaryIO) -> None:
 
 
 def _entry(key: TableKey, path: Path, rows: pa.Table) -> BatchTableEntry:
-    """What one table's rows of a batch are, truncates included (their ``_ts`` is 0)."""
+    """What one table's rows of a batch are, truncates and drops included (their ``_ts`` is 0)."""
     ts = pc.min_max(rows.column("_ts"))
     deletes = pc.sum(rows.column("_deleted").cast(pa.int64())).as_py() or 0
-    truncates = pc.sum(pc.equal(rows.column("_op"), Op.TRUNCATE.value).cast(pa.int64())).as_py()
+    ops = rows.column("_op")
+    truncates = pc.sum(pc.equal(ops, Op.TRUNCATE.value).cast(pa.int64())).as_py()
+    drops = pc.sum(pc.equal(ops, Op.DROP.value).cast(pa.int64())).as_py()
     return BatchTableEntry(
         key=key,
         dir=path.parent.name,
@@ -476,4 +478,5 @@ def _entry(key: TableKey, path: Path, rows: pa.Table) -> BatchTableEntry:
         min_ts=int(ts["min"].as_py()),
         max_ts=int(ts["max"].as_py()),
         truncates=int(truncates or 0),
+        drops=int(drops or 0),
     )

@@ -5,9 +5,10 @@ A run applies the raw batches with ``state.last_applied_batch < seq <= checkpoin
 of a walk staging has not seen (``snapshot_ts`` differs from the state's) means
 truncate-and-reload: every table is emptied before that batch and the ones after it.
 A data-sync batch that truncates a table empties that one table before its rows of the
-batch are applied (:mod:`.truncates`). ``consistent_as_of_ts`` is the checkpoint's
-``consistent_as_of`` once every committed batch is applied (``None`` while the snapshot
-walk is incomplete, or while a data sync is snapshotting).
+batch are applied (:mod:`.truncates`); a batch that drops a table (it left the source)
+removes it from staging, state and files (:mod:`.drops`). ``consistent_as_of_ts`` is
+the checkpoint's ``consistent_as_of`` once every committed batch is applied (``None``
+while the snapshot walk is incomplete, or while a data sync is snapshotting).
 
 Batches are applied in steps of at most ``max_events_per_step`` events, which bounds
 memory. Each step follows one order, so a crash anywhere leaves a state that names only
@@ -56,6 +57,7 @@ from convex_cdc.target_s3.raw.batch_index import BatchIndex
 from convex_cdc.target_s3.raw.change_log import RawChangeLog
 from convex_cdc.target_s3.raw.history import ensure_checkpointed_batch_exists, ensure_contiguous
 from convex_cdc.target_s3.staging.buckets import BUCKET_FILE_PATTERN, ROWS_PER_BUCKET, buckets_for
+from convex_cdc.target_s3.staging.drops import ends_dropped
 from convex_cdc.target_s3.staging.merge import (
     EVENT_COLUMNS,
     TableUpdate,
@@ -107,6 +109,8 @@ class MaterializeReport:
     """A new snapshot walk (or the first one) rebuilt every table."""
     tables_truncated: list[str] = field(default_factory=list)
     """Tables a data sync truncated (emptied, then built again from the rows after it)."""
+    tables_dropped: list[str] = field(default_factory=list)
+    """Tables dropped at the source, now gone from staging."""
     damaged_files: list[str] = field(default_factory=list)
     """Listed staging files found missing or of another size; staging was rebuilt."""
     widenings: list[tuple[str, Widening]] = field(default_factory=list)
@@ -209,6 +213,14 @@ class StagingMaterializer:
         steps = list(_steps(batches, self.max_events_per_step))
         for number, step in enumerate(steps):
             keys = sorted({t.key for index in step for t in index.tables})
+            for key in [key for key in keys if ends_dropped(step, key)]:
+                keys.remove(key)
+                dropped = tables.pop(key, None)
+                if dropped is not None:
+                    obsolete.extend(f.path for f in dropped.files)
+                for names in (report.tables_dropped, report.tables_changed):
+                    if key.qualified not in names:
+                        names.append(key.qualified)
             for key, update in self._apply_tables(keys, tables, step, expected):
                 tables[key] = update.table
                 obsolete.extend(update.obsolete)
@@ -261,6 +273,7 @@ class StagingMaterializer:
                 save_staging_state(self.layout.staging_state, state)
         report.tables_changed.sort()
         report.tables_truncated.sort()
+        report.tables_dropped.sort()
         return _finish(report, state)
 
     def _apply_tables(

@@ -17,7 +17,7 @@ FROM (
   SELECT _id, max_by(_ts, {{sequence}}) AS last_ts, max_by(_deleted, {{sequence}}) AS deleted
   FROM {{bronze}}
   WHERE _batch >= (SELECT walk_first_batch FROM walk)
-    AND _op <> 'truncate'{{since_truncate}}
+    AND _op NOT IN ('truncate', 'drop'){{since_truncate}}
   GROUP BY _id
 ) AS bronze
 FULL OUTER JOIN (
