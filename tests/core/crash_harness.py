@@ -238,7 +238,9 @@ class DurableSink:
         starts = [
             i
             for i, row in enumerate(rows)
-            if row["_op"] == "snapshot"
+            # A --resnapshot walk opens with truncates that carry its timestamp.
+            if row["_op"] in ("snapshot", "truncate")
+            and row["_snapshot_ts"] is not None
             and (i == 0 or rows[i - 1]["_snapshot_ts"] != row["_snapshot_ts"])
         ]
         return rows[starts[-1] :] if starts else rows

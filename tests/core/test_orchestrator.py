@@ -435,6 +435,24 @@ def test_a_resnapshot_of_a_deployment_whose_tables_were_all_dropped_empties_the_
     assert sink.state() == s.deployment.truth() == {}
 
 
+def test_a_resnapshot_of_a_deployment_whose_tables_all_became_empty_empties_the_sink() -> None:
+    """The new walk finds no document at all; its first batch still tells the sink."""
+    s = build_scenario()
+    _, sink, store = fresh()
+    run_sync(s.deployment, sink, store)
+    deployment = s.deployment
+    for component, table in {(k[0], k[1]) for k in deployment.truth()}:
+        deployment.transact(
+            [Delete(table, doc_id, component) for doc_id in deployment.live_ids(table, component)]
+        )
+    assert deployment.truth() == {}
+
+    report = run_sync(deployment, sink, store, SyncOptions(resnapshot=True))
+
+    assert sink.state() == {}
+    assert report.batches == 1  # the walk's opening truncates, nothing else
+
+
 def test_a_resnapshot_interrupted_by_a_crash_resumes_the_new_walk() -> None:
     s = build_scenario()
     injector, sink, store = fresh()

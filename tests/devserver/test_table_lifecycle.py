@@ -201,3 +201,21 @@ def test_a_deselected_table_gets_nothing_and_reenters_when_selected_again(
     back = replica.until_up_to_date(devserver, selection=BOTH)
     assert _truncated(back) == [("", "b")]
     assert replica.rows == truth_rows(devserver)
+
+
+def test_the_workload_goes_on_after_its_tables_are_dropped_or_replaced(
+    devserver_factory: Any,
+) -> None:
+    """It never names a document of a dropped or replaced table again (that was a 500)."""
+    server = devserver_factory(seed="demo", docs=300)
+    server.workload(5)
+    server.client.post("/_devserver/drop_table", json={"table": "messages"}).raise_for_status()
+    server.client.post(
+        "/_devserver/replace_table", json={"table": "users", "documents": [{"name": "imported"}]}
+    ).raise_for_status()
+
+    server.workload(200)
+
+    truth = server.truth()
+    assert "imported" in {row["fields"].get("name") for row in truth if row["table"] == "users"}
+    assert len({(row["table"], row["_id"]) for row in truth}) == len(truth)

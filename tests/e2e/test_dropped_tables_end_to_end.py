@@ -56,9 +56,13 @@ def test_a_dropped_table_leaves_the_published_lake(
 
     server.workload(60)  # the workload writes to every table: it runs before the drop
     drop_table(server, DROPPED)
-    invoke(server, "sync", "--dest", str(dest), "--api", api)
-    invoke(server, "materialize", "--dest", str(dest))
+    synced = invoke(server, "sync", "--dest", str(dest), "--api", api)
+    materialized = invoke(server, "materialize", "--dest", str(dest))
     invoke(server, "publish", "--dest", str(dest), "--to", str(published))
+    assert f"dropped at the source, removed from the destination: {DROPPED.qualified}" in (
+        synced.output
+    )
+    assert f"removed tables dropped at the source: {DROPPED.qualified}" in materialized.output
 
     snapshot = read_published(str(published))
     assert DROPPED not in {t.key for t in snapshot.manifest.tables}

@@ -58,6 +58,10 @@ def materialize_step(*, layout: DestinationLayout, rebuild: bool = False) -> Mat
             + ", ".join(report.tables_truncated)
             + " (emptied, then built again from the rows after the truncate)"
         )
+    if report.tables_dropped:
+        click.echo(
+            "materialize: removed tables dropped at the source: " + ", ".join(report.tables_dropped)
+        )
     for table, widening in report.widenings:
         click.echo(
             f"materialize: {table}.{widening.column} widened from {widening.from_type} to "

@@ -105,6 +105,11 @@ def sync_step(
             except Stopped as stopped:
                 raise _where_stopped(stopped, store) from None
     pages = report.snapshot_pages + report.delta_pages + report.data_sync_pages
+    if report.tables_dropped:
+        click.echo(
+            "sync: dropped at the source, removed from the destination: "
+            + ", ".join(report.tables_dropped)
+        )
     if report.converted_to_data_sync:
         click.echo("sync: switched this destination to Data Sync (nothing was read again)")
     click.echo(

@@ -178,10 +178,15 @@ def tables_in(events: pa.Table) -> list[TableKey]:
 
 
 def truncate_events(
-    tables: Sequence[TableKey], *, batch_seq: int, extracted_at: datetime | None = None
+    tables: Sequence[TableKey],
+    *,
+    batch_seq: int,
+    extracted_at: datetime | None = None,
+    snapshot_ts: int | None = None,
 ) -> pa.Table:
-    """One :attr:`Op.TRUNCATE` row per table of ``tables``, in order."""
-    return _table_events(Op.TRUNCATE, tables, batch_seq, extracted_at)
+    """One :attr:`Op.TRUNCATE` row per table of ``tables``, in order. ``snapshot_ts``: the
+    walk a ``--resnapshot`` opens with them (``None`` for a data sync's truncates)."""
+    return _table_events(Op.TRUNCATE, tables, batch_seq, extracted_at, snapshot_ts)
 
 
 def drop_events(
@@ -192,7 +197,11 @@ def drop_events(
 
 
 def _table_events(
-    op: Op, tables: Sequence[TableKey], batch_seq: int, extracted_at: datetime | None
+    op: Op,
+    tables: Sequence[TableKey],
+    batch_seq: int,
+    extracted_at: datetime | None,
+    snapshot_ts: int | None = None,
 ) -> pa.Table:
     """Rows about whole tables (truncates, drops): no id, no timestamp, no document."""
     count = len(tables)
@@ -205,7 +214,7 @@ def _table_events(
             "_deleted": pa.array([False] * count, pa.bool_()),
             "_op": pa.array([op.value] * count, pa.string()),
             "_batch": pa.array([batch_seq] * count, pa.int64()),
-            "_snapshot_ts": pa.nulls(count, pa.int64()),
+            "_snapshot_ts": pa.array([snapshot_ts] * count, pa.int64()),
             "_extracted_at": pa.array(
                 [extracted_at or datetime.now(UTC)] * count, pa.timestamp("us", tz="UTC")
             ),

@@ -62,6 +62,7 @@ from convex_cdc.core.checkpoint import (
     after_delta_page,
     after_drop_batch,
     after_snapshot_page,
+    after_walk_start_batch,
     begin_data_sync,
     begin_snapshot,
     data_sync_from_delta_tail,
@@ -78,6 +79,7 @@ from convex_cdc.core.events import (
     tables_in,
     truncate_events,
 )
+from convex_cdc.core.names import TableKey
 from convex_cdc.core.page_stream import PageStream
 from convex_cdc.core.schema import fetch_schema_fingerprints
 from convex_cdc.core.selection_fingerprint import selection_change, selection_fingerprint
@@ -160,7 +162,12 @@ def run_sync(
             # adopts a batch a crash left without its checkpoint.
             drops_after_start = isinstance(checkpoint.position, DataSync)
             if not drops_after_start:
+                pinned = checkpoint
                 checkpoint = run.drop_batch(checkpoint, fingerprints, pin=first_page is not None)
+                if first_page is not None and saved is not None:
+                    # A --resnapshot: every target learns of the new walk, even one that
+                    # finds no documents at all.
+                    checkpoint = run.walk_start_batch(checkpoint, pin=checkpoint is pinned)
             checkpoint, caught_up = _walk(run, checkpoint, first_page, should_stop), False
             if api == "data-sync" and not isinstance(checkpoint.position, InitialSnapshot):
                 checkpoint = _data_sync_start(run, checkpoint, store)
@@ -607,6 +614,21 @@ class _Run:
         self._write(BatchCommit(start, following, batch.events(), "data-sync", tuple(batch.pages)))
         return following, last_page.status == "upToDate" and carry is None, batch.rows > 0, carry
 
+    def walk_start_batch(self, start: Checkpoint, *, pin: bool) -> Checkpoint:
+        """A batch of one truncate per table ``start`` holds, opening a new snapshot walk,
+        handed to the writer; returns the checkpoint after it (``start`` if it holds no
+        table). ``pin``: ``start`` is the walk's pin, not saved yet."""
+        if not start.tables_seen:
+            return start
+        following = after_walk_start_batch(start)
+        tables = sorted(TableKey.parse(name) for name in start.tables_seen)
+        assert isinstance(start.position, InitialSnapshot)
+        events = truncate_events(
+            tables, batch_seq=following.batch_seq, snapshot_ts=int(start.position.snapshot)
+        )
+        self._write(BatchCommit(start, following, events, "snapshot", (), start if pin else None))
+        return following
+
     def drop_batch(
         self, start: Checkpoint, source_tables: Collection[str] | None, *, pin: bool
     ) -> Checkpoint:
@@ -643,6 +665,7 @@ class _Run:
             log.info("a pending batch is replayed first; dropped tables are recorded next run")
             return start
         log.warning("tables dropped at the source: %s", ", ".join(key.qualified for key in drops))
+        self.report.tables_dropped.extend(key.qualified for key in drops)
         following = after_drop_batch(start, tables=drops)
         events = drop_events(drops, batch_seq=following.batch_seq)
         kind: BatchKind = (

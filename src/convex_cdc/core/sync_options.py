@@ -95,6 +95,8 @@ class SyncReport:
     started_new_snapshot: bool = False
     api: Api | None = None
     """The API the run followed the source with."""
+    tables_dropped: list[str] = field(default_factory=list)
+    """Tables the destination held that the source no longer has (sent as drop events)."""
     adopted_batches: int = 0
     """Data Sync batches found durable without their checkpoint, and adopted."""
     converted_to_data_sync: bool = False

@@ -110,11 +110,12 @@ def _table_request(body: bytes) -> tuple[dict[str, Any], str, str]:
     return parsed, _string(parsed, "component", ""), _string(parsed, "table")
 
 
-def drop_table(store: DocumentStore, body: bytes) -> bytes:
+def drop_table(store: DocumentStore, body: bytes, runner: WorkloadRunner) -> bytes:
     """Drop a user table (``{"component"?, "table"}``) → ``{"ts"}``."""
     _, component, table = _table_request(body)
     try:
         ts = store.drop_table(component, table)
+        runner.forget(component, table)
     except KeyError as exc:
         raise ApiError(400, "TableNotFound", str(exc.args[0] if exc.args else exc)) from None
     except ValueError as exc:
@@ -122,7 +123,7 @@ def drop_table(store: DocumentStore, body: bytes) -> bytes:
     return orjson.dumps({"ts": ts})
 
 
-def replace_table(store: DocumentStore, body: bytes) -> bytes:
+def replace_table(store: DocumentStore, body: bytes, runner: WorkloadRunner) -> bytes:
     """Replace a table's documents, as an import (``{"component"?, "table", "documents"}``)
     → ``{"ts", "ids"}``."""
     parsed, component, table = _table_request(body)
@@ -132,6 +133,7 @@ def replace_table(store: DocumentStore, body: bytes) -> bytes:
     decoded = [_fields(document) for document in documents]
     try:
         result = store.replace_table(component, table, decoded)
+        runner.forget(component, table)
     except ValueError as exc:
         raise ApiError(400, "InvalidWrite", str(exc)) from None
     return orjson.dumps({"ts": result.ts, "ids": result.ids})
@@ -188,6 +190,12 @@ class WorkloadRunner:
         """Create the initial dataset (``--seed demo``)."""
         with self._lock:
             self._get().populate(documents)
+
+    def forget(self, component: str, table: str) -> None:
+        """A table was dropped or replaced: the workload no longer knows its documents."""
+        with self._lock:
+            if self._workload is not None:
+                self._workload.forget(component, table)
 
     def step(self, transactions: int) -> CommitResult | None:
         """Apply ``transactions`` more workload transactions."""

@@ -180,13 +180,17 @@ class HttpApi:
             "/_devserver/drop_table": {
                 "POST": (
                     _NO_ARGS,
-                    lambda request, _a: devserver_api.drop_table(store, request.body),
+                    lambda request, _a: devserver_api.drop_table(
+                        store, request.body, self._workload
+                    ),
                 )
             },
             "/_devserver/replace_table": {
                 "POST": (
                     _NO_ARGS,
-                    lambda request, _a: devserver_api.replace_table(store, request.body),
+                    lambda request, _a: devserver_api.replace_table(
+                        store, request.body, self._workload
+                    ),
                 )
             },
             "/_devserver/truth": {"GET": ({"ts": "i64"}, truth)},

@@ -157,6 +157,15 @@ class Workload:
         """The live document ids of one table (a copy)."""
         return list(self._pools[(component, table)].ids)
 
+    def forget(self, component: str, table: str) -> None:
+        """Forget the documents of a table dropped or replaced outside the workload, so no
+        later transaction names one of them (a later insert creates the table again)."""
+        key = (component, table)
+        if key in self._pools:
+            self._pools[key] = Pool()  # the same mapping AppDocuments draws references from
+        if key == MESSAGES:
+            self._channel_messages.clear()
+
     def populate(self, documents: int) -> None:
         """Insert an initial dataset of about ``documents`` live documents.
 
