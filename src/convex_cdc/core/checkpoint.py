@@ -388,20 +388,6 @@ def after_drop_batch(previous: Checkpoint, *, tables: Iterable[TableKey]) -> Che
     )
 
 
-def after_walk_start_batch(previous: Checkpoint) -> Checkpoint:
-    """The checkpoint that is true once a new walk's batch of truncate events is durable.
-
-    A ``--resnapshot`` walk opens with one truncate per table the destination holds, so
-    every target learns of the new walk even when it finds no documents at all (tables
-    that all became empty). Nothing is read from the source: the position does not move.
-    """
-    if not isinstance(previous.position, InitialSnapshot) or previous.position.cursor:
-        raise ValueError("a walk-start batch opens a new snapshot walk")
-    if not previous.tables_seen:
-        raise ValueError("a walk-start batch truncates at least one table")
-    return replace(previous, batch_seq=previous.batch_seq + 1)
-
-
 def with_selection_fingerprint(checkpoint: Checkpoint, fingerprint: str) -> Checkpoint:
     """Record the selection the landed data is extracted with."""
     return replace(checkpoint, selection_fingerprint=fingerprint)

@@ -62,7 +62,6 @@ from convex_cdc.core.checkpoint import (
     after_delta_page,
     after_drop_batch,
     after_snapshot_page,
-    after_walk_start_batch,
     begin_data_sync,
     begin_snapshot,
     data_sync_from_delta_tail,
@@ -162,12 +161,7 @@ def run_sync(
             # adopts a batch a crash left without its checkpoint.
             drops_after_start = isinstance(checkpoint.position, DataSync)
             if not drops_after_start:
-                pinned = checkpoint
                 checkpoint = run.drop_batch(checkpoint, fingerprints, pin=first_page is not None)
-                if first_page is not None and saved is not None:
-                    # A --resnapshot: every target learns of the new walk, even one that
-                    # finds no documents at all.
-                    checkpoint = run.walk_start_batch(checkpoint, pin=checkpoint is pinned)
             checkpoint, caught_up = _walk(run, checkpoint, first_page, should_stop), False
             if api == "data-sync" and not isinstance(checkpoint.position, InitialSnapshot):
                 checkpoint = _data_sync_start(run, checkpoint, store)
@@ -491,6 +485,16 @@ class _Run:
             events = self._normalise(
                 page.values, "snapshot", start.batch_seq + 1, position.snapshot, "list_snapshot"
             )
+            if position.cursor is None and not batch.pages and start.tables_seen:
+                # A --resnapshot walk opens with one truncate per table the destination
+                # holds, so every target learns of the new walk even when it finds no
+                # document at all. Derived from the pinned checkpoint alone, so a replay of
+                # this batch carries the same rows.
+                tables = sorted(TableKey.parse(name) for name in start.tables_seen)
+                opening = truncate_events(
+                    tables, batch_seq=start.batch_seq + 1, snapshot_ts=int(position.snapshot)
+                )
+                events = pa.concat_tables([opening, events]) if events.num_rows else opening
             self.report.snapshot_pages += 1
             cursor, has_more, response_bytes = page.cursor, page.has_more, page.response_bytes
             del page  # its values are normalised; let them go while the batch fills
@@ -613,21 +617,6 @@ class _Run:
         )
         self._write(BatchCommit(start, following, batch.events(), "data-sync", tuple(batch.pages)))
         return following, last_page.status == "upToDate" and carry is None, batch.rows > 0, carry
-
-    def walk_start_batch(self, start: Checkpoint, *, pin: bool) -> Checkpoint:
-        """A batch of one truncate per table ``start`` holds, opening a new snapshot walk,
-        handed to the writer; returns the checkpoint after it (``start`` if it holds no
-        table). ``pin``: ``start`` is the walk's pin, not saved yet."""
-        if not start.tables_seen:
-            return start
-        following = after_walk_start_batch(start)
-        tables = sorted(TableKey.parse(name) for name in start.tables_seen)
-        assert isinstance(start.position, InitialSnapshot)
-        events = truncate_events(
-            tables, batch_seq=following.batch_seq, snapshot_ts=int(start.position.snapshot)
-        )
-        self._write(BatchCommit(start, following, events, "snapshot", (), start if pin else None))
-        return following
 
     def drop_batch(
         self, start: Checkpoint, source_tables: Collection[str] | None, *, pin: bool
