@@ -214,17 +214,10 @@ def begin_snapshot(
     counting across re-snapshots so batch numbers never repeat. The walk's first batch is
     cut with ``batch_limits``.
     """
-    batch_seq = 0
-    if previous is not None:
-        # A batch number always names one content. The batch after the last saved one may
-        # be (half-)written already: a crash between a sink write and its checkpoint save
-        # leaves it durable, pending or not. The new walk skips its number.
-        pending = previous.pending.batch_seq if previous.pending is not None else 0
-        batch_seq = max(previous.batch_seq + 1, pending)
     return Checkpoint(
         source=source,
         position=InitialSnapshot(SnapshotTs(snapshot), None),
-        batch_seq=batch_seq,
+        batch_seq=_restart_batch_seq(previous),
         schema_fingerprints=dict(previous.schema_fingerprints) if previous is not None else {},
         tables_seen=previous.tables_seen if previous is not None else frozenset(),
         snapshot_started_at=snapshot,
@@ -310,14 +303,10 @@ def begin_data_sync(
     numbers keep counting, skipping a number a crash may have left written (as
     :func:`begin_snapshot` does).
     """
-    batch_seq = 0
-    if previous is not None:
-        pending = previous.pending.batch_seq if previous.pending is not None else 0
-        batch_seq = max(previous.batch_seq + 1, pending)
     return Checkpoint(
         source=source,
         position=DataSync(cursor=None, status="snapshotting", snapshot_ts=None),
-        batch_seq=batch_seq,
+        batch_seq=_restart_batch_seq(previous),
         schema_fingerprints=dict(previous.schema_fingerprints) if previous is not None else {},
         tables_seen=previous.tables_seen if previous is not None else frozenset(),
         snapshot_started_at=None,
@@ -396,6 +385,17 @@ def with_selection_fingerprint(checkpoint: Checkpoint, fingerprint: str) -> Chec
 def with_schema_fingerprints(checkpoint: Checkpoint, fingerprints: Mapping[str, str]) -> Checkpoint:
     """Record a fresh schema fetch without moving the position."""
     return replace(checkpoint, schema_fingerprints=dict(fingerprints))
+
+
+def _restart_batch_seq(previous: Checkpoint | None) -> int:
+    """``batch_seq`` of a new walk or sync: its first batch skips the number after
+    ``previous``. A batch number always names one content, and the batch after the last
+    saved one may be (half-)written already: a crash between a sink write and its
+    checkpoint save leaves it durable, pending or not."""
+    if previous is None:
+        return 0
+    pending = previous.pending.batch_seq if previous.pending is not None else 0
+    return max(previous.batch_seq + 1, pending)
 
 
 def _advance(

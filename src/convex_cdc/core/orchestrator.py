@@ -286,7 +286,7 @@ def _tail(
     Returns the checkpoint after the last batch and whether the run was caught up with the
     log when it ended (``False``: ``should_stop`` ended it while the log had more).
     """
-    options, observer = run.options, run.observer
+    options = run.options
     idle = options.idle_initial_seconds
     caught_up = False
     while not should_stop():
@@ -296,13 +296,26 @@ def _tail(
         run.settle()  # caught up: everything durable and checkpointed before idling
         if not options.follow:
             break
-        idle = (
-            options.idle_initial_seconds if delivered else min(idle * 2, options.idle_max_seconds)
-        )
-        if observer is not None:
-            observer.on_idle(seconds=idle, checkpoint=checkpoint)
-        sleep(idle)
+        idle = _pause(run, checkpoint, idle, delivered=delivered, sleep=sleep)
     return checkpoint, caught_up
+
+
+def _pause(
+    run: _Run,
+    checkpoint: Checkpoint,
+    idle: float,
+    *,
+    delivered: bool,
+    sleep: Callable[[float], None],
+) -> float:
+    """Caught up while following: wait before asking again, longer while nothing comes
+    (reset by a catch-up that delivered). Returns the wait."""
+    options = run.options
+    idle = options.idle_initial_seconds if delivered else min(idle * 2, options.idle_max_seconds)
+    if run.observer is not None:
+        run.observer.on_idle(seconds=idle, checkpoint=checkpoint)
+    sleep(idle)
+    return idle
 
 
 def _catch_up(
@@ -397,7 +410,7 @@ def _data_sync(
     Returns the checkpoint after the last batch and whether the run had caught up when it
     ended (``False``: ``should_stop`` ended it first).
     """
-    options, observer = run.options, run.observer
+    options = run.options
     source = run.source
     assert isinstance(source, DataSyncSource)
     selection = options.selection
@@ -429,12 +442,7 @@ def _data_sync(
         run.settle()  # caught up: everything durable and checkpointed before idling
         if not options.follow:
             return checkpoint, True
-        idle = (
-            options.idle_initial_seconds if delivered else min(idle * 2, options.idle_max_seconds)
-        )
-        if observer is not None:
-            observer.on_idle(seconds=idle, checkpoint=checkpoint)
-        sleep(idle)
+        idle = _pause(run, checkpoint, idle, delivered=delivered, sleep=sleep)
     return checkpoint, True
 
 
