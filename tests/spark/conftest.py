@@ -8,8 +8,16 @@ loadgroup`` a single worker starts it, and stops it when the package's tests are
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+# One worker may hold a Spark Connect session (gRPC threads) and then start the classic
+# local session of test_projection, whose JVM pyspark launches with a fork: gRPC's fork
+# handlers, met with busy threads, broke the parent's poller and the JVM never reported
+# its port (JAVA_GATEWAY_EXITED). The child only execs spark-submit, so gRPC needs no fork
+# support here. Set before anything imports grpc.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import pytest
 
