@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.moto_s3",
     "tests.fixtures.devserver",
+    "tests.fixtures.tiny_filesystem",
 ]

@@ -13,8 +13,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,51 +21,17 @@ import pytest
 
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
-
-
-def _convex_cdc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "convex_cdc", *args],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+from tests.e2e.cli_process import one_error_line, run_cli
 
 
 def _mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True, capture_output=True, timeout=30)
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """An empty tmpfs of 64 KiB at a fresh directory (root only), unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tiny filesystem needs root")
-    where = tmp_path / f"tmpfs-{uuid.uuid4().hex[:8]}"
-    where.mkdir()
-    try:
-        _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where))
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here: {exc}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
-
-
 def _synced(tmp_path: Path, server: Any) -> Path:
     dest = tmp_path / "synced"
     env = {"CONVEX_URL": server.url, "CONVEX_DEPLOY_KEY": server.key}
-    result = _convex_cdc("sync", "--dest", str(dest), env=env)
+    result = run_cli("sync", "--dest", str(dest), env=env)
     assert result.returncode == 0, result.stderr
     return dest
 
@@ -90,14 +54,14 @@ def test_materialize_on_a_full_disk_is_one_line_and_the_next_run_recovers(
     free = shutil.disk_usage(tmpfs).free
     filler.write_bytes(b"\0" * max(free - 16 * 1024, 0))
 
-    full = _convex_cdc("materialize", "--dest", str(dest))
+    full = run_cli("materialize", "--dest", str(dest))
     assert full.returncode == 7, full.stderr
-    line = _one_error_line(full)
+    line = one_error_line(full)
     assert "No space left on device" in line and "free disk space" in line
 
     filler.unlink()  # room again: the next run recovers
     _mount("-o", f"remount,size={needed * 4}", str(tmpfs))
-    recovered = _convex_cdc("materialize", "--dest", str(dest))
+    recovered = run_cli("materialize", "--dest", str(dest))
     assert recovered.returncode == 0, recovered.stderr
     assert "consistent as of" in recovered.stdout
 
@@ -125,20 +89,20 @@ def read_only_dest(devserver_factory: Any, tmp_path: Path, request: Any) -> Iter
 def test_any_command_on_a_read_only_destination_is_one_line(
     read_only_dest: Path, command: str
 ) -> None:
-    result = _convex_cdc(
+    result = run_cli(
         command, "--dest", str(read_only_dest),
         env={"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_DEPLOY_KEY": "x:y|" + "ab" * 20},
     )  # fmt: skip
     assert result.returncode == 7, result.stderr
-    line = _one_error_line(result)
+    line = one_error_line(result)
     assert "lock" in line and ("Read-only file system" in line or "Permission denied" in line)
 
 
 def test_a_busy_sync_exits_75(tmp_path: Path) -> None:
     with DestinationLock(DestinationLayout.at(tmp_path), "sync"):
-        result = _convex_cdc(
+        result = run_cli(
             "sync", "--dest", str(tmp_path),
             env={"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_DEPLOY_KEY": "x:y|" + "ab" * 20},
         )  # fmt: skip
     assert result.returncode == 75, result.stderr
-    assert f"pid {os.getpid()}" in _one_error_line(result)
+    assert f"pid {os.getpid()}" in one_error_line(result)

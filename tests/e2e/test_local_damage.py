@@ -9,10 +9,8 @@ skip or accept them and say all was well).
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +19,14 @@ import pyarrow.parquet as pq
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging.reader import read_staging_table
 from convex_cdc.target_s3.staging.state import load_staging_state
+from tests.e2e.cli_process import run_cli
 from tests.e2e.lake_truth import assert_tables_equal_truth
 
 
 def _convex_cdc(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "convex_cdc", *args],
-        # Legacy batches: with Data Sync one batch beyond the checkpoint is adopted, so a
-        # checkpoint rolled back by a single batch cannot be told from a crash.
-        env={**os.environ, "CONVEX_CDC_API": "streaming-export", **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    # Legacy batches: with Data Sync one batch beyond the checkpoint is adopted, so a
+    # checkpoint rolled back by a single batch cannot be told from a crash.
+    return run_cli(*args, env={"CONVEX_CDC_API": "streaming-export", **env})
 
 
 def _raw_digests(dest: Path) -> dict[str, str]:

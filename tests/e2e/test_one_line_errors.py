@@ -9,10 +9,8 @@ exceptions.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,28 +22,15 @@ from convex_cdc.platform.databricks.bronze import BronzeSink
 from convex_cdc.platform.databricks.control_table import DeltaCheckpointStore
 from convex_cdc.platform.databricks.silver import apply_silver
 from convex_cdc.platform.databricks.warehouse import Warehouse
+from tests.e2e.cli_process import one_error_line
+from tests.e2e.cli_process import run_cli as _run_cli
 from tests.platform.databricks.change_batches import SOURCE, SOURCE_NAME, batch, doc
 
 KEY = "prod:target-errors|" + "ab" * 32
 
 
-def _convex_cdc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "convex_cdc", *args],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The only ``error:`` line; fails on a traceback or a second error line."""
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return _run_cli(*args, env=env, timeout=120)
 
 
 def _damage_delta_log(table: Path) -> None:
@@ -80,12 +65,12 @@ def test_apply_silver_on_a_damaged_delta_log_prints_one_line(
 ) -> None:
     _damage_delta_log(Path(warehouse.location) / damaged)
 
-    result = _convex_cdc(
+    result = run_cli(
         "databricks", "apply-silver", "--warehouse", warehouse.root, "--source", SOURCE_NAME
     )
 
     assert result.returncode == exit_code, result.stderr
-    line = _one_error_line(result)
+    line = one_error_line(result)
     assert names in line and "Json error" in line and "time travel" in line
     assert "   0: " not in line  # delta-rs's backtrace stays out of the message
 
@@ -93,7 +78,7 @@ def test_apply_silver_on_a_damaged_delta_log_prints_one_line(
 def test_the_cause_of_a_target_error_is_logged_with_vv(warehouse: Warehouse) -> None:
     _damage_delta_log(Path(warehouse.location) / "bronze/messages")
 
-    result = _convex_cdc(
+    result = run_cli(
         "-vv", "databricks", "apply-silver", "--warehouse", warehouse.root, "--source", SOURCE_NAME
     )
 
@@ -106,7 +91,7 @@ def test_the_cause_of_a_target_error_is_logged_with_vv(warehouse: Warehouse) -> 
 def test_extract_on_a_damaged_control_table_is_a_state_error(warehouse: Warehouse) -> None:
     _damage_delta_log(Path(warehouse.location) / "_convex_cdc/checkpoints")
 
-    result = _convex_cdc(
+    result = run_cli(
         "databricks",
         "extract",
         "--warehouse",
@@ -119,7 +104,7 @@ def test_extract_on_a_damaged_control_table_is_a_state_error(warehouse: Warehous
     )
 
     assert result.returncode == 6, result.stderr
-    line = _one_error_line(result)
+    line = one_error_line(result)
     assert "_convex_cdc/checkpoints" in line
     assert KEY not in result.stderr + result.stdout
 
@@ -128,23 +113,23 @@ def test_render_into_a_file_prints_one_line(warehouse: Warehouse, tmp_path: Path
     blocker = tmp_path / "blocker"
     blocker.write_text("not a directory")
 
-    result = _convex_cdc(
+    result = run_cli(
         "databricks", "render", "--warehouse", warehouse.root, "--out", str(blocker / "out"),
         "--source", SOURCE_NAME, "--warehouse-location", "s3://lake/convex",
     )  # fmt: skip
 
     assert result.returncode == 7, result.stderr
-    assert "--out" in _one_error_line(result)
+    assert "--out" in one_error_line(result)
 
 
 def test_publish_to_a_path_under_a_file_prints_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("not a directory")
 
-    result = _convex_cdc("publish", "--dest", str(tmp_path / "dest"), "--to", str(blocker / "out"))
+    result = run_cli("publish", "--dest", str(tmp_path / "dest"), "--to", str(blocker / "out"))
 
     assert result.returncode == 7, result.stderr
-    assert str(blocker / "out") in _one_error_line(result)
+    assert str(blocker / "out") in one_error_line(result)
 
 
 def test_materialize_with_a_file_where_staging_belongs_prints_one_line(tmp_path: Path) -> None:
@@ -152,10 +137,10 @@ def test_materialize_with_a_file_where_staging_belongs_prints_one_line(tmp_path:
     dest.mkdir()
     (dest / "staging").write_text("not a directory")
 
-    result = _convex_cdc("materialize", "--dest", str(dest))
+    result = run_cli("materialize", "--dest", str(dest))
 
     assert result.returncode == 7, result.stderr
-    line = _one_error_line(result)
+    line = one_error_line(result)
     assert "Not a directory" in line
     assert f"{dest / 'staging'} is a file where convex-cdc needs a directory" in line
 
@@ -164,19 +149,19 @@ def test_sync_into_a_path_under_a_file_prints_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("not a directory")
 
-    result = _convex_cdc("sync", "--dest", str(blocker / "dest"), env={"CONVEX_DEPLOY_KEY": KEY})
+    result = run_cli("sync", "--dest", str(blocker / "dest"), env={"CONVEX_DEPLOY_KEY": KEY})
 
     assert result.returncode == 7, result.stderr
-    assert str(blocker / "dest") in _one_error_line(result)
+    assert str(blocker / "dest") in one_error_line(result)
 
 
 def test_status_with_a_file_where_staging_belongs_prints_one_line(tmp_path: Path) -> None:
     (tmp_path / "staging").write_text("not a directory")
 
-    result = _convex_cdc("status", "--dest", str(tmp_path), "--offline")
+    result = run_cli("status", "--dest", str(tmp_path), "--offline")
 
     assert result.returncode == 7, result.stderr
-    assert "Not a directory" in _one_error_line(result)
+    assert "Not a directory" in one_error_line(result)
 
 
 def test_a_devserver_port_already_taken_is_a_config_error() -> None:
@@ -185,10 +170,10 @@ def test_a_devserver_port_already_taken_is_a_config_error() -> None:
         taken.listen()
         port = taken.getsockname()[1]
 
-        result = _convex_cdc("devserver", "--port", str(port))
+        result = run_cli("devserver", "--port", str(port))
 
     assert result.returncode == 2, result.stderr
-    assert "Address already in use" in _one_error_line(result)
+    assert "Address already in use" in one_error_line(result)
 
 
 def _boom(*args: object, **kwargs: object) -> None:

@@ -7,63 +7,13 @@ completes and readers see the published state.
 
 from __future__ import annotations
 
-import errno
-import os
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from convex_cdc.core.errors import TargetError
 from convex_cdc.target_s3.publish.reader import read_published
+from tests.e2e.cli_process import run_cli
+from tests.fixtures.tiny_filesystem import fill
 from tests.target_s3.handmade_staging import write_staging
-
-
-def _convex_cdc(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "convex_cdc", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """An empty tmpfs of 64 KiB at a fresh directory (root only), unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tiny filesystem needs root")
-    where = tmp_path / f"tmpfs-{uuid.uuid4().hex[:8]}"
-    where.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here: {exc}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
-
-
-def _fill(directory: Path) -> Path:
-    """Write a file until the filesystem is full; return it."""
-    filler = directory / "filler"
-    with filler.open("wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return filler
 
 
 def test_publish_to_a_full_directory_says_no_space_and_the_next_run_recovers(
@@ -74,9 +24,9 @@ def test_publish_to_a_full_directory_says_no_space_and_the_next_run_recovers(
     write_staging(dest, {"messages": docs})
     out = tmpfs / "published"
     out.mkdir()
-    filler = _fill(tmpfs)
+    filler = fill(tmpfs)
 
-    result = _convex_cdc("publish", "--dest", str(dest), "--to", str(out))
+    result = run_cli("publish", "--dest", str(dest), "--to", str(out))
 
     assert result.returncode == TargetError.exit_code == 7, result.stderr
     assert "Traceback" not in result.stderr
@@ -88,7 +38,7 @@ def test_publish_to_a_full_directory_says_no_space_and_the_next_run_recovers(
     assert not (out / "manifest.json").exists()
 
     filler.unlink()
-    again = _convex_cdc("publish", "--dest", str(dest), "--to", str(out))
+    again = run_cli("publish", "--dest", str(dest), "--to", str(out))
 
     assert again.returncode == 0, again.stderr
     assert read_published(str(out)).table("messages").num_rows == 50
