@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from convex_cdc.cli import cli
 from convex_cdc.core.errors import ConvexCdcError
@@ -22,17 +22,9 @@ from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.publish.reader import read_published
+from tests.e2e.cli_process import invoke_cli
 from tests.e2e.lake_truth import assert_tables_equal_truth
 from tests.fixtures.devserver import RunningDevServer
-
-
-def invoke(runner: CliRunner, server: RunningDevServer, *args: str) -> Result:
-    result = runner.invoke(
-        cli, list(args), env={"CONVEX_DEPLOY_KEY": server.key, "CONVEX_URL": server.url}
-    )
-    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
-    assert server.key not in result.output
-    return result
 
 
 def refused(runner: CliRunner, server: RunningDevServer, *args: str) -> ConvexCdcError:
@@ -69,22 +61,21 @@ def test_a_data_sync_lands_imports_new_selections_and_changes_exactly(
     server = devserver_factory(seed="demo", docs=600)
     server.settings(data_sync_page_size=50)
     dest, published = tmp_path / "lake", tmp_path / "published"
-    runner = CliRunner()
 
-    result = invoke(runner, server, "sync", "--dest", str(dest), "--exclude", "tasks")
+    result = invoke_cli(server, "sync", "--dest", str(dest), "--exclude", "tasks")
     assert "data-sync API" in result.output
     server.workload(120)  # updates, deletes, a type change, a table created later
     replace_table(server, "users", [{"name": "imported", "n": 1}, {"name": "also", "n": 2}])
-    invoke(runner, server, "sync", "--dest", str(dest))  # tasks is selected from now on
-    invoke(runner, server, "materialize", "--dest", str(dest))
-    invoke(runner, server, "publish", "--dest", str(dest), "--to", str(published))
+    invoke_cli(server, "sync", "--dest", str(dest))  # tasks is selected from now on
+    invoke_cli(server, "materialize", "--dest", str(dest))
+    invoke_cli(server, "publish", "--dest", str(dest), "--to", str(published))
 
     assert published_equals_truth(server, published) > 300
     names = {t["table"] for t in server.truth()}
     assert {"tasks", "users"} <= names
     checkpoint = FileCheckpointStore(DestinationLayout.at(dest)).load()
     assert checkpoint is not None and checkpoint.api == "data-sync"
-    status = invoke(runner, server, "status", "--dest", str(dest))
+    status = invoke_cli(server, "status", "--dest", str(dest))
     assert "data-sync" in status.output
 
 
@@ -94,18 +85,18 @@ def test_a_legacy_destination_switches_over_and_reads_only_what_changed(
     server = devserver_factory(seed="demo", docs=400)
     dest, published = tmp_path / "lake", tmp_path / "published"
     runner = CliRunner()
-    invoke(runner, server, "sync", "--dest", str(dest), "--api", "streaming-export")
+    invoke_cli(server, "sync", "--dest", str(dest), "--api", "streaming-export")
     ids = server.transact(
         [{"op": "insert", "table": "late", "fields": {"x": i}} for i in range(3)]
     )["ids"]
     server.transact([{"op": "delete", "table": "late", "id": ids[0]}])
 
-    result = invoke(runner, server, "sync", "--dest", str(dest), "--api", "data-sync")
+    result = invoke_cli(server, "sync", "--dest", str(dest), "--api", "data-sync")
 
     assert "switched this destination to Data Sync" in result.output
     assert "4 change events (1 deletes)" in result.output  # nothing of the 400 again
-    invoke(runner, server, "materialize", "--dest", str(dest))
-    invoke(runner, server, "publish", "--dest", str(dest), "--to", str(published))
+    invoke_cli(server, "materialize", "--dest", str(dest))
+    invoke_cli(server, "publish", "--dest", str(dest), "--to", str(published))
     published_equals_truth(server, published)
     back = refused(runner, server, "sync", "--dest", str(dest), "--api", "streaming-export")
     assert back.exit_code == 2 and "follows a data sync" in back.one_line()
@@ -119,7 +110,7 @@ def test_without_data_sync_auto_uses_the_legacy_pair_and_data_sync_says_why_not(
     runner = CliRunner()
 
     if api == "auto":
-        result = invoke(runner, server, "sync", "--dest", str(tmp_path / "lake"), "--api", api)
+        result = invoke_cli(server, "sync", "--dest", str(tmp_path / "lake"), "--api", api)
         assert "streaming-export API" in result.output
     else:
         error = refused(runner, server, "sync", "--dest", str(tmp_path / "lake"), "--api", api)

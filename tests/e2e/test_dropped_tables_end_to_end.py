@@ -10,28 +10,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from convex_cdc.cli import cli
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.silver import read_silver
 from convex_cdc.platform.databricks.source_name import source_name_from_url
 from convex_cdc.platform.databricks.table_spec import TableSpecStore
 from convex_cdc.platform.databricks.warehouse import Warehouse
 from convex_cdc.target_s3.publish.reader import read_published
+from tests.e2e.cli_process import invoke_cli
 from tests.e2e.lake_truth import assert_tables_equal_truth
 from tests.fixtures.devserver import RunningDevServer
 
 APIS = pytest.mark.parametrize("api", ["streaming-export", "data-sync"])
 DROPPED = TableKey("", "reactions")
-
-
-def invoke(server: RunningDevServer, *args: str) -> Result:
-    result = CliRunner().invoke(
-        cli, list(args), env={"CONVEX_DEPLOY_KEY": server.key, "CONVEX_URL": server.url}
-    )
-    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
-    return result
 
 
 def drop_table(server: RunningDevServer, key: TableKey) -> None:
@@ -49,16 +40,16 @@ def test_a_dropped_table_leaves_the_published_lake(
 ) -> None:
     server = devserver_factory(seed="demo", docs=300)
     dest, published = tmp_path / "lake", tmp_path / "published"
-    invoke(server, "sync", "--dest", str(dest), "--api", api)
-    invoke(server, "materialize", "--dest", str(dest))
-    invoke(server, "publish", "--dest", str(dest), "--to", str(published))
+    invoke_cli(server, "sync", "--dest", str(dest), "--api", api)
+    invoke_cli(server, "materialize", "--dest", str(dest))
+    invoke_cli(server, "publish", "--dest", str(dest), "--to", str(published))
     assert DROPPED in {t.key for t in read_published(str(published)).manifest.tables}
 
     server.workload(60)  # the workload writes to every table: it runs before the drop
     drop_table(server, DROPPED)
-    synced = invoke(server, "sync", "--dest", str(dest), "--api", api)
-    materialized = invoke(server, "materialize", "--dest", str(dest))
-    invoke(server, "publish", "--dest", str(dest), "--to", str(published))
+    synced = invoke_cli(server, "sync", "--dest", str(dest), "--api", api)
+    materialized = invoke_cli(server, "materialize", "--dest", str(dest))
+    invoke_cli(server, "publish", "--dest", str(dest), "--to", str(published))
     assert f"dropped at the source, removed from the destination: {DROPPED.qualified}" in (
         synced.output
     )
@@ -79,15 +70,15 @@ def test_a_dropped_table_is_empty_in_silver(
     server = devserver_factory(seed="demo", docs=300)
     uri = str(tmp_path / "warehouse")
     warehouse = Warehouse.from_uri(uri, source_name=source_name_from_url(server.url))
-    invoke(server, "databricks", "extract", "--warehouse", uri, "--api", api)
-    invoke(server, "databricks", "apply-silver", "--warehouse", uri)
+    invoke_cli(server, "databricks", "extract", "--warehouse", uri, "--api", api)
+    invoke_cli(server, "databricks", "apply-silver", "--warehouse", uri)
     before = read_silver(warehouse, DROPPED)
     assert before is not None and before.num_rows > 0
 
     server.workload(60)  # the workload writes to every table: it runs before the drop
     drop_table(server, DROPPED)
-    invoke(server, "databricks", "extract", "--warehouse", uri, "--api", api)
-    invoke(server, "databricks", "apply-silver", "--warehouse", uri)
+    invoke_cli(server, "databricks", "extract", "--warehouse", uri, "--api", api)
+    invoke_cli(server, "databricks", "apply-silver", "--warehouse", uri)
 
     dropped = read_silver(warehouse, DROPPED)
     assert dropped is not None and dropped.num_rows == 0

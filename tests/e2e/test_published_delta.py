@@ -18,10 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pytest
-from click.testing import CliRunner, Result
 
-from convex_cdc.cli import cli
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.publish.delta_tables import table_directory
@@ -29,8 +26,8 @@ from convex_cdc.target_s3.publish.manifest import Manifest
 from convex_cdc.target_s3.publish.object_store import PublishTarget, open_publish_target
 from convex_cdc.target_s3.publish.reader import read_published
 from convex_cdc.target_s3.publish.remote_manifests import RemoteManifests
+from tests.e2e.cli_process import invoke_cli
 from tests.e2e.lake_truth import assert_tables_equal_truth
-from tests.fixtures.devserver import RunningDevServer
 from tests.fixtures.moto_s3 import S3Endpoint
 from tests.target_s3.publish.delta_readers import (
     canonical,
@@ -50,22 +47,6 @@ READERS: dict[str, Reader] = {
     "own _delta_log reader": read_with_own_log_reader,
 }
 HAS_POLARS = importlib.util.find_spec("polars") is not None
-
-
-def invoke(runner: CliRunner, server: RunningDevServer, *args: str) -> Result:
-    result = runner.invoke(
-        cli, list(args), env={"CONVEX_DEPLOY_KEY": server.key, "CONVEX_URL": server.url}
-    )
-    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
-    assert server.key not in result.output
-    return result
-
-
-@pytest.fixture
-def s3_env(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> S3Endpoint:
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-    return s3_server
 
 
 def read_with_polars(target: PublishTarget, directory: str) -> pa.Table:
@@ -105,17 +86,16 @@ def test_delta_tables_follow_every_publish_and_equal_the_truth(
     server = devserver_factory(seed="demo", docs=600, snapshot_page_size=97, deltas_row_limit=40)
     dest = tmp_path / "lake"
     targets = (str(tmp_path / "published"), f"s3://{s3_bucket}/convex")
-    runner = CliRunner()
     directories: set[str] = set()
     widened = False
     for transactions in (0, 25, 30, 50, 60):
         if transactions:
             server.workload(transactions)
-        invoke(runner, server, "sync", "--dest", str(dest))
-        invoke(runner, server, "materialize", "--dest", str(dest))
+        invoke_cli(server, "sync", "--dest", str(dest))
+        invoke_cli(server, "materialize", "--dest", str(dest))
         truth = server.truth()
         for to in targets:
-            result = invoke(runner, server, "publish", "--dest", str(dest), "--to", to)
+            result = invoke_cli(server, "publish", "--dest", str(dest), "--to", to)
             assert "Delta commits" in result.output
             manifest = read_published(to).manifest
             directories |= {table_directory(t) for t in manifest.tables}
@@ -134,7 +114,7 @@ def test_delta_tables_follow_every_publish_and_equal_the_truth(
         assert_time_travel(target, directories)
         # Nothing new: no Delta commit, no manifest, nothing written at all.
         before = {o.path: o.last_modified for o in target.list("")}
-        result = invoke(runner, server, "publish", "--dest", str(dest), "--to", to)
+        result = invoke_cli(server, "publish", "--dest", str(dest), "--to", to)
         assert "nothing new" in result.output
         assert {o.path: o.last_modified for o in target.list("")} == before
         assert server.key.encode() not in b"".join(
@@ -165,12 +145,11 @@ def test_null_only_columns_stay_out_of_the_delta_schema_until_typed(
 ) -> None:
     server = devserver_factory()
     dest, out = tmp_path / "lake", tmp_path / "published"
-    runner = CliRunner()
     server.transact([{"op": "insert", "table": "notes", "fields": {"a": "x", "b": None}}])
     for step in range(2):
-        invoke(runner, server, "sync", "--dest", str(dest))
-        invoke(runner, server, "materialize", "--dest", str(dest))
-        invoke(runner, server, "publish", "--dest", str(dest), "--to", str(out))
+        invoke_cli(server, "sync", "--dest", str(dest))
+        invoke_cli(server, "materialize", "--dest", str(dest))
+        invoke_cli(server, "publish", "--dest", str(dest), "--to", str(out))
         manifest = check_target(str(out), server.truth(), {"staging/notes"})
         columns = {c.name: c.type for c in manifest.tables[0].columns}
         fields = {

@@ -14,10 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from click.testing import CliRunner, Result
 from deltalake import DeltaTable, QueryBuilder
 
-from convex_cdc.cli import cli
 from convex_cdc.core.errors import ConfigError
 from convex_cdc.core.names import TableKey
 from convex_cdc.platform.databricks.published_tables import PUBLISHED_TABLES_FILE
@@ -26,19 +24,11 @@ from convex_cdc.platform.databricks.render_options import RenderOptions
 from convex_cdc.platform.databricks.source_name import SourceName
 from convex_cdc.platform.databricks.table_spec import TableSpec
 from convex_cdc.target_s3.publish.reader import read_published
+from tests.e2e.cli_process import invoke_cli
 from tests.e2e.lake_truth import assert_tables_equal_truth
-from tests.fixtures.devserver import RunningDevServer
 from tests.fixtures.moto_s3 import S3Endpoint
 
 _REGISTERED = re.compile(r"CREATE TABLE IF NOT EXISTS (\S+)\s+USING DELTA LOCATION '([^']+)';")
-
-
-def invoke(runner: CliRunner, server: RunningDevServer, *args: str) -> Result:
-    result = runner.invoke(
-        cli, list(args), env={"CONVEX_DEPLOY_KEY": server.key, "CONVEX_URL": server.url}
-    )
-    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
-    return result
 
 
 def read_location(location: str, s3: S3Endpoint) -> pa.Table:
@@ -67,24 +57,20 @@ def read_location(location: str, s3: S3Endpoint) -> pa.Table:
 def test_every_registered_location_is_the_published_current_state(
     devserver_factory: Any,
     tmp_path: Path,
-    s3_server: S3Endpoint,
+    s3_env: S3Endpoint,
     s3_bucket: str,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
     server = devserver_factory(seed="demo", docs=400)
     dest, to = tmp_path / "lake", f"s3://{s3_bucket}/export"
-    runner = CliRunner()
-    invoke(runner, server, "sync", "--dest", str(dest))
+    invoke_cli(server, "sync", "--dest", str(dest))
     server.workload(80)  # deletes, the type change, a table created later
-    invoke(runner, server, "run", "--dest", str(dest), "--to", to)
+    invoke_cli(server, "run", "--dest", str(dest), "--to", to)
     manifest = read_published(to).manifest
     tables = ",".join(TableKey(t.component, t.table).qualified for t in manifest.tables)
 
     out = tmp_path / "bundle"
-    invoke(
-        runner, server,
+    invoke_cli(
+        server,
         "databricks", "render", "--out", str(out), "--tables", tables, "--feed", "s3-export",
         "--raw-change-log", f"{to}/raw_change_log", "--published", to,
     )  # fmt: skip
@@ -96,7 +82,7 @@ def test_every_registered_location_is_the_published_current_state(
     lake = {}
     for location in registered.values():
         assert location.startswith(f"{to}/staging/")
-        rows = read_location(location, s3_server)
+        rows = read_location(location, s3_env)
         component, _, table = location.removeprefix(f"{to}/staging/").rpartition(".")
         lake[TableKey(component.replace(".", "/"), table)] = rows
     declared = {

@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from convex_cdc.cli import cli
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.publish.reader import read_published
 from convex_cdc.target_s3.staging.state import load_staging_state
+from tests.e2e.cli_process import invoke_cli
 from tests.e2e.lake_truth import assert_tables_equal_truth
-from tests.fixtures.devserver import RunningDevServer
 from tests.fixtures.moto_s3 import S3Endpoint
 
 EDGE_VALUES: dict[str, Any] = {
@@ -40,22 +39,6 @@ EDGE_VALUES: dict[str, Any] = {
 }
 
 
-def invoke(runner: CliRunner, server: RunningDevServer, *args: str) -> Result:
-    result = runner.invoke(
-        cli, list(args), env={"CONVEX_DEPLOY_KEY": server.key, "CONVEX_URL": server.url}
-    )
-    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
-    assert server.key not in result.output
-    return result
-
-
-@pytest.fixture
-def s3_env(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> S3Endpoint:
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-    return s3_server
-
-
 def test_sync_materialize_publish_reproduces_the_source_exactly(
     devserver_factory: Any, tmp_path: Path, s3_env: S3Endpoint, s3_bucket: str
 ) -> None:
@@ -63,8 +46,8 @@ def test_sync_materialize_publish_reproduces_the_source_exactly(
     dest = tmp_path / "lake"
     runner = CliRunner()
 
-    invoke(runner, server, "sync", "--dest", str(dest))
-    invoke(runner, server, "materialize", "--dest", str(dest))
+    invoke_cli(server, "sync", "--dest", str(dest))
+    invoke_cli(server, "materialize", "--dest", str(dest))
     # A component table beside its root twin, edge values, deletes, the workload's type
     # change (transaction 40) and late table (transaction 10).
     ids = server.transact(
@@ -76,13 +59,13 @@ def test_sync_materialize_publish_reproduces_the_source_exactly(
     )["ids"]
     server.transact([{"op": "delete", "table": "edge_values", "id": ids[1]}])
     server.workload(150)
-    invoke(runner, server, "sync", "--dest", str(dest))
-    invoke(runner, server, "materialize", "--dest", str(dest))
+    invoke_cli(server, "sync", "--dest", str(dest))
+    invoke_cli(server, "materialize", "--dest", str(dest))
 
     local = tmp_path / "published"
     s3 = f"s3://{s3_bucket}/convex"
-    invoke(runner, server, "publish", "--dest", str(dest), "--to", str(local))
-    invoke(runner, server, "publish", "--dest", str(dest), "--to", s3)
+    invoke_cli(server, "publish", "--dest", str(dest), "--to", str(local))
+    invoke_cli(server, "publish", "--dest", str(dest), "--to", s3)
 
     truth = server.truth()
     tables = {t["table"] for t in truth}
@@ -101,12 +84,12 @@ def test_sync_materialize_publish_reproduces_the_source_exactly(
 
     # Nothing new: no upload, no new manifest.
     before = sorted(p.name for p in (local / "manifests").iterdir())
-    result = invoke(runner, server, "publish", "--dest", str(dest), "--to", str(local))
+    result = invoke_cli(server, "publish", "--dest", str(dest), "--to", str(local))
     assert "nothing new" in result.output
     assert sorted(p.name for p in (local / "manifests").iterdir()) == before
 
     # verify: ok on the correct lake, then a tampered staging file is caught.
-    result = invoke(runner, server, "verify", "--dest", str(dest))
+    result = invoke_cli(server, "verify", "--dest", str(dest))
     assert "ok" in result.output
     state = load_staging_state(DestinationLayout.at(dest).staging_state)
     assert state is not None
