@@ -185,11 +185,16 @@ def test_a_settled_delta_tail_converts_to_a_data_sync_consistent_at_its_cursor()
     converted = data_sync_from_delta_tail(in_delta(batch_seq=7), cursor="beef")
     assert converted.position == DataSync(DataSyncCursor("beef"), "stale", S)
     assert converted.batch_seq == 7 and converted.consistent_as_of == S
-    with pytest.raises(ValueError, match="settled delta tail"):
+    with pytest.raises(ValueError, match="delta tail"):
         data_sync_from_delta_tail(pinned(), cursor="beef")
-    pending = with_pending_delta(in_delta(), batch_seq=5, end_cursor=S + 1)
-    with pytest.raises(ValueError, match="settled delta tail"):
-        data_sync_from_delta_tail(pending, cursor="beef")
+
+
+def test_a_pending_batch_that_never_landed_whole_keeps_its_number_out_of_the_data_sync() -> None:
+    pending = with_pending_delta(in_delta(batch_seq=4), batch_seq=5, end_cursor=S + 1)
+    converted = data_sync_from_delta_tail(pending, cursor="beef")
+    assert converted.pending is None
+    assert converted.batch_seq == 5  # the next batch is 6: batch 5 may be half-written
+    assert converted.position == DataSync(DataSyncCursor("beef"), "stale", S)
 
 
 def test_a_version_2_checkpoint_still_loads() -> None:

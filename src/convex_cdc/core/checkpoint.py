@@ -321,15 +321,22 @@ def data_sync_from_delta_tail(previous: Checkpoint, *, cursor: str) -> Checkpoin
     ``cursor`` is what the server's cursor conversion returned for the ``DeltaTail``
     cursor: every selected table counts as synced up to it, so the first page streams only
     later changes. Until then the data stays consistent at the legacy cursor.
+
+    A pending legacy batch that did not land whole (one that did is adopted first) may be
+    half-written: its changes come again through the data sync, after the cursor, under
+    numbers past it, so its number is never reused for other events.
     """
     position = previous.position
-    if not isinstance(position, DeltaTail) or previous.pending is not None:
-        raise ValueError("only a settled delta tail converts to a data sync")
+    if not isinstance(position, DeltaTail):
+        raise ValueError("only a delta tail converts to a data sync")
+    pending = previous.pending.batch_seq if previous.pending is not None else 0
     return replace(
         previous,
         position=DataSync(
             cursor=DataSyncCursor(cursor), status="stale", snapshot_ts=int(position.cursor)
         ),
+        batch_seq=max(previous.batch_seq, pending),
+        pending=None,
     )
 
 
