@@ -368,14 +368,10 @@ def _data_sync_start(run: _Run, checkpoint: Checkpoint, store: CheckpointStore) 
     """The data sync checkpoint to go on from: a batch left durable without its checkpoint
     adopted, or a legacy position switched over by the server's cursor conversion."""
     run.settle()  # a legacy walk that just finished is checkpointed first
-    sink = run.writer.sink
     if isinstance(checkpoint.position, DeltaTail) and checkpoint.pending is not None:
         # The pending legacy batch is adopted if it landed whole; otherwise its events
         # come again through the data sync, under a new number (see the conversion).
-        adopted = sink.committed_checkpoint(checkpoint.pending.batch_seq)
-        if adopted is not None:
-            store.save(adopted)
-            checkpoint = adopted
+        checkpoint = run.adopt(checkpoint, checkpoint.pending.batch_seq)
     if isinstance(checkpoint.position, DeltaTail):
         source = run.source
         assert isinstance(source, DataSyncSource)  # choose_api picked data sync for it
@@ -387,16 +383,7 @@ def _data_sync_start(run: _Run, checkpoint: Checkpoint, store: CheckpointStore) 
         run.report.converted_to_data_sync = True
         log.info("switched to a data sync at the legacy cursor (nothing is read again)")
         return checkpoint
-    adopted = sink.committed_checkpoint(checkpoint.batch_seq + 1)
-    if adopted is not None and adopted.batch_seq == checkpoint.batch_seq + 1:
-        log.warning(
-            "batch %d is durable but its checkpoint was not saved; adopting it",
-            adopted.batch_seq,
-        )
-        store.save(adopted)
-        run.report.adopted_batches += 1
-        checkpoint = adopted
-    return checkpoint
+    return run.adopt(checkpoint, checkpoint.batch_seq + 1)
 
 
 def _data_sync(
@@ -646,15 +633,7 @@ class _Run:
         if not dropped_tables(start, source_tables, selection):
             return start
         if not pin:
-            adopted = self.writer.sink.committed_checkpoint(start.batch_seq + 1)
-            if adopted is not None and adopted.batch_seq == start.batch_seq + 1:
-                log.warning(
-                    "batch %d is durable but its checkpoint was not saved; adopting it",
-                    adopted.batch_seq,
-                )
-                self.writer.store.save(adopted)
-                self.report.adopted_batches += 1
-                start = adopted
+            start = self.adopt(start, start.batch_seq + 1)
         drops = dropped_tables(start, source_tables, selection)
         if not drops:
             return start
@@ -674,6 +653,21 @@ class _Run:
         )
         self._write(BatchCommit(start, following, events, kind, (), start if pin else None))
         return following
+
+    def adopt(self, start: Checkpoint, seq: int) -> Checkpoint:
+        """``start``, or the checkpoint of batch ``seq`` saved and returned if the sink holds
+        that whole batch durably (a crash came between its write and its checkpoint save).
+
+        Raises:
+            ConvexCdcError: the sink or the store failed.
+        """
+        adopted = self.writer.sink.committed_checkpoint(seq)
+        if adopted is None or adopted.batch_seq != seq:
+            return start
+        log.warning("batch %d is durable but its checkpoint was not saved; adopting it", seq)
+        self.writer.store.save(adopted)
+        self.report.adopted_batches += 1
+        return adopted
 
     def settle(self) -> None:
         """Wait for the batch being written, then report it.
