@@ -125,6 +125,8 @@ def test_an_empty_page_is_an_empty_table_with_the_change_log_schema() -> None:
         (value(_id=7), "snapshot", "has no string _id"),
         (value(_table=None), "snapshot", "has no string _table"),
         (value(_component=1), "snapshot", "has no string _component"),
+        (value(_component={"a": 1}), "snapshot", "has no string _component"),  # unhashable
+        (value(_table=["messages"]), "delta", "has no string _table"),
         (value(_ts=1.5), "snapshot", "has no integer _ts"),
         (value(_ts="1755820790000000001"), "snapshot", "has no integer _ts"),
         (value(_ts=True), "snapshot", "has no integer _ts"),
@@ -266,6 +268,39 @@ def test_a_batch_splits_its_events_by_table_in_server_order() -> None:
         (TableKey("wl", "entries"), "a", Op.UPSERT),
         (TableKey("", "messages"), "c", Op.DELETE),
     ]
+
+
+def test_tables_in_finds_the_tables_of_every_page_of_a_batch() -> None:
+    """Chunk by chunk: a page of one table, then a page of several."""
+    first = normalise([value(_id="a"), value(_id="b")])
+    second = normalise(
+        [value(_id="c", _component="wl", _table="entries"), value(_id="d", _table="users")]
+    )
+    events = pa.concat_tables([first, second])
+    assert events.column("_table").num_chunks == 2
+    assert tables_in(events) == [
+        TableKey("", "messages"),
+        TableKey("", "users"),
+        TableKey("wl", "entries"),
+    ]
+    assert tables_in(first) == [TableKey("", "messages")]
+
+
+def test_a_page_of_one_table_builds_the_same_columns_as_value_by_value() -> None:
+    """The bulk columns (one repeated name, int64 and text from buffers) hold exactly what
+    a conversion value by value holds, deletes (null documents) included."""
+    values = [value(_id=f"id{n}", _ts=TS + n, text="é" * n, _deleted=n % 2 == 0) for n in range(5)]
+    page = normalise(values, kind="delta")
+    one_by_one = pa.concat_tables([normalise([v], kind="delta") for v in values])
+    assert page.equals(one_by_one)
+    assert page.column("document").null_count == 3
+    snapshot = normalise([value(_id=f"id{n}", text="é" * n) for n in range(5)])
+    assert snapshot.column("document").to_pylist() == [
+        orjson.dumps({"_creationTime": 1755820789999.4512, "_id": f"id{n}", "text": "é" * n},
+                     option=orjson.OPT_SORT_KEYS).decode()
+        for n in range(5)
+    ]  # fmt: skip
+    assert snapshot.validate(full=True) is None
 
 
 page_values = st.lists(
