@@ -8,6 +8,7 @@ with the pure ``core.checkpoint`` transitions, writes each batch with
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -31,15 +32,22 @@ DEPLOYMENT_URL = "https://happy-animal-123.convex.cloud"
 EXTRACTED_AT = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 
+def creation_time_of(doc_id: str) -> float:
+    """The ``_creationTime`` :func:`doc` gives ``doc_id``: the same for every version of a
+    document, as in Convex (ms, with a fraction, like Convex's)."""
+    return 1_700_000_000_000.0 + zlib.crc32(doc_id.encode()) % 1_000_000_000 + 0.5
+
+
 def doc(table: str, doc_id: str, ts: int, component: str = "", **fields: Any) -> dict[str, Any]:
-    """An export_json document value (``_creationTime`` derived from ``_ts``)."""
+    """An export_json document value (``_creationTime`` from the id unless given, so
+    every version of a document has the same one)."""
     return {
         "_component": component,
         "_table": table,
         "_id": doc_id,
         "_ts": ts,
         "_deleted": False,
-        "_creationTime": ts / 1_000_000 + 0.5,
+        "_creationTime": creation_time_of(doc_id),
         **fields,
     }
 

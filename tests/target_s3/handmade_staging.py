@@ -2,9 +2,9 @@
 
 Documents are given as parsed ``export_json`` values, the way Convex sends them, typed
 with the production row builder (``core.current_state``) and laid out like the
-materializer's (system columns, then user columns sorted; ``crc32(_id)`` buckets;
-content-named files), but without going through the raw change log. An unchanged
-bucket produces the same file name again.
+materializer's (system columns, then user columns sorted; rows in creation-time order,
+cut into ``segments`` files of equal size; content-named files), but without going
+through the raw change log. An unchanged segment produces the same file name again.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from convex_cdc.core.columns import column_specs
 from convex_cdc.core.current_state import observed_column_types, parse_fields, typed_rows
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.staging.buckets import positions_by_bucket, write_bucket_file
+from convex_cdc.target_s3.staging.segments import in_creation_order, write_segment_file
 from convex_cdc.target_s3.staging.state import (
     StagingState,
     StagingTable,
@@ -41,7 +41,7 @@ def write_staging(
     *,
     consistent_as_of_ts: int | None = 1_000,
     deployment_url: str = DEPLOYMENT,
-    buckets: int = 2,
+    segments: int = 2,
     last_batch: int = 1,
 ) -> StagingState:
     """Write staging files for ``tables`` and the state naming them; return the state.
@@ -52,7 +52,7 @@ def write_staging(
     """
     layout = DestinationLayout.at(dest)
     staged = tuple(
-        _write_table(layout, TableKey.parse(name), docs, buckets, last_batch)
+        _write_table(layout, TableKey.parse(name), docs, segments, last_batch)
         for name, docs in sorted(tables.items())
     )
     state = StagingState(
@@ -86,7 +86,7 @@ def write_checkpoint(dest: Path, *, batch_seq: int, cursor: int = 1_000) -> Chec
 
 
 def _write_table(
-    layout: DestinationLayout, key: TableKey, docs: Documents, buckets: int, last_batch: int
+    layout: DestinationLayout, key: TableKey, docs: Documents, segments: int, last_batch: int
 ) -> StagingTable:
     directory = table_dir_name(key)
     events = pa.table(
@@ -103,16 +103,18 @@ def _write_table(
     specs = column_specs(observed_column_types(fields))
     rows = typed_rows(events, fields, specs)
     files = []
-    by_bucket = positions_by_bucket(rows.column("_id").to_pylist(), buckets)
-    for bucket, positions in sorted(by_bucket.items()):
-        part = rows.take(pa.array(positions, pa.int64())).sort_by("_id")
-        files.append(write_bucket_file(layout.root, layout.staging / directory, bucket, part))
+    rows = in_creation_order(rows)
+    size = -(-rows.num_rows // segments) if rows.num_rows else 0
+    for number in range(segments if rows.num_rows else 0):
+        part = rows.slice(number * size, size)
+        if part.num_rows:
+            target = layout.staging / directory
+            files.append(write_segment_file(layout.root, target, number, part))
     return StagingTable(
         key=key,
         dir=directory,
         row_count=rows.num_rows,
         last_batch=last_batch,
         columns=specs,
-        buckets=buckets,
         files=tuple(files),
     )

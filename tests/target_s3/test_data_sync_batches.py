@@ -35,7 +35,7 @@ MESSAGES, USERS, EMPTY = key("messages"), key("users"), key("empty", "waitlist")
 
 def materialize(dest: Path, *, max_events_per_step: int = 500_000) -> MaterializeReport:
     return StagingMaterializer(
-        DestinationLayout.at(dest), rows_per_bucket=2, max_events_per_step=max_events_per_step
+        DestinationLayout.at(dest), rows_per_segment=2, max_events_per_step=max_events_per_step
     ).materialize()
 
 

@@ -46,7 +46,7 @@ def sync(convex: InProcessConvex, dest: Path, api: str, *, resnapshot: bool = Fa
 
 
 def materialize(dest: Path) -> MaterializeReport:
-    return StagingMaterializer(DestinationLayout.at(dest), rows_per_bucket=2).materialize()
+    return StagingMaterializer(DestinationLayout.at(dest), rows_per_segment=2).materialize()
 
 
 def row_counts(convex: InProcessConvex) -> dict[TableKey, int]:
@@ -131,7 +131,7 @@ def test_staging_built_in_one_run_equals_staging_built_batch_by_batch(
     materialize(steps)
 
     rebuilt = StagingMaterializer(
-        DestinationLayout.at(steps), rows_per_bucket=2, rebuild=True
+        DestinationLayout.at(steps), rows_per_segment=2, rebuild=True
     ).materialize()
 
     assert rebuilt.tables_dropped == ["users"]

@@ -17,7 +17,7 @@ pure functions here, so the two agree by construction, value for value:
    (:mod:`convex_cdc.core.type_mapping` for every value).
 
 How a target stores the result, and how it decides against what it already holds
-(staging compares ``_ts`` with its bucket files; silver lets a Delta MERGE compare), is
+(staging compares ``_ts`` with its segment files; silver lets a Delta MERGE compare), is
 the target's business. Nothing here does I/O.
 """
 

@@ -70,7 +70,7 @@ def stage(dest: Path, **overrides: Any) -> StagingState:
         "waitlist/entries": [{"_id": "w1", "email": "a@b"}],
     }
     tables.update(overrides.pop("tables", {}))
-    return write_staging(dest, tables, buckets=4, **overrides)
+    return write_staging(dest, tables, segments=4, **overrides)
 
 
 def local_rows(dest: Path, state: StagingState, qualified: str) -> pa.Table:
@@ -383,13 +383,13 @@ def test_a_staging_built_by_the_real_pipeline_publishes_only_what_changed(
     layout = DestinationLayout.at(dest)
     sink, store = RawChangeLogSink(layout), FileCheckpointStore(layout)
     run_sync(convex, sink, store)
-    StagingMaterializer(layout, rows_per_bucket=16).materialize()
+    StagingMaterializer(layout, rows_per_segment=16).materialize()
     publish(layout, where.url, endpoint_url=where.endpoint_url, include_raw=True)
     before = load_staging_state(dest / "staging" / "_state.json")
 
     convex.transact([Replace("messages", ids[7], {"body": "edited", "n": 7})])
     run_sync(convex, sink, store)
-    StagingMaterializer(layout, rows_per_bucket=16).materialize()
+    StagingMaterializer(layout, rows_per_segment=16).materialize()
     report = publish(layout, where.url, endpoint_url=where.endpoint_url, include_raw=True)
 
     after = load_staging_state(dest / "staging" / "_state.json")

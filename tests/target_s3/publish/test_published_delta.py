@@ -8,13 +8,20 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from deltalake.transaction import CommitProperties, RemoveAction, Transaction
 
+from convex_cdc.core.columns import ColumnSpec
 from convex_cdc.core.errors import TargetError
+from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.layout import DestinationLayout
+from convex_cdc.target_s3.publish import delta_tables
 from convex_cdc.target_s3.publish.delta_tables import (
     CONSISTENT_AS_OF_KEY,
     SEQUENCE_KEY,
+    VERSIONS_PATH,
     app_id_for,
+    delta_schema,
+    schema_string,
     table_directory,
 )
 from convex_cdc.target_s3.publish.manifest import Manifest
@@ -102,7 +109,7 @@ def test_each_publish_commits_delta_tables_equal_to_the_manifest_with_evolution(
     state = write_staging(
         dest,
         {"messages": changed, "users": USERS, "late": [{"_id": "l1", "n": 1.5}]},
-        buckets=4,
+        segments=4,
     )
     assert {t.key.qualified for t in state.tables} == {"messages", "users", "late"}
     report = publish(layout, where.url, endpoint_url=where.endpoint_url)
@@ -122,7 +129,7 @@ def test_each_publish_commits_delta_tables_equal_to_the_manifest_with_evolution(
     write_staging(
         dest,
         {"messages": changed[:20], "users": USERS, "late": [{"_id": "l1", "n": 1.5}]},
-        buckets=4,
+        segments=4,
     )
     publish(layout, where.url, endpoint_url=where.endpoint_url)
     third = read_published(where.url, endpoint_url=where.endpoint_url).manifest
@@ -284,3 +291,86 @@ def test_a_rewritten_raw_batch_never_gets_a_digest_its_object_lacks(tmp_path: Pa
     manifest = read_published(str(out)).manifest
     assert manifest.raw_change_log is not None
     assert pq.read_table(published).num_rows == manifest.raw_change_log[0].rows == 3
+
+
+def never_read(*args: Any) -> Any:
+    raise AssertionError("the Delta table was opened although its state is on record")
+
+
+def test_tables_on_record_are_committed_without_reading_them(
+    tmp_path: Path, where: Where, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "dest"
+    layout = DestinationLayout.at(dest)
+    stage(dest)
+    monkeypatch.setattr(delta_tables, "_commit_after_reading", never_read)
+    assert publish(layout, where.url, endpoint_url=where.endpoint_url).delta_commits == 3
+    entries = [{"_id": "w2", "email": "c@d"}]
+    stage(dest, tables={"messages": messages(45), "waitlist/entries": entries})
+    report = publish(layout, where.url, endpoint_url=where.endpoint_url)
+    assert report.delta_commits == 2  # users is unchanged
+    manifest = read_published(where.url, endpoint_url=where.endpoint_url).manifest
+    assert_delta_equals_manifest(where, manifest, directories_of(manifest))
+    assert_time_travel(where, directories_of(manifest))
+    record = json.loads(where.target().get(VERSIONS_PATH) or b"")
+    assert record["manifest_sequence"] == 2
+    assert record["tables"] == {
+        "staging/messages": 1,
+        "staging/users": 0,
+        "staging/waitlist.entries": 1,
+    }
+
+
+def test_a_table_moved_on_since_the_record_is_read_and_brought_to_the_manifest(
+    tmp_path: Path, where: Where
+) -> None:
+    dest = tmp_path / "dest"
+    layout = DestinationLayout.at(dest)
+    stage(dest)
+    publish(layout, where.url, endpoint_url=where.endpoint_url)
+    # A publish killed after committing users for manifest 2 (here: one file less), whose
+    # staging then went back to the published users.
+    users = open_delta(where.target(), "staging/users")
+    gone = users.file_uris()[0].rsplit("/", 1)[1]
+    size = next(f.bytes for f in manifest_table_of(where, "staging/users").files if gone in f.path)
+    users.create_write_transaction(
+        [RemoveAction(gone, True, 0, size, {})],
+        "append",
+        users.schema(),
+        commit_properties=CommitProperties(
+            app_transactions=[Transaction(app_id_for(DEPLOYMENT), 2)]
+        ),
+    )
+    stage(dest, tables={"messages": messages(45)})
+    report = publish(layout, where.url, endpoint_url=where.endpoint_url)
+    assert report.delta_commits == 2  # messages, and users back to the manifest's files
+    manifest = read_published(where.url, endpoint_url=where.endpoint_url).manifest
+    assert_delta_equals_manifest(where, manifest, directories_of(manifest))
+
+
+def test_a_record_of_another_state_is_not_trusted(tmp_path: Path) -> None:
+    dest, out = tmp_path / "dest", tmp_path / "out"
+    layout = DestinationLayout.at(dest)
+    stage(dest)
+    publish(layout, str(out))
+    stage(dest, tables={"users": USERS[:3]})
+    publish(layout, str(out), delta=False)  # the Delta tables stay at manifest 1
+    stage(dest, tables={"users": USERS[:2]})
+    assert publish(layout, str(out)).delta_commits == 1
+    (out / VERSIONS_PATH).write_text("{not json")
+    stage(dest, tables={"users": USERS[:1]})
+    assert publish(layout, str(out)).delta_commits == 1
+    manifest = read_published(str(out)).manifest
+    assert_delta_equals_manifest(Where(str(out), None), manifest, directories_of(manifest))
+
+
+def test_the_schema_string_written_directly_is_the_one_delta_rs_writes() -> None:
+    from deltalake import Schema
+
+    columns = tuple(ColumnSpec(f"c_{t.value}", t, i % 2 == 0) for i, t in enumerate(ColumnType))
+    assert schema_string(columns) == Schema.from_arrow(delta_schema(columns)).to_json()
+
+
+def manifest_table_of(where: Where, directory: str) -> Any:
+    manifest = read_published(where.url, endpoint_url=where.endpoint_url).manifest
+    return manifest_table(manifest, directory)

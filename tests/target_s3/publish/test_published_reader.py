@@ -24,7 +24,7 @@ DOCS = {
 
 @pytest.fixture
 def published(tmp_path: Path) -> Path:
-    write_staging(tmp_path / "dest", DOCS, buckets=3)
+    write_staging(tmp_path / "dest", DOCS, segments=3)
     publish(DestinationLayout.at(tmp_path / "dest"), str(tmp_path / "out"))
     return tmp_path / "out"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from convex_cdc.core.errors import DestinationBusy, StateError
@@ -178,28 +179,66 @@ def test_a_new_walk_among_pending_batches_discards_everything_before_it(tmp_path
     assert [t.key for t in state_of(tmp_path).tables] == [MESSAGES]
 
 
-def test_an_incremental_run_rewrites_only_the_buckets_it_touches(tmp_path: Path) -> None:
+def _aged(count: int, ts: int = 10) -> list[dict[str, object]]:
+    """Documents ``m000``… created in id order (as an application inserts them)."""
+    return [
+        doc("messages", f"m{n:03d}", ts + n, body=f"v{ts}", _creationTime=1_000.0 + n)
+        for n in range(count)
+    ]
+
+
+def test_an_incremental_run_rewrites_only_the_segments_it_touches(tmp_path: Path) -> None:
     sync = ScriptedSync(tmp_path)
-    sync.snapshot([_messages(64)], snapshot_ts=1_000)
-    materializer = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=4)
+    sync.snapshot([_aged(64)], snapshot_ts=1_000)
+    materializer = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_segment=4)
     materializer.materialize()
     before = staging_files(tmp_path)
-    assert state_of(tmp_path).tables[0].buckets == 16
+    assert len(state_of(tmp_path).tables[0].files) == 16
 
-    sync.delta([doc("messages", "m007", 2_000, body="changed")])
+    # An update of an old document, a delete of another one, and a new document.
+    sync.delta(
+        [
+            doc("messages", "m007", 2_000, body="changed", _creationTime=1_007.0),
+            tombstone("messages", "m030", 2_001),
+            doc("messages", "n001", 2_002, body="new", _creationTime=5_000.0),
+        ]
+    )
     report = materializer.materialize()
     after = staging_files(tmp_path)
 
     removed, added = set(before) - set(after), set(after) - set(before)
-    assert len(removed) == 1 and len(added) == 1
-    assert report.files_written == 1 and report.files_removed == 1
-    (new_file,) = added
-    assert new_file.split("-")[1] == next(iter(removed)).split("-")[1]  # same bucket
+    # m004-m007, m028-m031 and the newest segment (m060-m063 + n001): three of sixteen.
+    assert len(removed) == 3 and len(added) == 3
+    assert report.files_written == 3 and report.files_removed == 3
+    assert report.rows_upserted == 2 and report.rows_deleted == 1
     assert {p: after[p] for p in set(after) & set(before)} == {
         p: before[p] for p in set(after) & set(before)
     }
-    assert _bodies(tmp_path)["m007"] == "changed"
+    bodies = _bodies(tmp_path)
+    assert bodies["m007"] == "changed" and bodies["n001"] == "new" and "m030" not in bodies
+    assert len(bodies) == 64
     assert_only_listed_files(tmp_path)
+
+
+def test_every_segment_file_is_in_creation_order_and_the_ranges_do_not_overlap(
+    tmp_path: Path,
+) -> None:
+    sync = ScriptedSync(tmp_path)
+    # Ids in random order against creation time, as Convex ids are.
+    sync.snapshot([_messages(40)], snapshot_ts=1_000)
+    materializer = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_segment=4)
+    materializer.materialize()
+    sync.delta([doc("messages", f"m{n:03d}", 2_000 + n, body="x") for n in range(0, 40, 3)])
+    materializer.materialize()
+    (table,) = state_of(tmp_path).tables
+    previous_last = None
+    for file in table.files:
+        times = pq.read_table(tmp_path / file.path).column("_creationTime").to_pylist()
+        assert times == sorted(times) and file.first_creation_time == times[0]
+        if previous_last is not None:
+            assert times[0] > previous_last
+        previous_last = times[-1]
+    assert len(rows_by_id(tmp_path, MESSAGES)) == 40
 
 
 def test_a_replayed_raw_batch_changes_nothing(tmp_path: Path) -> None:
@@ -209,7 +248,7 @@ def test_a_replayed_raw_batch_changes_nothing(tmp_path: Path) -> None:
         [doc("messages", "m003", 2_000, body="x"), tombstone("messages", "m004", 2_001)]
     )
     assert batch is not None
-    materializer = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=4)
+    materializer = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_segment=4)
     materializer.materialize()
     before = staging_files(tmp_path)
     state_before = state_of(tmp_path)
@@ -230,13 +269,12 @@ def test_the_same_batches_give_byte_identical_files_whether_replayed_or_not(
         sync = ScriptedSync(tmp_path / name)
         sync.snapshot([_messages(20)], snapshot_ts=1_000)
         page = [doc("messages", "m003", 2_000, body="x"), tombstone("messages", "m004", 2_001)]
-        if replay:
+        if replay:  # written, not committed (a crash before the checkpoint), then again
             sync.delta(page, commit=False)
-            StagingMaterializer(
-                DestinationLayout.at(tmp_path / name), rows_per_bucket=4
-            ).materialize()
+        # The same materialize runs in both: segment boundaries follow what each run saw.
+        StagingMaterializer(DestinationLayout.at(tmp_path / name), rows_per_segment=4).materialize()
         sync.delta(page)
-        StagingMaterializer(DestinationLayout.at(tmp_path / name), rows_per_bucket=4).materialize()
+        StagingMaterializer(DestinationLayout.at(tmp_path / name), rows_per_segment=4).materialize()
     once = {p.removeprefix("staging/"): b for p, b in staging_files(tmp_path / "once").items()}
     replayed = staging_files(tmp_path / "replayed")
     assert once == {p.removeprefix("staging/"): b for p, b in replayed.items()}
@@ -249,9 +287,9 @@ def test_small_steps_give_the_same_staging_as_one_big_step(tmp_path: Path) -> No
         sync.delta([doc("messages", "m001", 2_000, body="x"), tombstone("users", "u1", 2_001)])
         sync.delta([doc("messages", "m002", 3_000, body="y"), doc("users", "u2", 3_001)])
     StagingMaterializer(
-        DestinationLayout.at(tmp_path / "steps"), rows_per_bucket=4, max_events_per_step=1
+        DestinationLayout.at(tmp_path / "steps"), rows_per_segment=4, max_events_per_step=1
     ).materialize()
-    StagingMaterializer(DestinationLayout.at(tmp_path / "one"), rows_per_bucket=4).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path / "one"), rows_per_segment=4).materialize()
     for table in (MESSAGES, USERS):
         assert (
             read_staging_table(DestinationLayout.at(tmp_path / "steps"), table)
@@ -263,38 +301,44 @@ def test_small_steps_give_the_same_staging_as_one_big_step(tmp_path: Path) -> No
     assert state_of(tmp_path / "steps").consistent_as_of_ts == 3_001
 
 
-def test_a_column_first_seen_in_a_later_bucket_reaches_every_file_of_the_run(
+def test_a_column_first_seen_in_a_later_chunk_reaches_every_file_of_the_run(
     tmp_path: Path,
 ) -> None:
     values = [doc("messages", f"m{n:03d}", 10 + n, body=f"b{n}", score=n) for n in range(15)]
     # Only the last rows bring a new field and a second type for "score" (→ json).
     values.append(doc("messages", "m015", 30, body="b15", score="high", late=True))
-    for name, rows_per_bucket in (("buckets", 1), ("one", 1_000)):
+    for name, rows_per_segment in (("segments", 1), ("one", 1_000)):
         ScriptedSync(tmp_path / name).snapshot([values], snapshot_ts=1_000)
         StagingMaterializer(
-            DestinationLayout.at(tmp_path / name), rows_per_bucket=rows_per_bucket
+            DestinationLayout.at(tmp_path / name), rows_per_segment=rows_per_segment
         ).materialize()
 
-    assert state_of(tmp_path / "buckets").tables[0].buckets == 16
-    table = read_staging_table(DestinationLayout.at(tmp_path / "buckets"), MESSAGES).sort_by("_id")
+    assert len(state_of(tmp_path / "segments").tables[0].files) == 16
+    table = read_staging_table(DestinationLayout.at(tmp_path / "segments"), MESSAGES)
     assert table.equals(read_staging_table(DestinationLayout.at(tmp_path / "one"), MESSAGES))
-    rows = rows_by_id(tmp_path / "buckets", MESSAGES)
+    rows = rows_by_id(tmp_path / "segments", MESSAGES)
     assert rows["m003"]["score"] == "3" and rows["m015"]["score"] == '"high"'
     assert rows["m003"]["late"] is None and rows["m015"]["late"] is True
-    assert_only_listed_files(tmp_path / "buckets")  # no file of the first pass is left
+    assert_only_listed_files(tmp_path / "segments")  # no file of the first pass is left
 
 
-def test_a_growing_table_gets_more_buckets_and_keeps_every_row(tmp_path: Path) -> None:
+def test_a_growing_segment_is_split_and_every_row_is_kept(tmp_path: Path) -> None:
     sync = ScriptedSync(tmp_path)
-    sync.snapshot([_messages(4)], snapshot_ts=1_000)
-    materializer = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=2)
+    sync.snapshot([_aged(4)], snapshot_ts=1_000)
+    materializer = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_segment=2)
     materializer.materialize()
-    assert state_of(tmp_path).tables[0].buckets == 2
-    sync.delta([doc("messages", f"n{n:03d}", 2_000 + n, body="new") for n in range(30)])
-    materializer.materialize()
+    assert len(state_of(tmp_path).tables[0].files) == 1  # 4 rows: not above 2 × 2
+    for step in range(3):  # new documents arrive at the newest end
+        sync.delta(
+            [
+                doc("messages", f"n{step}{n:02d}", 2_000 + n, body="new", _creationTime=5e3 + n)
+                for n in range(10 * step, 10 * step + 10)
+            ]
+        )
+        materializer.materialize()
     (table,) = state_of(tmp_path).tables
     assert table.row_count == 34
-    assert table.buckets > 2 and table.row_count <= table.buckets * 2  # back at the target
+    assert all(file.rows <= 2 * 2 for file in table.files)  # never above the split point
     assert len(rows_by_id(tmp_path, MESSAGES)) == 34
     assert_only_listed_files(tmp_path)
 
@@ -310,7 +354,7 @@ def test_a_crash_before_the_state_save_leaves_the_old_state_and_a_rerun_converge
     for dest in (crashed, clean):
         sync = ScriptedSync(dest)
         sync.snapshot([_messages(16)], snapshot_ts=1_000)
-        StagingMaterializer(DestinationLayout.at(dest), rows_per_bucket=4).materialize()
+        StagingMaterializer(DestinationLayout.at(dest), rows_per_segment=4).materialize()
         sync.delta([doc("messages", "m001", 2_000, body="x"), tombstone("messages", "m002", 2_001)])
     old_state = state_of(crashed)
 
@@ -319,13 +363,13 @@ def test_a_crash_before_the_state_save_leaves_the_old_state_and_a_rerun_converge
 
     monkeypatch.setattr(materializer, "save_staging_state", cut)
     with pytest.raises(PowerCut):
-        StagingMaterializer(DestinationLayout.at(crashed), rows_per_bucket=4).materialize()
+        StagingMaterializer(DestinationLayout.at(crashed), rows_per_segment=4).materialize()
     monkeypatch.undo()
     assert state_of(crashed) == old_state  # still names only files that exist
     assert rows_by_id(crashed, MESSAGES)["m001"]["body"] == "v10"
 
-    StagingMaterializer(DestinationLayout.at(crashed), rows_per_bucket=4).materialize()
-    StagingMaterializer(DestinationLayout.at(clean), rows_per_bucket=4).materialize()
+    StagingMaterializer(DestinationLayout.at(crashed), rows_per_segment=4).materialize()
+    StagingMaterializer(DestinationLayout.at(clean), rows_per_segment=4).materialize()
     assert staging_files(crashed).keys() == {
         p.replace("clean", "crashed") for p in staging_files(clean)
     }
@@ -338,7 +382,7 @@ def test_a_crash_before_old_files_are_deleted_is_cleaned_up_by_the_next_run(
 ) -> None:
     sync = ScriptedSync(tmp_path)
     sync.snapshot([_messages(16)], snapshot_ts=1_000)
-    StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=4).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_segment=4).materialize()
     sync.delta([doc("messages", "m001", 2_000, body="x")])
     real_unlink = pathlib.Path.unlink
 
@@ -349,11 +393,11 @@ def test_a_crash_before_old_files_are_deleted_is_cleaned_up_by_the_next_run(
 
     monkeypatch.setattr(pathlib.Path, "unlink", cut)
     with pytest.raises(PowerCut):
-        StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=4).materialize()
+        StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_segment=4).materialize()
     monkeypatch.undo()
     assert rows_by_id(tmp_path, MESSAGES)["m001"]["body"] == "x"  # the new state is saved
 
-    report = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=4).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_segment=4).materialize()
     assert report.files_removed == 1 and report.batches_applied == 0
     assert_only_listed_files(tmp_path)
 

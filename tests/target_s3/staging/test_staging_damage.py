@@ -15,7 +15,7 @@ from convex_cdc.core.errors import ConfigError, TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3 import atomic_file
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.staging import buckets
+from convex_cdc.target_s3.staging import segments
 from convex_cdc.target_s3.staging.materializer import StagingMaterializer
 from convex_cdc.target_s3.staging.reader import read_staging_table
 from convex_cdc.target_s3.staging.readiness import consistent_staging
@@ -87,7 +87,7 @@ def test_after_a_failed_materialize_publish_says_materialize_not_snapshot(
         real(path, data)
 
     # One batch per step: the first step's state is saved (mid-walk), the second fails.
-    monkeypatch.setattr(buckets, "atomic_write_bytes", full_after_first_step, raising=True)
+    monkeypatch.setattr(segments, "atomic_write_bytes", full_after_first_step, raising=True)
     with pytest.raises(TargetError, match="No space left on device") as raised:
         StagingMaterializer(layout, max_events_per_step=1).materialize()
     assert "free disk space" in (raised.value.hint or "")

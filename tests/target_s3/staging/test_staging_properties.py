@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.staging import buckets, materializer
+from convex_cdc.target_s3.staging import materializer, segments
 from convex_cdc.target_s3.staging.materializer import StagingMaterializer
 from convex_cdc.target_s3.staging.reader import read_staging_table
 from convex_cdc.target_s3.staging.state import StagingState, save_staging_state
@@ -109,12 +109,12 @@ def test_incremental_staging_equals_a_rebuild_and_the_oracle(
         for sync in syncs.values():
             sync.snapshot(_pages(snapshot_values), snapshot_ts=1_000_000)
             sync.delta([], cursor=1_000_000)  # keep a checkpoint even if nothing landed
-        StagingMaterializer(DestinationLayout.at(incremental), rows_per_bucket=1).materialize()
+        StagingMaterializer(DestinationLayout.at(incremental), rows_per_segment=1).materialize()
         for values in delta_values:
             for sync in syncs.values():
                 sync.delta(values, cursor=ts + 1)
-            StagingMaterializer(DestinationLayout.at(incremental), rows_per_bucket=1).materialize()
-        StagingMaterializer(DestinationLayout.at(scratch), rows_per_bucket=1).materialize()
+            StagingMaterializer(DestinationLayout.at(incremental), rows_per_segment=1).materialize()
+        StagingMaterializer(DestinationLayout.at(scratch), rows_per_segment=1).materialize()
 
         for table in TABLES:
             assert _materialized(incremental, table) == oracle[table]
@@ -153,7 +153,7 @@ def _crash_at(step: int) -> Iterator[None]:
         real_unlink(self, missing_ok=missing_ok)
 
     with (
-        patch.object(buckets, "atomic_write_bytes", write),
+        patch.object(segments, "atomic_write_bytes", write),
         patch.object(materializer, "save_staging_state", save),
         patch.object(Path, "unlink", unlink),
     ):
@@ -187,17 +187,17 @@ def test_a_crash_anywhere_leaves_a_readable_staging_and_a_rerun_converges(
                 )
             sync.delta(values, cursor=ts + 1)
             with _crash_at(crash_at), suppress(Crash):
-                StagingMaterializer(DestinationLayout.at(dest), rows_per_bucket=1).materialize()
+                StagingMaterializer(DestinationLayout.at(dest), rows_per_segment=1).materialize()
             for table in TABLES:  # whatever state is on disk names only existing files
                 read_staging_table(DestinationLayout.at(dest), key(table))
 
-        StagingMaterializer(DestinationLayout.at(dest), rows_per_bucket=1).materialize()
+        StagingMaterializer(DestinationLayout.at(dest), rows_per_segment=1).materialize()
         with tempfile.TemporaryDirectory() as other:
             clean = Path(other)
             if (dest / "raw_change_log").exists():
                 shutil.copytree(dest / "raw_change_log", clean / "raw_change_log")
             shutil.copy(dest / "checkpoint.json", clean / "checkpoint.json")
-            StagingMaterializer(DestinationLayout.at(clean), rows_per_bucket=1).materialize()
+            StagingMaterializer(DestinationLayout.at(clean), rows_per_segment=1).materialize()
             for table in TABLES:
                 assert _materialized(dest, table) == _materialized(clean, table)
         assert_only_listed_files(dest)

@@ -107,7 +107,7 @@ def _write(dest: Path, pages: list[Page], *, materialize: bool) -> None:
     for p, values in _script(pages):
         sync.page(values, truncates=[key(t) for t in p.truncates], status=p.status)
         if materialize and p.materialize_after:
-            StagingMaterializer(DestinationLayout.at(dest), rows_per_bucket=1).materialize()
+            StagingMaterializer(DestinationLayout.at(dest), rows_per_segment=1).materialize()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -119,12 +119,12 @@ def test_truncates_applied_incrementally_equal_a_rebuild_and_the_oracle(
     with tempfile.TemporaryDirectory() as tmp:
         incremental, scratch = Path(tmp) / "incremental", Path(tmp) / "scratch"
         _write(incremental, pages, materialize=True)
-        StagingMaterializer(DestinationLayout.at(incremental), rows_per_bucket=1).materialize()
+        StagingMaterializer(DestinationLayout.at(incremental), rows_per_segment=1).materialize()
         scratch.mkdir()
         if (incremental / "raw_change_log").exists():
             shutil.copytree(incremental / "raw_change_log", scratch / "raw_change_log")
         shutil.copy(incremental / "checkpoint.json", scratch / "checkpoint.json")
-        StagingMaterializer(DestinationLayout.at(scratch), rows_per_bucket=1).materialize()
+        StagingMaterializer(DestinationLayout.at(scratch), rows_per_segment=1).materialize()
 
         assert _staging(incremental) == expected
         assert _staging(scratch) == expected
@@ -134,7 +134,7 @@ def test_truncates_applied_incrementally_equal_a_rebuild_and_the_oracle(
         )
         # One batch per step: every truncate lands at a step boundary.
         StagingMaterializer(
-            DestinationLayout.at(scratch), rows_per_bucket=1, max_events_per_step=1, rebuild=True
+            DestinationLayout.at(scratch), rows_per_segment=1, max_events_per_step=1, rebuild=True
         ).materialize()
         assert _staging(scratch) == expected
         assert_only_listed_files(incremental)
@@ -153,7 +153,7 @@ def test_a_crash_while_applying_truncates_converges_on_a_rerun(
         for p, values in _script(pages):
             sync.page(values, truncates=[key(t) for t in p.truncates], status=p.status)
             with _crash_at(crash_at), suppress(Crash):
-                StagingMaterializer(DestinationLayout.at(dest), rows_per_bucket=1).materialize()
-        StagingMaterializer(DestinationLayout.at(dest), rows_per_bucket=1).materialize()
+                StagingMaterializer(DestinationLayout.at(dest), rows_per_segment=1).materialize()
+        StagingMaterializer(DestinationLayout.at(dest), rows_per_segment=1).materialize()
         assert _staging(dest) == _oracle(pages)
         assert_only_listed_files(dest)

@@ -13,7 +13,7 @@ from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.staging.materializer import StagingMaterializer
 from convex_cdc.target_s3.staging.reader import read_staging_table
-from tests.target_s3.change_batches import ScriptedSync, doc, key
+from tests.target_s3.change_batches import ScriptedSync, creation_time_of, doc, key
 from tests.target_s3.staging_checks import assert_only_listed_files, rows_by_id, state_of
 
 THINGS = key("things")
@@ -78,7 +78,7 @@ def test_values_land_exactly_in_typed_columns(tmp_path: Path) -> None:
     assert t1["data"] == b"\x00\x01\xff"
     assert t1["nested"] == '{"a":null,"b":[1,2.5,{"$bytes":"AA=="}]}'
     assert t1["flag"] is True and t1["text"] == 'héllo "quoted"'
-    assert t1["_ts"] == 10 and t1["_creationTime"] == 10 / 1_000_000 + 0.5
+    assert t1["_ts"] == 10 and t1["_creationTime"] == creation_time_of("t1")
     # A missing field and an explicit null are both null.
     assert t1["nothing"] is None and t2["big"] is None and t2["data"] is None
     assert t2["flag"] is False
@@ -112,9 +112,9 @@ def test_an_incompatible_type_widens_old_rows_to_lossless_json_text(tmp_path: Pa
         ],
         snapshot_ts=50,
     )
-    StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=1).materialize()
+    StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_segment=1).materialize()
     sync.delta([doc("things", "t4", 60, n="five", f=[1], b="text", s=["x"], ok={"k": 1})])
-    report = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_bucket=1).materialize()
+    report = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_segment=1).materialize()
 
     rows = rows_by_id(tmp_path, THINGS)
     assert {i: r["n"] for i, r in rows.items()} == {

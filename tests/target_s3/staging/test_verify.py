@@ -120,7 +120,7 @@ def test_a_faithful_staging_verifies_ok(tmp_path: Path) -> None:
 
 
 def test_one_tampered_value_in_a_staging_file_is_one_differing_row(tmp_path: Path) -> None:
-    state = write_staging(tmp_path, docs(), buckets=1)
+    state = write_staging(tmp_path, docs(), segments=1)
     (file,) = state.tables[0].files
     rows = pq.read_table(tmp_path / file.path)
     body = rows.column("body").to_pylist()

@@ -14,7 +14,7 @@ Batches are applied in steps of at most ``max_events_per_step`` events, which bo
 memory. Each step follows one order, so a crash anywhere leaves a state that names only
 existing files and a re-run converges:
 
-1. write the step's new bucket files (durable, content-named, never in place);
+1. write the step's new segment files (durable, content-named, never in place);
 2. save the new state atomically (it lists only those and the untouched files);
 3. delete the files no longer listed.
 
@@ -24,8 +24,12 @@ The raw batches applied must have no hole (:mod:`~convex_cdc.target_s3.raw.histo
 each file must match its index; staging files the state lists must exist with the size it
 records. A listed file that is missing or of another size (damaged behind convex-cdc's
 back) makes the run rebuild staging from the raw change log, as ``rebuild=True`` does.
-One step rewrites each touched bucket once, so a bulk load larger than a step touches
-the same buckets again in later steps; raise ``max_events_per_step`` if memory allows.
+Memory does not grow with a step's size (events are typed in chunks and spilled, see
+:mod:`.merge`), so steps are large: a step rewrites each touched segment once, and a bulk
+load split over several steps would rewrite the segments it filled again.
+
+Staging written with the earlier layout (hash buckets of ``_id``, a version 1 state) is
+rebuilt from the raw change log on the next run, with a log line saying so.
 
 A run holds the destination's ``staging`` lock. Old files disappear right after a state
 save, so a reader that copies files listed in a state (publish) should hold that lock too.
@@ -37,6 +41,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +49,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Final, Literal
+
+import pyarrow as pa
 
 from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.columns import Widening
@@ -56,28 +63,31 @@ from convex_cdc.target_s3.locks import DestinationLock
 from convex_cdc.target_s3.raw.batch_index import BatchIndex
 from convex_cdc.target_s3.raw.change_log import RawChangeLog
 from convex_cdc.target_s3.raw.history import ensure_checkpointed_batch_exists, ensure_contiguous
-from convex_cdc.target_s3.staging.buckets import BUCKET_FILE_PATTERN, ROWS_PER_BUCKET, buckets_for
 from convex_cdc.target_s3.staging.drops import ends_dropped
 from convex_cdc.target_s3.staging.merge import (
     EVENT_COLUMNS,
+    WORK_DIR_PREFIX,
     TableUpdate,
     apply_table_events,
     empty_table,
 )
+from convex_cdc.target_s3.staging.segments import ROWS_PER_SEGMENT, SEGMENT_FILE_PATTERN
 from convex_cdc.target_s3.staging.state import (
+    SEGMENT_LAYOUT,
     StagingState,
     StagingTable,
     load_staging_state,
     save_staging_state,
 )
-from convex_cdc.target_s3.staging.truncates import last_truncating, rows_after_truncate, rows_left
+from convex_cdc.target_s3.staging.truncates import last_truncating, rows_after_truncate
 from convex_cdc.target_s3.table_paths import resolve_table_dir
 
 log = logging.getLogger(__name__)
 
-MAX_EVENTS_PER_STEP: Final = 500_000
-"""Raw events applied per step (memory: their raw text and typed rows, plus the parsed
-documents of one bucket per table being applied)."""
+MAX_EVENTS_PER_STEP: Final = 10_000_000
+"""Raw events applied per step. Memory per step grows only with its deletes (``_id`` and
+``_ts``, ~60 bytes each) and the creation times of its upserts (8 bytes each); the typed
+rows are spilled to disk."""
 TABLE_THREADS: Final = 2
 """Tables of a step applied at once."""
 
@@ -126,7 +136,7 @@ class StagingMaterializer:
 
     Args:
         layout: the destination.
-        rows_per_bucket: target rows per staging file.
+        rows_per_segment: target rows per staging file.
         max_events_per_step: raw events applied per step (bounds memory).
         progress: called after each table of each step.
         rebuild: build staging again from the raw change log, whatever it holds now.
@@ -136,14 +146,14 @@ class StagingMaterializer:
         self,
         layout: DestinationLayout,
         *,
-        rows_per_bucket: int = ROWS_PER_BUCKET,
+        rows_per_segment: int = ROWS_PER_SEGMENT,
         max_events_per_step: int = MAX_EVENTS_PER_STEP,
         progress: Callable[[MaterializeProgress], None] | None = None,
         rebuild: bool = False,
     ) -> None:
         self.layout = layout
         self.rebuild = rebuild
-        self.rows_per_bucket = rows_per_bucket
+        self.rows_per_segment = rows_per_segment
         self.max_events_per_step = max_events_per_step
         self.progress = progress
         self.raw = RawChangeLog(layout)
@@ -188,12 +198,19 @@ class StagingMaterializer:
                 # Files are content-named: a rebuild writing the same rows would keep a
                 # damaged file of that name.
                 (self.layout.root / relative).unlink(missing_ok=True)
-            if self.rebuild or report.damaged_files:
+            old_layout = state.layout != SEGMENT_LAYOUT
+            if self.rebuild or report.damaged_files or old_layout:
                 # Built again from the walk's first batch on; the state's files go once
                 # the first step's state no longer lists them.
                 obsolete = [f.path for t in state.tables for f in t.files]
                 state = None
-                log.info("rebuilding staging from the raw change log")
+                if old_layout:
+                    log.info(
+                        "staging was laid out in hash buckets of _id by an earlier convex-cdc; "
+                        "rebuilding it from the raw change log in creation-time segments"
+                    )
+                else:
+                    log.info("rebuilding staging from the raw change log")
         after = state.last_applied_batch if state is not None else 0
         batches = self.raw.committed_batches(after, checkpoint.batch_seq)
         tables = {t.key: t for t in state.tables} if state is not None else {}
@@ -209,7 +226,6 @@ class StagingMaterializer:
         # What came before the walk staging is (re)built from does not matter to it.
         ensure_contiguous(self.raw, batches, after=None if reload_from is not None else after)
 
-        expected = rows_left(batches)
         steps = list(_steps(batches, self.max_events_per_step))
         for number, step in enumerate(steps):
             keys = sorted({t.key for index in step for t in index.tables})
@@ -221,7 +237,7 @@ class StagingMaterializer:
                 for names in (report.tables_dropped, report.tables_changed):
                     if key.qualified not in names:
                         names.append(key.qualified)
-            for key, update in self._apply_tables(keys, tables, step, expected):
+            for key, update in self._apply_tables(keys, tables, step):
                 tables[key] = update.table
                 obsolete.extend(update.obsolete)
                 report.files_written += len(update.written)
@@ -281,7 +297,6 @@ class StagingMaterializer:
         keys: Sequence[TableKey],
         tables: Mapping[TableKey, StagingTable],
         step: Sequence[BatchIndex],
-        expected: Mapping[TableKey, int],
     ) -> Iterator[tuple[TableKey, TableUpdate]]:
         """Apply the step to each table, a few tables at once, yielding in ``keys`` order.
 
@@ -290,15 +305,12 @@ class StagingMaterializer:
         are done (or failed) before the step's state is saved.
         """
         with ThreadPoolExecutor(TABLE_THREADS, thread_name_prefix="materialize") as pool:
-            pending = [
-                (key, pool.submit(self._apply, key, tables.get(key), step, expected.get(key, 0)))
-                for key in keys
-            ]
+            pending = [(key, pool.submit(self._apply, key, tables.get(key), step)) for key in keys]
             for key, future in pending:
                 yield key, future.result()
 
     def _apply(
-        self, key: TableKey, current: StagingTable | None, step: Sequence[BatchIndex], rows: int
+        self, key: TableKey, current: StagingTable | None, step: Sequence[BatchIndex]
     ) -> TableUpdate:
         table_dir = resolve_table_dir(self.layout.staging, key)
         indexes = [index for index in step if index.entry(key) is not None]
@@ -311,20 +323,15 @@ class StagingMaterializer:
             forgotten = [f.path for f in current.files] if current is not None else []
             current = None
         if current is None:
-            buckets = buckets_for(rows, self.rows_per_bucket)
-            current = empty_table(key, table_dir.name, buckets=buckets)
-        columns = EVENT_COLUMNS if restart is None else [*EVENT_COLUMNS, "_op"]
-        events = self.raw.read_table_batches(key, indexes, columns=columns)
-        if restart is not None:
-            events = rows_after_truncate(events)
+            current = empty_table(key, table_dir.name)
         update = apply_table_events(
             self.layout.root,
             table_dir,
             current,
-            events,
+            self._events(key, indexes, truncated=restart is not None),
             batch=indexes[-1].seq,
             schema_fingerprint=step[-1].checkpoint.schema_fingerprints.get(key.qualified),
-            rows_per_bucket=self.rows_per_bucket,
+            rows_per_segment=self.rows_per_segment,
         )
         if restart is not None:
             update.truncated = True
@@ -334,13 +341,23 @@ class StagingMaterializer:
             )
         return update
 
+    def _events(
+        self, key: TableKey, indexes: Sequence[BatchIndex], *, truncated: bool
+    ) -> Iterator[pa.Table]:
+        """The table's rows of each batch in turn (one batch in memory at a time); after a
+        truncate (which opens the first batch), only the rows that follow it."""
+        columns = EVENT_COLUMNS if not truncated else [*EVENT_COLUMNS, "_op"]
+        for position, index in enumerate(indexes):
+            events = self.raw.read_table_batches(key, [index], columns=columns)
+            yield rows_after_truncate(events) if truncated and position == 0 else events
+
     def _commit(self, state: StagingState, obsolete: Sequence[str]) -> int:
         """Save ``state``, then delete the files it no longer lists. Returns files deleted."""
         save_staging_state(self.layout.staging_state, state)
         listed = {f.path for t in state.tables for f in t.files}
         removed = 0
         for relative in obsolete:
-            if relative in listed or not _is_bucket_file_path(relative):
+            if relative in listed or not _is_segment_file_path(relative):
                 continue
             path = self.layout.root / relative
             if path.exists():
@@ -356,7 +373,7 @@ class StagingMaterializer:
         damaged = []
         for table in state.tables:
             for file in table.files:
-                if not _is_bucket_file_path(file.path):
+                if not _is_segment_file_path(file.path):
                     continue  # a damaged state never touches anything outside staging
                 path = self.layout.root / file.path
                 try:
@@ -384,11 +401,14 @@ class StagingMaterializer:
         for entry in root.iterdir():
             if entry.name.startswith("._state.json.") and entry.name.endswith(".tmp"):
                 entry.unlink(missing_ok=True)
+            if entry.name.startswith(WORK_DIR_PREFIX) and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)  # an interrupted run's spilled rows
+                continue
             if not entry.is_dir() or entry.is_symlink():
                 continue
             for path in entry.iterdir():
                 relative = path.relative_to(self.layout.root).as_posix()
-                own = BUCKET_FILE_PATTERN.fullmatch(path.name) or _TEMP_FILE.fullmatch(path.name)
+                own = SEGMENT_FILE_PATTERN.fullmatch(path.name) or _TEMP_FILE.fullmatch(path.name)
                 if own and relative not in listed and path.is_file():
                     path.unlink()
                     removed += 1
@@ -438,7 +458,7 @@ def _steps(batches: Sequence[BatchIndex], max_events: int) -> Iterator[list[Batc
         yield step
 
 
-def _is_bucket_file_path(relative: str) -> bool:
+def _is_segment_file_path(relative: str) -> bool:
     """``staging/<dir>/part-….parquet`` and nothing else (a damaged state never deletes
     anything outside staging)."""
     parts = PurePosixPath(relative).parts
@@ -446,7 +466,7 @@ def _is_bucket_file_path(relative: str) -> bool:
         len(parts) == 3
         and parts[0] == "staging"
         and parts[1] not in {"", ".", ".."}
-        and BUCKET_FILE_PATTERN.fullmatch(parts[2]) is not None
+        and SEGMENT_FILE_PATTERN.fullmatch(parts[2]) is not None
     )
 
 

@@ -1,37 +1,44 @@
-"""Apply one table's new change events to its staging buckets.
+"""Apply one table's new change events to its staging segments.
 
 Rows are built by the target-agnostic builder of :mod:`convex_cdc.core.current_state`
-(the same one silver uses); this module decides which of them win against the bucket
-files staging already holds, and rewrites those files. The steps, all column work except
-parsing the *new* documents:
+(the same one silver uses); this module decides which of them win against the segment
+files staging already holds (:mod:`.segments`), and rewrites those files. Two phases:
 
-1. Keep the last event per ``_id`` among the new ones (``latest_positions``).
-2. Per touched bucket, read only ``_id``/``_ts`` of the existing file and decide who
-   wins each id: the highest ``_ts``, a new event on a tie (a replay carries the same
-   version). New events older than what staging holds lose.
-3. Parse the bucket's winning upserts, evolve the columns, build their typed rows
-   (``parse_fields``, ``observed_column_types``, ``typed_rows``; the parsed documents
-   are dropped right away, so memory holds one bucket's documents).
-4. Rewrite the bucket: existing rows minus the ids the new events won (``is_in``), plus
-   the new rows, sorted by ``_id``. That is Arrow work without the GIL, so it runs in a
-   small thread pool while the next bucket is parsed.
-
-A bucket is written with the columns known when it was typed. If a later bucket adds or
-widens a column, the earlier ones are rewritten with the final columns (``conform``:
-the same values a single pass would give), and every untouched bucket is too.
+1. **Type**: the events are read one raw batch at a time and typed in chunks of
+   :data:`CHUNK_ROWS` (``parse_fields``, ``observed_column_types``, ``typed_rows``; the
+   parsed documents are dropped right after each chunk). The typed upserts are spilled to
+   disk in creation order and the deletes kept aside (:mod:`.incoming`), so memory holds
+   one chunk of parsed documents whatever the step's size. The columns evolve as chunks
+   come; the table's final columns are known when this phase ends.
+2. **Lay out**: a segment is rewritten when new rows fall in its creation-time range, when
+   it holds an id the step deletes (found from its ``_id`` column alone), or when the
+   columns changed (every file gets the final columns, ``conform``: the same values a
+   single pass would give). Each rewrite (:mod:`.segment_merge`) is Arrow work without
+   the GIL, run in a small thread pool. A segment that would hold more than
+   ``SPLIT_FACTOR`` times the target is cut at creation times chosen up front, and each
+   part is merged on its own, so a bulk load (the first snapshot of a large table) is
+   laid out one target-sized segment at a time.
 
 Staging keeps no tombstones, so an upsert older than a delete applied in an *earlier*
 materialize would bring the row back. Convex delivers deltas in timestamp order, so this
 only guards against disorder inside the batches of one run, where it is exact.
+
+Every version of a document carries the same ``_creationTime`` (Convex never changes it),
+which is what lets an update find the segment holding the previous version.
 """
 
 from __future__ import annotations
 
+import itertools
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -47,36 +54,35 @@ from convex_cdc.core.columns import (
 from convex_cdc.core.current_state import (
     DocumentError,
     DocumentFields,
-    last_of_runs,
-    latest_positions,
     observed_column_types,
     parse_fields,
     single_chunk,
     typed_rows,
-    upserts_only,
 )
 from convex_cdc.core.document_columns import paused_gc
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.names import TableKey
 from convex_cdc.core.type_mapping import ColumnType
-from convex_cdc.target_s3.staging.bucket_rewrite import BucketRewrite, RewrittenBucket
-from convex_cdc.target_s3.staging.buckets import (
-    ROWS_PER_BUCKET,
-    bucket_numbers,
-    buckets_for,
-    needs_growth,
-    newest_ts,
-    read_bucket_file,
-    sorted_by_id,
-    write_bucket_file,
+from convex_cdc.target_s3.staging.incoming import ORDER_COLUMN, IncomingRows
+from convex_cdc.target_s3.staging.segment_merge import MergedSegment, SegmentMerge
+from convex_cdc.target_s3.staging.segments import (
+    ROWS_PER_SEGMENT,
+    SPLIT_FACTOR,
+    creation_times,
+    read_segment_file,
+    segment_starts,
 )
 from convex_cdc.target_s3.staging.state import StagingFile, StagingTable
 
 EVENT_COLUMNS = ["_id", "_ts", "_deleted", "document"]
 """The raw change log columns the materializer reads."""
 
+CHUNK_ROWS: Final = 65_536
+"""Events parsed at once (memory: their parsed documents)."""
 REWRITE_THREADS: Final = 2
-"""Buckets read, merged and written at once (pyarrow releases the GIL for that work)."""
+"""Segments read, merged and written at once (pyarrow releases the GIL for that work)."""
+WORK_DIR_PREFIX: Final = ".incoming-"
+"""Temporary spill directories under ``staging/`` (a crashed run's are removed)."""
 
 
 @dataclass(slots=True)
@@ -99,7 +105,7 @@ class TableUpdate:
         return bool(self.written or self.obsolete)
 
 
-def empty_table(key: TableKey, table_dir: str, *, buckets: int) -> StagingTable:
+def empty_table(key: TableKey, table_dir: str) -> StagingTable:
     """A table with no rows and only the system columns."""
     return StagingTable(
         key=key,
@@ -107,23 +113,33 @@ def empty_table(key: TableKey, table_dir: str, *, buckets: int) -> StagingTable:
         row_count=0,
         last_batch=0,
         columns=column_specs({}),
-        buckets=buckets,
         files=(),
     )
 
 
-@paused_gc()  # the parsed documents of a whole table are alive until it is written
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """A segment's creation-time range ``[low, high)`` and the file holding it now."""
+
+    number: int
+    low: float
+    high: float
+    file: StagingFile | None
+
+
+@paused_gc()  # parsed documents are many small objects the collector would scan again
 def apply_table_events(
     root: Path,
     table_dir: Path,
     current: StagingTable,
-    events: pa.Table,
+    batches: Iterable[pa.Table],
     *,
     batch: int,
     schema_fingerprint: str | None,
-    rows_per_bucket: int = ROWS_PER_BUCKET,
+    rows_per_segment: int = ROWS_PER_SEGMENT,
 ) -> TableUpdate:
-    """Apply ``events`` (raw change log rows of one table, in order) to ``current``.
+    """Apply ``batches`` (raw change log rows of one table, batch by batch, in order) to
+    ``current``.
 
     New files are durable when this returns; nothing is deleted (the caller removes
     ``obsolete`` after saving the state that no longer lists them).
@@ -132,135 +148,180 @@ def apply_table_events(
         TargetError: a document cannot be typed (not valid export_json).
         StateError: a listed staging file is missing or damaged.
     """
-    events = single_chunk(events.select(EVENT_COLUMNS))
-    # 1. The last new event per id, grouped by bucket.
-    winners = latest_positions(events)
-    numbers = bucket_numbers(events.column("_id").take(winners), current.buckets)
-    old_columns = user_columns(current.columns)
-    old_schema = arrow_schema(current.columns)
-    files = {f.bucket: f for f in current.files}
-    update = TableUpdate(table=current)
-
-    with ThreadPoolExecutor(REWRITE_THREADS, thread_name_prefix="staging") as pool:
-        # 2.-4. per touched bucket; a bucket is written as soon as it is typed, with the
-        # columns known so far (almost always the final ones).
-        columns = dict(old_columns)
-        seen: dict[str, ColumnType] = {}
-        pending: dict[int, tuple[BucketRewrite, Future[RewrittenBucket]]] = {}
-        for bucket in sorted(pc.unique(numbers).to_pylist()):
-            candidates = events.take(winners.filter(pc.equal(numbers, bucket)))
-            existing = files.get(bucket)
-            if existing is not None and not _all_newer(root, existing, candidates):
-                keys = read_bucket_file(root, existing, schema=old_schema, columns=["_id", "_ts"])
-                candidates = candidates.filter(_newer_than(candidates, keys))
-            if not candidates.num_rows:
-                continue
-            new_rows = None
-            upserts = upserts_only(candidates)
-            if upserts.num_rows:
-                fields = _parse(upserts, current.key)
-                bucket_types = _column_types(fields, current.key)
-                seen = join_column_types(seen, bucket_types)
-                columns, _ = evolve_columns(columns, bucket_types, batch=batch)
-                new_rows = _typed_rows(upserts, fields, column_specs(columns), current.key)
-                update.upserted += new_rows.num_rows
-                del fields  # the parsed documents; only the typed rows are kept
-            job = BucketRewrite(
-                root,
-                table_dir,
-                bucket,
-                existing,
-                old_schema,
-                old_columns,
-                columns,
-                candidates.select(["_id", "_deleted"]),
-                new_rows,
-                columns,
-            )
-            pending[bucket] = (job, pool.submit(job.run))
-
+    table_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, dir=table_dir.parent))
+    try:
+        incoming = IncomingRows(work)
+        old_columns = user_columns(current.columns)
+        seen = _type_events(incoming, batches, old_columns, batch=batch, key=current.key)
         new_columns, widenings = evolve_columns(old_columns, seen, batch=batch)
-        update.widenings = widenings
-        if new_columns != old_columns:  # every file gets the new columns
-            for bucket, existing in files.items():
-                if bucket not in pending:
-                    job = BucketRewrite(
-                        root, table_dir, bucket, existing, old_schema, old_columns, new_columns
-                    )
-                    pending[bucket] = (job, pool.submit(job.run))
-        final: dict[int, StagingFile] = {b: f for b, f in files.items() if b not in pending}
-        results = {bucket: future.result() for bucket, (_, future) in pending.items()}
-        # A bucket written before a later one changed the columns is redone with them.
-        redo = {
-            bucket: pool.submit(replace(job, columns=new_columns).run)
-            for bucket, (job, _) in pending.items()
-            if job.columns != new_columns
-        }
-        interim: list[str] = []  # the first files of redone buckets: never listed
-        for bucket in redo:
-            written = results[bucket].file
-            if written is not None and written != files.get(bucket):
-                interim.append(written.path)
-        results.update((bucket, future.result()) for bucket, future in redo.items())
-    for bucket, result in sorted(results.items()):
-        update.deleted += result.deleted
-        if result.file is not None:
-            final[bucket] = result.file
-            if result.file != files.get(bucket):
-                update.written.append(result.file)
-    specs = column_specs(new_columns)
+        merged = _lay_out(
+            root, table_dir, current, incoming, old_columns, new_columns, rows_per_segment
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+    update = TableUpdate(table=current, widenings=widenings)
+    files: list[StagingFile] = []
+    for segment in merged:
+        if isinstance(segment, StagingFile):
+            files.append(segment)
+            continue
+        update.upserted += segment.upserted
+        update.deleted += segment.deleted
+        files.extend(segment.files)
+    before = {f.path for f in current.files}
+    update.written = [f for f in files if f.path not in before]
+    listed = {f.path for f in files}
+    update.obsolete = sorted(path for path in before if path not in listed)
     update.table = replace(
         current,
-        row_count=sum(f.rows for f in final.values()),
+        row_count=sum(f.rows for f in files),
         last_batch=batch,
-        columns=specs,
-        files=tuple(final[b] for b in sorted(final)),
+        columns=column_specs(new_columns),
+        files=tuple(files),
         schema_fingerprint=schema_fingerprint or current.schema_fingerprint,
         widenings=current.widenings + tuple(widenings),
     )
-    if needs_growth(update.table.row_count, update.table.buckets, rows_per_bucket):
-        _grow(root, table_dir, update, rows_per_bucket)
-    listed = {f.path for f in update.table.files}
-    candidates = [f.path for f in current.files] + [f.path for f in update.written] + interim
-    update.obsolete = sorted({path for path in candidates if path not in listed})
     return update
 
 
-def _all_newer(root: Path, existing: StagingFile, candidates: pa.Table) -> bool:
-    """Whether every candidate is at least as new as everything in ``existing`` (then all
-    of them win, and the file's ids need not be read): the usual case for deltas."""
-    newest = newest_ts(root, existing)
-    oldest = pc.min(candidates.column("_ts")).as_py()
-    return newest is not None and oldest is not None and oldest >= newest
+def _type_events(
+    incoming: IncomingRows,
+    batches: Iterable[pa.Table],
+    columns: dict[str, ColumnType],
+    *,
+    batch: int,
+    key: TableKey,
+) -> dict[str, ColumnType]:
+    """Phase 1: spill every event of ``batches``; → the user column types seen."""
+    columns = dict(columns)
+    seen: dict[str, ColumnType] = {}
+    arrived = 0
+    for batch_events in batches:
+        events = single_chunk(batch_events.select(EVENT_COLUMNS))
+        for start in range(0, events.num_rows, CHUNK_ROWS):
+            chunk = events.slice(start, CHUNK_ROWS)
+            order = pa.array(np.arange(arrived, arrived + chunk.num_rows, dtype=np.int64))
+            arrived += chunk.num_rows
+            deleted = chunk.column("_deleted")
+            if pc.any(deleted).as_py():
+                incoming.add_deletes(
+                    chunk.select(["_id", "_ts"]).append_column(ORDER_COLUMN, order).filter(deleted)
+                )
+                upserting = pc.invert(deleted)
+                chunk, order = chunk.filter(upserting), order.filter(upserting)
+            if not chunk.num_rows:
+                continue
+            fields = _parse(chunk, key)
+            chunk_types = _column_types(fields, key)
+            seen = join_column_types(seen, chunk_types)
+            columns, _ = evolve_columns(columns, chunk_types, batch=batch)
+            rows = _typed_rows(chunk, fields, column_specs(columns), key)
+            del fields  # the parsed documents; only the typed rows are kept
+            incoming.add_upserts(rows.append_column(ORDER_COLUMN, order), columns)
+    return seen
 
 
-def _newer_than(candidates: pa.Table, existing: pa.Table) -> pa.Array:
-    """Mask over ``candidates`` (one row per id): wins against the existing ``_id``/``_ts``."""
-    n = candidates.num_rows
-    positions = pa.array(range(n), pa.int64())
-    combined = pa.concat_tables(
-        [_keyed(existing, 0, pa.repeat(-1, existing.num_rows)), _keyed(candidates, 1, positions)]
-    )
-    order = pc.sort_indices(
-        combined, sort_keys=[("_id", "ascending"), ("_ts", "ascending"), ("src", "ascending")]
-    )
-    ordered = combined.take(order)
-    winners = ordered.filter(last_of_runs(ordered.column("_id")))
-    won_positions = winners.filter(pc.equal(winners.column("src"), 1)).column("pos")
-    return pc.is_in(positions, value_set=won_positions.combine_chunks())
+def _lay_out(  # noqa: PLR0917 - private, called once, every argument different
+    root: Path,
+    table_dir: Path,
+    current: StagingTable,
+    incoming: IncomingRows,
+    old_columns: dict[str, ColumnType],
+    new_columns: dict[str, ColumnType],
+    rows_per_segment: int,
+) -> list[StagingFile | MergedSegment]:
+    """Phase 2: every segment's file in creation order, the touched ones rewritten."""
+    old_schema = arrow_schema(current.columns)
+    deletes = incoming.deletes()
+    columns_changed = new_columns != old_columns
+    out: list[StagingFile | MergedSegment | list[Future[MergedSegment]]] = []
+    with ThreadPoolExecutor(REWRITE_THREADS, thread_name_prefix="staging") as pool:
+        for segment in _ranges(current.files):
+            count = incoming.count(segment.low, segment.high)
+            old = segment.file
+            touched = (
+                count > 0
+                or columns_changed
+                or (old is not None and _holds_any(root, old, old_schema, deletes))
+            )
+            if not touched:
+                if old is not None:  # (an empty table's one range has no file)
+                    out.append(old)
+                continue
+            held = 0 if old is None else old.rows
+            parts = [(segment.low, segment.high)]
+            if held + count > SPLIT_FACTOR * rows_per_segment:
+                parts = _cut(root, segment, old_schema, incoming, rows_per_segment)
+            out.append(
+                [
+                    pool.submit(
+                        SegmentMerge(
+                            root=root,
+                            table_dir=table_dir,
+                            number=segment.number,
+                            old_file=old,
+                            old_schema=old_schema,
+                            old_columns=old_columns,
+                            columns=new_columns,
+                            incoming=incoming,
+                            deletes=deletes,
+                            low=low,
+                            high=high,
+                            rows_per_segment=rows_per_segment,
+                            split_old_file=len(parts) > 1,
+                        ).run
+                    )
+                    for low, high in parts
+                ]
+            )
+        return [
+            result
+            for entry in out
+            for result in (
+                [future.result() for future in entry] if isinstance(entry, list) else [entry]
+            )
+        ]
 
 
-def _keyed(rows: pa.Table, source: int, positions: pa.Array) -> pa.Table:
-    """``_id``, ``_ts``, which side the row comes from, and its position on that side."""
-    return pa.table(
-        {
-            "_id": rows.column("_id"),
-            "_ts": rows.column("_ts"),
-            "src": pa.repeat(source, rows.num_rows).cast(pa.int8()),
-            "pos": positions.cast(pa.int64()),
-        }
-    )
+def _ranges(files: tuple[StagingFile, ...]) -> Iterator[_Range]:
+    """Each segment's range; a table without files is one empty range over everything."""
+    if not files:
+        yield _Range(0, -np.inf, np.inf, None)
+        return
+    starts = segment_starts(files)
+    bounds = [-np.inf, *starts.tolist(), np.inf]
+    for number, file in enumerate(files):
+        yield _Range(number, bounds[number], bounds[number + 1], file)
+
+
+def _holds_any(root: Path, file: StagingFile, schema: pa.Schema, deletes: pa.Table) -> bool:
+    """Whether ``file`` holds one of the deleted ids (reads its ``_id`` column only)."""
+    if not len(deletes):
+        return False
+    ids = read_segment_file(root, file, schema=schema, columns=["_id"]).column("_id")
+    return bool(pc.any(pc.is_in(ids, value_set=deletes.column("_id"))).as_py())
+
+
+def _cut(
+    root: Path,
+    segment: _Range,
+    schema: pa.Schema,
+    incoming: IncomingRows,
+    rows_per_segment: int,
+) -> list[tuple[float, float]]:
+    """``segment``'s range cut into parts of about ``rows_per_segment`` rows, counting
+    what it holds and the new rows (only creation times are read)."""
+    times = [incoming.times(segment.low, segment.high)]
+    if segment.file is not None:
+        held = read_segment_file(root, segment.file, schema=schema, columns=["_creationTime"])
+        times.append(creation_times(held.column("_creationTime")))
+    every = np.sort(np.concatenate(times))
+    cuts = np.unique(every[rows_per_segment::rows_per_segment])
+    inner = [float(c) for c in cuts if segment.low < c < segment.high]
+    bounds = [segment.low, *inner, segment.high]
+    return list(itertools.pairwise(bounds))
 
 
 def _parse(upserts: pa.Table, key: TableKey) -> DocumentFields:
@@ -295,27 +356,3 @@ def _untypable(exc: Exception, key: TableKey) -> TargetError:
         f"cannot type a document of table {key} in this batch: {exc}",
         hint="the raw change log holds a value convex-cdc cannot map; report it",
     )
-
-
-def _grow(root: Path, table_dir: Path, update: TableUpdate, rows_per_bucket: int) -> None:
-    """Redistribute the whole table over more buckets (rare; see staging_buckets)."""
-    table = update.table
-    schema = arrow_schema(table.columns)
-    rows = pa.concat_tables(
-        [read_bucket_file(root, f, schema=schema) for f in table.files]
-    ).combine_chunks()
-    buckets = buckets_for(table.row_count, rows_per_bucket)
-    numbers = bucket_numbers(rows.column("_id"), buckets)
-    before = {f.path for f in table.files}
-    with ThreadPoolExecutor(REWRITE_THREADS, thread_name_prefix="staging") as pool:
-        pending = [
-            pool.submit(_write_part, root, table_dir, b, rows.filter(pc.equal(numbers, b)))
-            for b in sorted(pc.unique(numbers).to_pylist())
-        ]
-        new_files = [future.result() for future in pending]
-    update.written.extend(f for f in new_files if f.path not in before)
-    update.table = replace(table, buckets=buckets, files=tuple(new_files))
-
-
-def _write_part(root: Path, table_dir: Path, bucket: int, rows: pa.Table) -> StagingFile:
-    return write_bucket_file(root, table_dir, bucket, sorted_by_id(rows))

@@ -12,7 +12,7 @@ from convex_cdc.core.columns import SYSTEM_COLUMN_SPECS, arrow_schema
 from convex_cdc.core.names import TableKey
 from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.staging.buckets import read_bucket_file
+from convex_cdc.target_s3.staging.segments import read_segment_file
 from convex_cdc.target_s3.staging.state import StagingState, StagingTable, load_staging_state
 
 
@@ -24,7 +24,7 @@ def staging_table_schema(table: StagingTable | None) -> pa.Schema:
 def read_staging_table(
     layout: DestinationLayout, key: TableKey, *, state: StagingState | None = None
 ) -> pa.Table:
-    """Every current row of one table (files concatenated in bucket order).
+    """Every current row of one table (files concatenated in creation-time order).
 
     Pass ``state`` to read a state already loaded (so several tables come from the same
     materialize); otherwise the state file is read. A table staging does not have (or no
@@ -42,5 +42,5 @@ def read_staging_table(
         schema = staging_table_schema(table)
         if table is None or not table.files:
             return schema.empty_table()
-        parts = [read_bucket_file(layout.root, f, schema=schema) for f in table.files]
+        parts = [read_segment_file(layout.root, f, schema=schema) for f in table.files]
         return pa.concat_tables(parts)

@@ -3,6 +3,11 @@
 Stored as ``staging/_state.json`` (see :mod:`.layout`), replaced atomically after the
 files it lists are durable, so it never names a file that does not exist. Publish and
 verify read staging only through this state.
+
+Version 2 lays tables out in creation-time segments (:mod:`.segments`). A version 1
+state (hash buckets of ``_id``, the layout before segments) is still read, so
+publish and verify keep working on it, but its ``layout`` says so and the next
+materialize rebuilds staging from the raw change log.
 """
 
 from __future__ import annotations
@@ -19,7 +24,11 @@ from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.atomic_file import atomic_write_bytes
 
 STATE_FORMAT: Final = "convex-cdc.staging-state"
-STATE_VERSION: Final = 1
+STATE_VERSION: Final = 2
+SEGMENT_LAYOUT: Final = "creation-time-segments"
+"""The layout of a version 2 state: :mod:`.segments`."""
+ID_BUCKET_LAYOUT: Final = "id-hash-buckets"
+"""The layout of a version 1 state: rows in ``crc32(_id)`` buckets (rebuilt on materialize)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +36,13 @@ class StagingFile:
     """One immutable, content-named parquet file of a staging table."""
 
     path: str
-    """Relative to the destination root, e.g. ``staging/messages/part-003-<hash>.parquet``."""
-    bucket: int
+    """Relative to the destination root, e.g. ``staging/messages/part-0003-<hash>.parquet``."""
     rows: int
     bytes: int
     sha256: str
+    first_creation_time: float | None = None
+    """The lowest ``_creationTime`` in the file: where its segment begins (``None``: null,
+    or a version 1 state, which has no segments)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +54,8 @@ class StagingTable:
     row_count: int
     last_batch: int
     columns: tuple[ColumnSpec, ...]
-    buckets: int
     files: tuple[StagingFile, ...]
+    """In creation-time order (segment order)."""
     schema_fingerprint: str | None = None
     widenings: tuple[Widening, ...] = ()
 
@@ -61,6 +72,9 @@ class StagingState:
     """Convex timestamp at which every table equals the source; ``None`` mid-snapshot."""
     updated_at: str
     tables: tuple[StagingTable, ...] = field(default_factory=tuple)
+    layout: str = SEGMENT_LAYOUT
+    """How the files are cut (:data:`SEGMENT_LAYOUT`; :data:`ID_BUCKET_LAYOUT` for a state
+    written before segments, which materialize rebuilds)."""
 
     def table(self, key: TableKey) -> StagingTable | None:
         """The state of one table, if staging has it."""
@@ -72,6 +86,7 @@ def state_to_json(state: StagingState) -> dict[str, Any]:
     return {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
+        "layout": state.layout,
         "source": {"deployment_url": state.deployment_url},
         "last_applied_batch": state.last_applied_batch,
         "snapshot_ts": state.snapshot_ts,
@@ -86,14 +101,13 @@ def state_to_json(state: StagingState) -> dict[str, Any]:
                 "last_batch": t.last_batch,
                 "schema_fingerprint": t.schema_fingerprint,
                 "columns": [c.to_json() for c in t.columns],
-                "buckets": t.buckets,
                 "files": [
                     {
                         "path": f.path,
-                        "bucket": f.bucket,
                         "rows": f.rows,
                         "bytes": f.bytes,
                         "sha256": f.sha256,
+                        "first_creation_time": f.first_creation_time,
                     }
                     for f in t.files
                 ],
@@ -113,8 +127,12 @@ def state_from_json(data: Any, *, where: str) -> StagingState:
     try:
         if data.get("format") != STATE_FORMAT:
             raise ValueError(f"format is {data.get('format')!r}")
-        if data["version"] != STATE_VERSION:
-            raise ValueError(f"unsupported version {data['version']!r}")
+        version = data["version"]
+        if version not in (1, STATE_VERSION):
+            raise ValueError(f"unsupported version {version!r}")
+        layout = ID_BUCKET_LAYOUT if version == 1 else data["layout"]
+        if layout not in (ID_BUCKET_LAYOUT, SEGMENT_LAYOUT):
+            raise ValueError(f"unknown layout {layout!r}")
         tables = tuple(
             StagingTable(
                 key=TableKey(t["component"], t["table"]),
@@ -126,14 +144,13 @@ def state_from_json(data: Any, *, where: str) -> StagingState:
                     ColumnSpec(c["name"], ColumnType(c["type"]), bool(c["nullable"]))
                     for c in t["columns"]
                 ),
-                buckets=int(t["buckets"]),
                 files=tuple(
                     StagingFile(
                         path=f["path"],
-                        bucket=int(f["bucket"]),
                         rows=int(f["rows"]),
                         bytes=int(f["bytes"]),
                         sha256=f["sha256"],
+                        first_creation_time=_optional_float(f.get("first_creation_time")),
                     )
                     for f in t["files"]
                 ),
@@ -153,6 +170,7 @@ def state_from_json(data: Any, *, where: str) -> StagingState:
             consistent_as_of_ts=data["consistent_as_of_ts"],
             updated_at=data["updated_at"],
             tables=tables,
+            layout=layout,
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise StateError(
@@ -160,6 +178,10 @@ def state_from_json(data: Any, *, where: str) -> StagingState:
             hint="delete the staging/ directory and run `convex-cdc materialize` to rebuild "
             "it from the raw change log",
         ) from None
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def load_staging_state(path: Path) -> StagingState | None:

@@ -3,7 +3,7 @@
 A data-sync batch truncates a table when the table enters the sync (a cold start, newly
 selected, replaced by an import); the truncate rows open the table's rows of that batch.
 Staging then forgets everything it held for the table from earlier batches (rows,
-columns, widenings, buckets) and builds it again from the rows after the truncate, as if
+columns, widenings, segments) and builds it again from the rows after the truncate, as if
 the table were new. So a table comes out the same whether its batches were applied over
 many runs or in one rebuild. A table truncated with no rows after it is an empty table:
 still listed, with no files and only the system columns.
@@ -52,15 +52,3 @@ def rows_after_truncate(events: pa.Table) -> pa.Table:
     if len(truncate_positions) == 0:
         return events
     return events.slice(truncate_positions[-1].as_py() + 1)
-
-
-def rows_left(indexes: Sequence[BatchIndex]) -> dict[TableKey, int]:
-    """An upper bound of each table's rows after ``indexes`` (starting from none), counting
-    from each table's last truncate: what sizes a new or truncated table's buckets."""
-    rows: dict[TableKey, int] = {}
-    for index in indexes:
-        for entry in index.tables:
-            restarts = entry.truncates + entry.drops
-            before = 0 if restarts else rows.get(entry.key, 0)
-            rows[entry.key] = before + entry.rows - entry.deletes - restarts
-    return rows

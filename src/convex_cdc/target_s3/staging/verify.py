@@ -33,9 +33,9 @@ from convex_cdc.core.source import SnapshotPage, Source
 from convex_cdc.core.type_mapping import json_text_column
 from convex_cdc.target_s3.io_errors import io_errors
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.staging.buckets import read_bucket_file
 from convex_cdc.target_s3.staging.reader import staging_table_schema
 from convex_cdc.target_s3.staging.readiness import consistent_staging
+from convex_cdc.target_s3.staging.segments import read_segment_file
 from convex_cdc.target_s3.staging.state import StagingTable
 
 _NOT_HASHED: Final = ("_id", "_ts")
@@ -292,13 +292,13 @@ def _compare(
 
 
 def _staging_row_hashes(root: Path, table: StagingTable) -> Iterator[tuple[str, bytes]]:
-    """``(_id, digest)`` of every staging row, one bucket file at a time."""
+    """``(_id, digest)`` of every staging row, one segment file at a time."""
     schema = staging_table_schema(table)
     hashed = [c for c in table.columns if c.name not in _NOT_HASHED]
     names = [c.name for c in hashed]
     loads = orjson.loads
     for file in table.files:
-        rows = read_bucket_file(root, file, schema=schema)
+        rows = read_segment_file(root, file, schema=schema)
         # Typed values back to export_json, via the same conversion a widening uses.
         texts = [json_text_column(rows.column(c.name), c.type).to_pylist() for c in hashed]
         for position, doc_id in enumerate(rows.column("_id").to_pylist()):
