@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import pathlib
 from pathlib import Path
 
@@ -327,7 +329,7 @@ def test_a_growing_segment_is_split_and_every_row_is_kept(tmp_path: Path) -> Non
     sync.snapshot([_aged(4)], snapshot_ts=1_000)
     materializer = StagingMaterializer(DestinationLayout.at(tmp_path), rows_per_segment=2)
     materializer.materialize()
-    assert len(state_of(tmp_path).tables[0].files) == 1  # 4 rows: not above 2 × 2
+    assert len(state_of(tmp_path).tables[0].files) == 1  # 4 rows: not above 2 * 2
     for step in range(3):  # new documents arrive at the newest end
         sync.delta(
             [
@@ -456,3 +458,36 @@ def test_staging_ahead_of_the_checkpoint_is_refused(tmp_path: Path) -> None:
     sync.store.save(restored)
     with pytest.raises(StateError, match="beyond the checkpoint's 1"):
         StagingMaterializer(DestinationLayout.at(tmp_path)).materialize()
+
+
+def test_a_staging_of_the_hash_bucket_layout_is_rebuilt_with_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sync = ScriptedSync(tmp_path)
+    sync.snapshot([_messages(12)], snapshot_ts=1_000)
+    layout = DestinationLayout.at(tmp_path)
+    StagingMaterializer(layout, rows_per_segment=4).materialize()
+    expected = read_staging_table(layout, MESSAGES).sort_by("_id")
+    # The state as the hash-bucket layout wrote it (version 1: buckets, no segments).
+    state = json.loads(layout.staging_state.read_text())
+    state["version"] = 1
+    del state["layout"]
+    for table in state["tables"]:
+        table["buckets"] = len(table["files"])
+        for number, file in enumerate(table["files"]):
+            file["bucket"] = number
+            del file["first_creation_time"]
+    layout.staging_state.write_text(json.dumps(state))
+
+    sync.delta([doc("messages", "m003", 2_000, body="x")])
+    with caplog.at_level(logging.INFO, logger="convex_cdc"):
+        report = StagingMaterializer(layout, rows_per_segment=4).materialize()
+
+    assert "hash buckets of _id" in caplog.text and "rebuilding" in caplog.text
+    assert json.loads(layout.staging_state.read_text())["version"] == 2
+    assert state_of(tmp_path).layout == "creation-time-segments"
+    assert report.full_rebuild and report.files_written >= 1
+    rows = read_staging_table(layout, MESSAGES).sort_by("_id")
+    assert rows.num_rows == expected.num_rows
+    assert _bodies(tmp_path)["m003"] == "x"
+    assert_only_listed_files(tmp_path)
