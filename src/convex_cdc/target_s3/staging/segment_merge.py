@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,9 +30,9 @@ from convex_cdc.core.columns import UserColumns, conform
 from convex_cdc.core.current_state import last_of_runs
 from convex_cdc.target_s3.staging.incoming import ORDER_COLUMN, IncomingRows
 from convex_cdc.target_s3.staging.segments import (
+    CREATION_ORDER,
     SPLIT_FACTOR,
     creation_times,
-    in_creation_order,
     read_segment_file,
     write_segment_file,
 )
@@ -148,21 +149,43 @@ class SegmentMerge:
         lost = positions[is_held & ~last]
         won = positions[last & ~is_held & (positions >= 0)] - n_held
         result.upserted = len(won)
-        kept = held
-        if held is not None and len(lost):
-            mask = np.ones(n_held, dtype=bool)
-            mask[lost] = False
-            kept = held.filter(pa.array(mask))
-        if not len(won):
-            return kept
-        assert new is not None  # a new row won
-        added = new.drop_columns([ORDER_COLUMN]).take(pa.array(won, pa.int64()))
-        if kept is None or not kept.num_rows:
+        added = None
+        if len(won):
+            assert new is not None  # a new row won
+            added = new.drop_columns([ORDER_COLUMN]).take(pa.array(won, pa.int64()))
+        if held is None:
             return added
-        rows = pa.concat_tables([kept, added]).combine_chunks()
-        if _before(kept, added):
-            return rows  # new documents after every held one: the usual insert
-        return in_creation_order(rows)
+        kept = np.ones(n_held, dtype=bool)
+        kept[lost] = False
+        if added is None:
+            return held.filter(pa.array(kept)) if len(lost) else held
+        return _interleaved(held, np.flatnonzero(kept), added)
+
+
+def _interleaved(held: pa.Table, kept: npt.NDArray[np.int64], added: pa.Table) -> pa.Table:
+    """The ``kept`` rows of ``held`` and every row of ``added`` (both in creation order)
+    in creation order, gathered in one ``take``: only the keys are sorted, and the
+    segment's rows are copied once."""
+    at = pa.array(kept, pa.int64())
+    keys = pa.table(
+        {
+            "_creationTime": pa.concat_arrays(
+                [
+                    held.column("_creationTime").take(at).combine_chunks(),
+                    added.column("_creationTime").combine_chunks(),
+                ]
+            ),
+            "_id": pa.concat_arrays(
+                [
+                    held.column("_id").take(at).combine_chunks(),
+                    added.column("_id").combine_chunks(),
+                ]
+            ),
+        }
+    )
+    order = pc.sort_indices(keys, sort_keys=CREATION_ORDER).to_numpy()
+    positions = np.concatenate([kept, held.num_rows + np.arange(added.num_rows)])[order]
+    return pa.concat_tables([held, added]).take(pa.array(positions, pa.int64()))
 
 
 def _keys(rows: pa.Table | None, arrival: int | None, offset: int) -> pa.Table:
@@ -193,16 +216,6 @@ def _keys(rows: pa.Table | None, arrival: int | None, offset: int) -> pa.Table:
             "position": pa.array(np.arange(offset, offset + n, dtype=np.int64)),
         }
     )
-
-
-def _before(first: pa.Table, then: pa.Table) -> bool:
-    """Whether every row of ``first`` comes before every row of ``then`` in creation
-    order (both are in creation order)."""
-    last = (first.column("_creationTime")[-1].as_py(), first.column("_id")[-1].as_py())
-    head = (then.column("_creationTime")[0].as_py(), then.column("_id")[0].as_py())
-    if head[0] is None:
-        return False
-    return last[0] is None or last < head
 
 
 def _pieces(rows: pa.Table, target: int) -> list[pa.Table]:
