@@ -166,7 +166,7 @@ def test_creation_times_are_unique_within_a_transaction() -> None:
     store = DocumentStore(seed=0)
     result = store.commit([Insert("t", {"n": i}) for i in range(500)])
     table = store._components[""].tables["t"]
-    times = [table.latest[doc_id].creation_time for doc_id in result.ids]
+    times = [table.document(doc_id).creation_time for doc_id in result.ids]  # type: ignore[union-attr]
     assert len(set(times)) == 500
     assert times == sorted(times)
     assert all(isinstance(value, float) for value in times)
@@ -301,3 +301,64 @@ def test_revisions_between_are_the_log_rows_of_that_window() -> None:
     assert [row.ts for row in store.revisions_between(0, first)] == [first, first]
     assert [row.table.name for row in store.revisions_between(first, second)] == ["u"]
     assert store.revisions_between(second, second + 10) == []
+
+
+def test_other_formats_are_cached_within_the_budget_and_converted_beyond_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from convex_cdc.devserver import tables
+    from convex_cdc.devserver.value_encoding import ValueFormat, convert_body
+
+    store = DocumentStore(seed=0)
+    ids = store.commit([Insert("t", {"n": i, "b": b"\x01"}) for i in range(3)]).ids
+    table = store._components[""].tables["t"]
+    first, second, third = (table.document(doc_id) for doc_id in ids)
+    assert first is not None and second is not None and third is not None
+    neutral = store.commit([Insert("t", {"s": "plain"})]).ids[0]
+    plain = table.document(neutral)
+    assert plain is not None and plain.body(ValueFormat.CLEAN) is plain.export
+
+    budget = tables._AltCache(len(first.body(ValueFormat.CLEAN)) + 60)  # room for one
+    monkeypatch.setattr(tables, "ALT_CACHE", budget)
+    cached = second.body(ValueFormat.CLEAN)
+    assert second.body(ValueFormat.CLEAN) is cached  # admitted: the same bytes again
+    for fmt in (ValueFormat.CLEAN, ValueFormat.ENCODED):
+        converted = third.body(fmt)
+        assert converted == convert_body(third.export or b"", fmt)
+        assert third.body(fmt) is not converted  # over budget: converted each time
+    assert budget.used <= budget.budget
+
+
+def test_document_fields_give_back_what_was_written() -> None:
+    store = DocumentStore(seed=0)
+    fields: dict[str, Any] = {
+        "big": 2**63 - 1,
+        "raw": b"\x00\xff",
+        "nan": float("nan"),
+        "neg_zero": -0.0,
+        "nested": {"flag": True, "list": [1, 2.5, None, "x"]},
+    }
+    doc_id = store.commit([Insert("t", fields, component="c")]).ids[0]
+    back = store.document_fields("c", "t", doc_id)
+    assert back is not None
+    assert repr(back) == repr(dict(sorted(fields.items())))  # repr: NaN and -0.0 exactly
+    store.commit([Delete("t", doc_id, component="c")])
+    assert store.document_fields("c", "t", doc_id) is None
+    assert store.document_fields("c", "missing", doc_id) is None
+    assert store.document_fields("other", "t", doc_id) is None
+
+
+def test_the_workload_writes_the_same_with_or_without_reading_documents_back() -> None:
+    from convex_cdc.devserver.workload import Workload
+
+    logs = []
+    for reads_back in (False, True):
+        store = DocumentStore(seed=5, clock=itertools.count(10**18, 10**6).__next__)
+        workload = Workload(store, seed=5, reader=store if reads_back else None)
+        workload.populate(1_500)
+        workload.step(400)
+        logs.append([(row.table.name, row.id, row.export) for row in store._log])
+        kept = [workload._pools[key].fields(doc_id) for key in workload._pools
+                for doc_id in workload._pools[key].ids]  # fmt: skip
+        assert all(fields is None for fields in kept) == reads_back
+    assert logs[0] == logs[1]

@@ -91,32 +91,64 @@ Builder = Callable[[], dict[str, ConvexValue]]
 
 
 class Pool:
-    """Live documents of one table, in an order that depends only on the call sequence."""
+    """Live document ids of one table, in an order that depends only on the call sequence.
 
-    __slots__ = ("docs", "ids", "index")
+    The fields are kept only when no store can give them back (``keep_fields``): a
+    ten-million-document devserver must not hold every document twice. The id → position
+    index that removal needs is built on first use, so a bulk load never pays for it.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_fields", "_index", "ids")
+
+    def __init__(self, *, keep_fields: bool = True) -> None:
         self.ids: list[str] = []
-        self.docs: list[Fields] = []
-        self.index: dict[str, int] = {}
+        self._index: dict[str, int] | None = None
+        self._fields: dict[str, Fields] | None = {} if keep_fields else None
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, doc_id: str, fields: Fields) -> None:
-        self.index[doc_id] = len(self.ids)
-        self.ids.append(doc_id)
-        self.docs.append(fields)
+    def __contains__(self, doc_id: str) -> bool:
+        return doc_id in self._positions()
 
-    def remove(self, doc_id: str) -> Fields:
-        i = self.index.pop(doc_id)
-        doc, last_id, last_doc = self.docs[i], self.ids.pop(), self.docs.pop()
+    def _positions(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {doc_id: i for i, doc_id in enumerate(self.ids)}
+        return self._index
+
+    def fields(self, doc_id: str) -> Fields | None:
+        """The document's fields if this pool keeps them (else the store has them)."""
+        return None if self._fields is None else self._fields[doc_id]
+
+    def add(self, doc_id: str, fields: Fields) -> None:
+        self.extend([doc_id], [fields])
+
+    def extend(self, ids: list[str], docs: list[Fields]) -> None:
+        if self._index is not None:
+            self._index.update({doc_id: i for i, doc_id in enumerate(ids, len(self.ids))})
+        self.ids.extend(ids)
+        if self._fields is not None:
+            self._fields.update(zip(ids, docs, strict=True))
+
+    def replace(self, doc_id: str, fields: Fields) -> None:
+        if self._fields is not None:
+            self._fields[doc_id] = fields
+
+    def remove(self, doc_id: str) -> None:
+        index = self._positions()
+        i = index.pop(doc_id)
+        last_id = self.ids.pop()
         if i < len(self.ids):  # swap the last document into the hole
-            self.ids[i], self.docs[i], self.index[last_id] = last_id, last_doc, i
-        return doc
+            self.ids[i], index[last_id] = last_id, i
+        if self._fields is not None:
+            del self._fields[doc_id]
 
     def sample(self, rng: random.Random, k: int) -> list[str]:
         return [self.ids[i] for i in rng.sample(range(len(self.ids)), min(k, len(self.ids)))]
+
+
+FieldsOf = Callable[[Key, str], Fields]
+"""The current fields of a live document of a table."""
 
 
 class AppDocuments:
@@ -128,6 +160,7 @@ class AppDocuments:
         pools: Mapping[Key, Pool],
         *,
         string_estimates: Callable[[], bool],
+        fields_of: FieldsOf,
     ) -> None:
         """Share ``rng`` and the live-document ``pools`` with the workload.
 
@@ -135,9 +168,11 @@ class AppDocuments:
             rng: the workload's random generator (one generator keeps runs reproducible).
             pools: live documents per table, to draw references from.
             string_estimates: whether ``tasks.estimate`` has turned into a string yet.
+            fields_of: the current fields of a live document (what a revision starts from).
         """
         self._rng = rng
         self._pools = pools
+        self._fields_of = fields_of
         self._string_estimates = string_estimates
         self._serials: dict[Key, int] = {}  # documents built per table (drives value rotations)
         self.clock = 1_735_689_600_000.0
@@ -308,8 +343,7 @@ class AppDocuments:
         }
 
     def replace(self, key: Key, doc_id: str, *, status: str | None = None) -> Replace:
-        pool = self._pools[key]
-        fields = self.revise(key, pool.docs[pool.index[doc_id]])
+        fields = self.revise(key, self._fields_of(key, doc_id))
         if status is not None:
             fields["status"] = status
             fields["progress"] = 1.0

@@ -183,7 +183,8 @@ class WorkloadRunner:
                 from convex_cdc.devserver.workload import Workload
             except ImportError as exc:
                 raise WorkloadUnavailable(f"the workload generator is unavailable: {exc}") from exc
-            self._workload = Workload(self._store, seed=self._seed)
+            # The store gives documents back, so the workload keeps only their ids.
+            self._workload = Workload(self._store, seed=self._seed, reader=self._store)
         return self._workload
 
     def populate(self, documents: int) -> None:

@@ -147,6 +147,10 @@ class ShapeCounts:
                 field.floats += sign
             elif kind is str and not 31 <= len(value) <= 37:
                 field.strings += sign
+            elif kind is int:
+                field.ints += sign
+            elif value is None:
+                field.nulls += sign
             else:
                 field.add(value, sign)
             if sign < 0 and field.total == 0:

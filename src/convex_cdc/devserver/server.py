@@ -167,6 +167,7 @@ class DevServer:
         """
         if name == "demo":
             self.workload.populate(documents)
+            self.store.settle()
         elif name != "empty":
             raise ValueError(f"unknown seed {name!r}: expected demo or empty")
 

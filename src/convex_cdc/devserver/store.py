@@ -61,10 +61,12 @@ from convex_cdc.devserver.transaction import (
     existing_document,
     user_fields_tree,
 )
+from convex_cdc.devserver.value_encoding import from_export_tree
 from convex_cdc.devserver.writes import CommitResult, Delete, Fields, Insert, Replace, Write
 
 _MS_PER_DAY = 86_400_000
 _by_ts = attrgetter("ts")
+_by_id = attrgetter("id")
 T = TypeVar("T")
 
 
@@ -116,6 +118,25 @@ class DocumentStore:
     def latest_ts(self) -> int:
         """The latest readable timestamp: the last commit (or the store's creation)."""
         return self._latest_ts
+
+    def settle(self) -> None:
+        """Sort every table's new documents into place now (after a bulk load), so the
+        first read does not pay for it."""
+        with self._lock:
+            for table in self._tablets:
+                table.sorted_documents()
+
+    def document_fields(self, component: str, table: str, doc_id: str) -> Fields | None:
+        """The user fields of a live document (decoded from its body), or None."""
+        with self._lock:
+            owner = self._components.get(component)
+            found = owner.tables.get(table) if owner is not None else None
+            revision = found.document(doc_id) if found is not None else None
+            export = revision.export if revision is not None else None
+        if export is None:
+            return None
+        tree = orjson.loads(b"{" + export + b"}")
+        return {key: from_export_tree(value, 1) for key, value in tree.items() if key[0] != "_"}
 
     # ----------------------------------------------------------------------------- writes
 
@@ -199,8 +220,11 @@ class DocumentStore:
             entry = touched.get(key)
             assert table is not None  # _existing raised otherwise
             if entry is None:
-                current = table.latest[write.id]
-                entry = (table, write.id, PendingDocument(current.creation_time, {}))
+                current = table.document(write.id)
+                assert current is not None  # existing_document raised otherwise
+                # The id object the table already holds, so each document keeps one.
+                entry = (table, current.id, PendingDocument(current.creation_time, {}))
+                entry[2].previous = current
                 touched[key] = entry
             pending = entry[2]
             if isinstance(write, Replace):
@@ -293,25 +317,20 @@ class DocumentStore:
             self._insert_tablet(table)
         rows: list[Revision] = []
         for key, (table, doc_id, pending) in touched.items():
-            previous = table.latest.get(doc_id)
+            previous = pending.previous
             revision = Revision(
-                ts,
-                table,
-                doc_id,
-                previous,
-                pending.creation_time,
-                bodies.get(key),
-                neutral=pending.neutral,
+                ts, table, doc_id, previous, bodies.get(key), neutral=pending.neutral
             )
             if previous is None:
-                table.add_id(doc_id)
-            elif previous.export is not None:
-                old = orjson.loads(b"{" + previous.export + b"}")
-                del old["_creationTime"], old["_id"]
-                table.shape.add_object(old, -1)
+                table.add_document(revision)
+            else:
+                if previous.export is not None:
+                    old = orjson.loads(b"{" + previous.export + b"}")
+                    del old["_creationTime"], old["_id"]
+                    table.shape.add_object(old, -1)
+                table.set_latest(revision)
             if pending.fields is not None:
                 table.shape.add_object(pending.fields, 1)
-            table.latest[doc_id] = revision
             rows.append(revision)
         rows.sort(key=lambda row: (row.table.tablet_id, row.id))
         self._log.extend(rows)
@@ -375,12 +394,12 @@ class DocumentStore:
             if not tablets:
                 return SnapshotPage([], snapshot, None, None)
             table = tablets[0]
-            ids = table.sorted_ids()
+            documents = table.sorted_documents()
             start = 0
             if cursor is not None and cursor.tablet_id == table.tablet_id:
                 after = encode_document_id(table.number, cursor.internal_id)
-                start = bisect.bisect_right(ids, after)
-            found = _visible_revisions(table, ids, start, snapshot, page_size)
+                start = bisect.bisect_right(documents, after, key=_by_id)
+            found = _visible_revisions(documents, start, snapshot, page_size)
             if len(found) >= page_size:
                 last = found[-1]
                 return SnapshotPage(
@@ -451,9 +470,9 @@ class DocumentStore:
         """Up to ``limit`` documents of ``table`` alive at ``ts`` with ids after ``after_id``
         (all ids when ``None``), ascending by id, each at its latest revision at ``ts``."""
         with self._lock:
-            ids = table.sorted_ids()
-            start = 0 if after_id is None else bisect.bisect_right(ids, after_id)
-            return _visible_revisions(table, ids, start, ts, limit)
+            documents = table.sorted_documents()
+            start = 0 if after_id is None else bisect.bisect_right(documents, after_id, key=_by_id)
+            return _visible_revisions(documents, start, ts, limit)
 
     def live_documents(self, ts: int | None = None) -> list[Revision]:
         """Every exported document alive at ``ts`` (default: now), by component, table, id.
@@ -468,8 +487,8 @@ class DocumentStore:
             )
             out: list[Revision] = []
             for table in tables:
-                for doc_id in table.sorted_ids():
-                    revision = table.latest[doc_id].at(at)
+                for latest in table.sorted_documents():
+                    revision = latest.at(at)
                     if revision is not None and revision.export is not None:
                         out.append(revision)
             return out
@@ -504,19 +523,18 @@ _by_export = attrgetter("export")
 
 
 def _visible_revisions(
-    table: Table, ids: list[str], start: int, snapshot: int, limit: int
+    documents: list[Revision], start: int, snapshot: int, limit: int
 ) -> list[Revision]:
-    """Up to ``limit`` live revisions at ``snapshot`` of ``ids[start:]``, in id order.
+    """Up to ``limit`` live revisions at ``snapshot`` of ``documents[start:]`` (a table's
+    latest revisions, by id), in id order.
 
     Taken a slice at a time: when a slice holds no later revision and no deletion (the
     common case), it is kept whole without looking at its revisions one by one.
     """
-    latest = table.latest
     found: list[Revision] = []
-    while len(found) < limit and start < len(ids):
-        chunk = ids[start : start + limit - len(found)]
-        start += len(chunk)
-        revisions = list(map(latest.__getitem__, chunk))
+    while len(found) < limit and start < len(documents):
+        revisions = documents[start : start + limit - len(found)]
+        start += len(revisions)
         if max(map(_by_ts, revisions)) <= snapshot and None not in map(_by_export, revisions):
             found.extend(revisions)
             continue

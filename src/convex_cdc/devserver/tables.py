@@ -1,18 +1,27 @@
 """The store's building blocks: document revisions, tables and components.
 
 A :class:`Revision` is one committed version of one document (or its deletion). It is
-immutable except for its lazily filled per-format body cache, so readers can encode it
-outside the store lock. Each revision points at the previous revision of the same document,
-which is all the MVCC the snapshot walk needs.
+immutable except for its lazily filled cache of the other formats' bodies, so readers can
+encode it outside the store lock. Each revision points at the previous revision of the same
+document, which is all the MVCC the snapshot walk needs.
 
 Bodies are the document's members without braces (``"_creationTime":…,"_id":…,…``), sorted,
 so a page value is ``{`` + metadata + body + ``}`` with no re-serialisation.
+
+Memory is what limits how many documents a devserver holds (ten million on a 24 GB
+machine), so a document costs its export_json bytes, one small slotted object and two list
+slots: a table keeps its documents' latest revisions in one list sorted by id (no dict),
+``_creationTime`` is read back from the body when needed, and the other formats' bodies
+are cached only up to :data:`ALT_CACHE_BYTES` in all.
 """
 
 from __future__ import annotations
 
 import bisect
+import threading
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Final
 
 import orjson
 
@@ -20,19 +29,47 @@ from convex_cdc.devserver.ids import encode_tablet_id
 from convex_cdc.devserver.schema_inference import ShapeCounts
 from convex_cdc.devserver.value_encoding import ValueFormat, convert_body
 
+ALT_CACHE_BYTES: Final = 768 << 20
+"""Bytes of ``json``/``convex_encoded_json`` bodies kept, over all revisions; past it they are
+converted per request. A million documents' worth fits, so their second walk is served from
+the cache; ten million do not, and would double the server's memory."""
+
+_by_id = attrgetter("id")
+
+
+class _AltCache:
+    """How many alternative-format body bytes are cached (approximate under threads)."""
+
+    __slots__ = ("budget", "lock", "used")
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def admit(self, size: int) -> bool:
+        with self.lock:
+            if self.used + size > self.budget:
+                return False
+            self.used += size
+            return True
+
+
+ALT_CACHE = _AltCache(ALT_CACHE_BYTES)
+"""The process-wide budget of cached alternative-format bodies."""
+
 
 class Revision:
     """One version of a document; ``export is None`` marks a deletion."""
 
-    __slots__ = ("clean", "creation_time", "encoded", "export", "id", "prev", "table", "ts")
+    __slots__ = ("alt", "export", "id", "prev", "table", "ts")
 
-    def __init__(  # noqa: PLR0917 - a plain record, built in one place
+    def __init__(
         self,
         ts: int,
         table: Table,
         doc_id: str,
         prev: Revision | None,
-        creation_time: float,
         export: bytes | None,
         *,
         neutral: bool,
@@ -41,19 +78,30 @@ class Revision:
         self.table = table
         self.id = doc_id
         self.prev = prev
-        self.creation_time = creation_time
         self.export = export
-        # A document with no Int64/Bytes/special floats encodes identically in every format.
-        self.encoded = export if neutral else None
-        self.clean = export if neutral else None
+        # A document with no Int64/Bytes/special floats encodes identically in every format:
+        # ``alt is export`` says so. Otherwise ``alt`` is None or [encoded, clean], filled lazily.
+        self.alt: bytes | list[bytes | None] | None = export if neutral else None
 
     @property
     def deleted(self) -> bool:
         """Whether this revision is a deletion."""
         return self.export is None
 
+    @property
+    def creation_time(self) -> float:
+        """The document's ``_creationTime`` (read from the body: kept once, in the bytes).
+
+        Raises:
+            ValueError: called on a deletion.
+        """
+        if self.export is None:
+            raise ValueError("a deletion has no body")
+        value: float = orjson.loads(b"{" + self.export + b"}")["_creationTime"]
+        return value
+
     def body(self, fmt: ValueFormat) -> bytes:
-        """The document's members in ``fmt``, computed once and cached.
+        """The document's members in ``fmt``, cached while :data:`ALT_CACHE` allows.
 
         Raises:
             ValueError: called on a deletion.
@@ -63,15 +111,23 @@ class Revision:
             raise ValueError("a deletion has no body")
         if fmt is ValueFormat.EXPORT:
             return export
-        if fmt is ValueFormat.ENCODED:
-            cached = self.encoded
-            if cached is None:
-                cached = self.encoded = convert_body(export, fmt)
-            return cached
-        cached = self.clean
-        if cached is None:
-            cached = self.clean = convert_body(export, fmt)
-        return cached
+        alt = self.alt
+        if alt is export:
+            return export
+        slot = 0 if fmt is ValueFormat.ENCODED else 1
+        if type(alt) is list:
+            cached = alt[slot]
+            if cached is not None:
+                return cached
+        converted = convert_body(export, fmt)
+        if ALT_CACHE.admit(len(converted) + 40):  # + the bytes object's header
+            if type(alt) is list:
+                alt[slot] = converted
+            else:
+                pair: list[bytes | None] = [None, None]
+                pair[slot] = converted
+                self.alt = pair
+        return converted
 
     def at(self, ts: int) -> Revision | None:
         """The revision of this document visible at ``ts`` (deletions included)."""
@@ -97,10 +153,11 @@ class Table:
     system: bool
     dropped_ts: int | None = None
     """The timestamp of the transaction that dropped the table, if one did."""
-    latest: dict[str, Revision] = field(default_factory=dict)
     shape: ShapeCounts = field(default_factory=ShapeCounts)
-    _sorted_ids: list[str] = field(default_factory=list)
-    _pending_ids: list[str] = field(default_factory=list)
+    _documents: list[Revision] = field(default_factory=list)
+    """The latest revision of every document the table ever held, ascending by id."""
+    _pending: list[Revision] = field(default_factory=list)
+    """New documents not merged into ``_documents`` yet (merged before any read)."""
 
     def __post_init__(self) -> None:
         meta = b'{"_component":' + orjson.dumps(self.component)
@@ -117,23 +174,40 @@ class Table:
         """The tablet id as it appears in list_snapshot cursors."""
         return encode_tablet_id(self.tablet_id)
 
-    def add_id(self, doc_id: str) -> None:
-        """Register a new document id (ids are never removed: MVCC needs old ones)."""
-        self._pending_ids.append(doc_id)
+    def add_document(self, revision: Revision) -> None:
+        """Register a new document's first revision (documents are never removed: MVCC
+        needs old ones)."""
+        self._pending.append(revision)
 
-    def sorted_ids(self) -> list[str]:
-        """Every id the table ever held, ascending (by_id order); merged lazily."""
-        pending = self._pending_ids
+    def document(self, doc_id: str) -> Revision | None:
+        """The latest revision of ``doc_id`` (a deletion if it was deleted), if it exists."""
+        documents = self.sorted_documents()
+        at = bisect.bisect_left(documents, doc_id, key=_by_id)
+        if at < len(documents) and documents[at].id == doc_id:
+            return documents[at]
+        return None
+
+    def set_latest(self, revision: Revision) -> None:
+        """Make ``revision`` the latest of its (existing) document."""
+        documents = self.sorted_documents()
+        at = bisect.bisect_left(documents, revision.id, key=_by_id)
+        if at == len(documents) or documents[at].id != revision.id:
+            raise KeyError(revision.id)
+        documents[at] = revision
+
+    def sorted_documents(self) -> list[Revision]:
+        """The latest revision of every document ever held, ascending by id (by_id order)."""
+        pending = self._pending
         if pending:
-            ids = self._sorted_ids
+            documents = self._documents
             if len(pending) < 64:
-                for doc_id in pending:
-                    bisect.insort(ids, doc_id)
+                for revision in pending:
+                    bisect.insort(documents, revision, key=_by_id)
             else:
-                ids.extend(pending)
-                ids.sort()
+                documents.extend(pending)
+                documents.sort(key=_by_id)
             pending.clear()
-        return self._sorted_ids
+        return self._documents
 
 
 @dataclass(eq=False)

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from convex_cdc.devserver.ids import InvalidId, decode_document_id
-from convex_cdc.devserver.tables import Table
+from convex_cdc.devserver.tables import Revision, Table
 from convex_cdc.devserver.value_encoding import dumps_body, to_export_tree
 from convex_cdc.devserver.writes import Delete, Replace
 
@@ -53,12 +53,14 @@ def user_fields_tree(fields: Any) -> tuple[dict[str, Any], bool]:
 class PendingDocument:
     """A document's state inside a transaction being validated (``fields=None``: deleted)."""
 
-    __slots__ = ("creation_time", "fields", "neutral")
+    __slots__ = ("creation_time", "fields", "neutral", "previous")
 
     def __init__(self, creation_time: float, fields: dict[str, Any] | None) -> None:
         self.creation_time = creation_time
         self.fields = fields
         self.neutral = True
+        self.previous: Revision | None = None
+        """The document's latest revision before the transaction (None: inserted by it)."""
 
 
 def existing_document(
@@ -84,7 +86,7 @@ def existing_document(
         if entry[2].fields is None:
             raise KeyError(f"document {write.id} was deleted in this transaction")
         return key
-    current = table.latest.get(write.id)
+    current = table.document(write.id)
     if current is None or current.deleted:
         raise KeyError(f"document {write.id} does not exist in table {where}")
     return key

@@ -132,6 +132,9 @@ class _ExportEncoder:
                     item_kind is float and item != 0.0 and item - item == 0.0  # type: ignore[operator]
                 ):
                     out[key] = item  # a finite non-zero float is plain too
+                elif item_kind is int and INT64_MIN <= item <= INT64_MAX:  # type: ignore[operator]
+                    out[key] = item
+                    self.neutral = False
                 else:
                     out[key] = self.encode(item, depth + 1)
             return out

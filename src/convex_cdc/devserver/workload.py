@@ -40,7 +40,7 @@ from __future__ import annotations
 import gc
 import random
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Protocol
 
 from convex_cdc.devserver.app_documents import (
     ATTACHMENTS,
@@ -105,12 +105,20 @@ _DELETE_TABLES: Final = (REACTIONS, MESSAGES, TASKS, WAITLIST_INVITES, WAITLIST_
 _DELETE_WEIGHTS: Final = (40, 30, 12, 8, 4, 4, 2)
 
 
+class DocumentReader(Protocol):
+    """Where the workload reads a live document's fields back (the devserver's store)."""
+
+    def document_fields(self, component: str, table: str, doc_id: str) -> Fields | None:
+        """The user fields of a live document, or None."""
+        ...
+
+
 class Workload:
     """Seeded application traffic committed through a :class:`Committer`.
 
     The same seed and call sequence give the same writes (ids aside, which the committer
-    assigns). Replaces and deletes only ever name documents this workload saw inserted and
-    that are still live.
+    assigns), whether or not a ``reader`` is given. Replaces and deletes only ever name
+    documents this workload saw inserted and that are still live.
     """
 
     def __init__(
@@ -120,6 +128,7 @@ class Workload:
         seed: int = 0,
         attachments_from: int = 10,
         estimate_string_from: int = 40,
+        reader: DocumentReader | None = None,
     ) -> None:
         """Create a workload.
 
@@ -129,11 +138,16 @@ class Workload:
             attachments_from: step transaction (0-based, over all ``step`` calls) that
                 inserts the first ``attachments`` document.
             estimate_string_from: step transaction from which ``tasks.estimate`` is a string.
+            reader: gives back the fields of live documents (the committer's store), so the
+                workload keeps only ids; without one it keeps every document's fields.
         """
         self._committer = committer
+        self._reader = reader
         self._rng = random.Random(seed)
-        self._pools: dict[Key, Pool] = {key: Pool() for key in USER_TABLES + SYSTEM_TABLES}
-        self._channel_messages: dict[str, dict[str, None]] = {}  # ordered sets, for determinism
+        tables = USER_TABLES + SYSTEM_TABLES
+        self._pools: dict[Key, Pool] = {key: self._new_pool() for key in tables}
+        # Message ids per channel in insertion order (lists: an archive takes them in order).
+        self._channel_messages: dict[str, list[str]] = {}
         self._steps = 0
         self._mix = [0, 0, 0]
         self._attachments_from = attachments_from
@@ -142,7 +156,21 @@ class Workload:
             self._rng,
             self._pools,
             string_estimates=lambda: self._steps >= estimate_string_from,
+            fields_of=self._fields_of,
         )
+
+    def _new_pool(self) -> Pool:
+        return Pool(keep_fields=self._reader is None)
+
+    def _fields_of(self, key: Key, doc_id: str) -> Fields:
+        kept = self._pools[key].fields(doc_id)
+        if kept is not None:
+            return kept
+        assert self._reader is not None  # pools keep fields when there is no reader
+        fields = self._reader.document_fields(key[0], key[1], doc_id)
+        if fields is None:
+            raise KeyError(f"document {doc_id} of {key} is not live in the store")
+        return fields
 
     @property
     def step_transactions(self) -> int:
@@ -162,7 +190,7 @@ class Workload:
         later transaction names one of them (a later insert creates the table again)."""
         key = (component, table)
         if key in self._pools:
-            self._pools[key] = Pool()  # the same mapping AppDocuments draws references from
+            self._pools[key] = self._new_pool()  # the mapping AppDocuments draws from
         if key == MESSAGES:
             self._channel_messages.clear()
 
@@ -211,6 +239,12 @@ class Workload:
     # -- transactions -----------------------------------------------------------------
 
     def _commit(self, writes: Sequence[Write]) -> CommitResult:
+        # A deleted message leaves its channel's list: look the channel up while it is live.
+        channels = {
+            write.id: str(self._fields_of(MESSAGES, write.id)["channelId"])
+            for write in writes
+            if type(write) is Delete and (write.component, write.table) == MESSAGES
+        }
         result = self._committer.commit(writes)
         pools, channel_messages = self._pools, self._channel_messages
         for write, doc_id in zip(writes, result.ids, strict=True):
@@ -221,13 +255,15 @@ class Workload:
                 if key == STORAGE:
                     self._docs.pending_uploads.append(doc_id)
                 elif key == MESSAGES:
-                    channel_messages.setdefault(str(write.fields["channelId"]), {})[doc_id] = None
+                    channel_messages.setdefault(str(write.fields["channelId"]), []).append(doc_id)
             elif type(write) is Replace:
-                pool.docs[pool.index[doc_id]] = write.fields
+                pool.replace(doc_id, write.fields)
             else:
-                fields = pool.remove(doc_id)
+                pool.remove(doc_id)
                 if key == MESSAGES:
-                    channel_messages.get(str(fields["channelId"]), {}).pop(doc_id, None)
+                    listed = channel_messages.get(channels[doc_id])
+                    if listed is not None and doc_id in listed:
+                        listed.remove(doc_id)
         return result
 
     def _commit_inserts(self, batch: list[tuple[Key, list[Fields]]]) -> None:
@@ -240,12 +276,10 @@ class Workload:
         for key, docs in batch:
             pool, new_ids = self._pools[key], ids[start : start + len(docs)]
             start += len(docs)
-            pool.index.update({doc_id: i for i, doc_id in enumerate(new_ids, len(pool.ids))})
-            pool.ids.extend(new_ids)
-            pool.docs.extend(docs)
+            pool.extend(new_ids, docs)
             if key == MESSAGES:
                 for doc_id, fields in zip(new_ids, docs, strict=True):
-                    self._channel_messages.setdefault(str(fields["channelId"]), {})[doc_id] = None
+                    self._channel_messages.setdefault(str(fields["channelId"]), []).append(doc_id)
 
     def _next_transaction(self) -> list[Write]:
         rng, i = self._rng, self._steps
@@ -281,8 +315,7 @@ class Workload:
                 ids = self._pools[key].sample(rng, 1 if rng.random() < 0.8 else rng.randint(2, 5))
                 writes: list[Write] = [self._docs.replace(key, doc_id) for doc_id in ids]
                 if rng.random() < 0.02:  # a second write to the same document
-                    pool = self._pools[key]
-                    again = self._docs.revise(key, pool.docs[pool.index[ids[0]]])
+                    again = self._docs.revise(key, self._fields_of(key, ids[0]))
                     deleted = rng.random() < 0.5
                     writes.append(
                         Delete(key[1], ids[0], key[0])
@@ -307,7 +340,7 @@ class Workload:
         writes: list[Write] = [first]
         if key == MESSAGES and rng.random() < 0.3:  # bump the channel's lastMessageAt
             channel = str(first.fields["channelId"])
-            if channel in self._pools[CHANNELS].index:
+            if channel in self._pools[CHANNELS]:
                 writes.append(self._docs.replace(CHANNELS, channel))
         elif key == REACTIONS and rng.random() < 0.2:
             writes.extend(
@@ -328,7 +361,7 @@ class Workload:
         if kind == 1 and self._channel_messages:
             channel = self._pools[CHANNELS].sample(rng, 1)
             if channel:
-                messages = list(self._channel_messages.pop(channel[0], {}))[: MAX_WRITES - 1]
+                messages = self._channel_messages.pop(channel[0], [])[: MAX_WRITES - 1]
                 archive: list[Write] = [Delete("messages", m) for m in messages]
                 return [*archive, Delete("channels", channel[0])]
         if kind in (2, 3) and len(self._pools[TASKS if kind == 2 else REACTIONS]) > 100:
@@ -353,10 +386,11 @@ class Workload:
         pool = self._pools[SCHEDULED]
         if pool and rng.random() < 0.08:
             doc_id = pool.ids[0]
-            state = pool.docs[0]["state"]
+            scheduled = self._fields_of(SCHEDULED, doc_id)
+            state = scheduled["state"]
             if isinstance(state, dict) and state["kind"] == "pending":
                 done: dict[str, ConvexValue] = {
-                    **pool.docs[0],
+                    **scheduled,
                     "state": {"kind": "success"},
                     "completedTime": self._docs.clock,
                 }
