@@ -11,12 +11,17 @@ server responses, peak RSS):
    ``apply_silver_full`` — the real CLI commands on the initial snapshot;
    ``publish_full_no_delta`` publishes the same staging to another prefix without the
    Delta commits, so the two publish lines show what the Delta tables cost;
-4. ``peer`` — Airbyte's ``airbyte-source-convex`` reading the same devserver;
-5. 1% of the documents changed (2/3 updated, 1/3 deleted), then ``sync_delta``,
-   ``materialize_incremental``, ``publish_incremental`` (and ``…_no_delta``),
-   ``extract_delta``, ``apply_silver_incremental``;
+4. 1% of the documents changed uniformly at random (2/3 updated, 1/3 deleted), then
+   ``sync_delta``, ``materialize_incremental``, ``publish_incremental`` (and
+   ``…_no_delta``), ``extract_delta``, ``apply_silver_incremental``;
+5. 1% changed again, recent-heavy (90% of the changes among each table's newest 10% of
+   documents by ``_creationTime``, how chat, task and event tables are updated), then the
+   same steps with the suffix ``_recent``;
 6. ``sync_snapshot_rss_check`` — the snapshot sync again on a smaller devserver, to see
-   that memory does not grow with table size.
+   that memory does not grow with table size;
+7. on a devserver of ``--peer-docs`` documents (150k): ``sync_snapshot_peer_check`` and
+   ``peer``, Airbyte's ``airbyte-source-convex`` reading the same server, side by side
+   (CPU per row, start-up included).
 
 Prints the table, the targets with PASS/MISS, and one last ``BENCH {json}`` line. Progress
 goes to stderr. Every server and child is stopped on exit, also on Ctrl-C.
@@ -37,7 +42,7 @@ from pathlib import Path
 from types import FrameType
 
 from airbyte_peer import PeerUnavailable, peer_step
-from change_workload import change_documents
+from change_workload import Workload, change_documents
 from scorecard import BenchRun, bench_json, render
 from servers import DevserverProcess, MotoProcess
 from steps import BENCH_DIR, StepContext, StepResult, cli_step, walk_step
@@ -46,6 +51,7 @@ BUCKET = "bench"
 S3_URL = f"s3://{BUCKET}/lake"
 S3_URL_NO_DELTA = f"s3://{BUCKET}/lake-no-delta"
 RSS_CHECK_DOCS = 250_000
+PEER_DOCS = 150_000
 
 
 def progress(message: str) -> None:
@@ -59,6 +65,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-peer", action="store_true", help="do not run Airbyte's connector")
     parser.add_argument("--skip-databricks", action="store_true", help="no extract/apply-silver")
     parser.add_argument("--skip-rss-check", action="store_true", help="no second, smaller sync")
+    parser.add_argument(
+        "--peer-docs",
+        type=int,
+        default=PEER_DOCS,
+        help=f"documents of the sync-vs-Airbyte comparison (default {PEER_DOCS:,})",
+    )
     parser.add_argument(
         "--rss-check-docs",
         type=int,
@@ -94,12 +106,18 @@ def _add(run: BenchRun, step: StepResult) -> StepResult:
 
 
 def _convex_steps(
-    run: BenchRun, context: StepContext, phase: str, *, skip_databricks: bool, endpoint: str
+    run: BenchRun,
+    context: StepContext,
+    phase: str,
+    *,
+    skip_databricks: bool,
+    endpoint: str,
+    suffix: str = "",
 ) -> None:
     """sync → materialize → publish (→ extract → apply-silver) for one phase."""
     dest, warehouse = str(context.work / "lake"), str(context.work / "warehouse")
-    sync_name = "sync_snapshot" if phase == "full" else "sync_delta"
-    build = "materialize_full" if phase == "full" else "materialize_incremental"
+    sync_name = ("sync_snapshot" if phase == "full" else "sync_delta") + suffix
+    build = ("materialize_full" if phase == "full" else "materialize_incremental") + suffix
     step, _ = cli_step(context, sync_name, ["sync", "--dest", dest])
     _add(run, step)
     step, report = cli_step(context, build, ["materialize", "--dest", dest])
@@ -107,9 +125,9 @@ def _convex_steps(
     step.how = "rows upserted + deleted (MaterializeReport)"
     step.details = {k: report.get(k) for k in ("files_written", "files_removed", "full_rebuild")}
     _add(run, step)
-    for suffix, to, extra in (("", S3_URL, []), ("_no_delta", S3_URL_NO_DELTA, ["--no-delta"])):
+    for variant, to, extra in (("", S3_URL, []), ("_no_delta", S3_URL_NO_DELTA, ["--no-delta"])):
         publish_args = ["publish", "--dest", dest, "--to", to, "--endpoint-url", endpoint, *extra]
-        step, report = cli_step(context, f"publish_{phase}{suffix}", publish_args)
+        step, report = cli_step(context, f"publish_{phase}{variant}{suffix}", publish_args)
         uploaded, skipped = report.get("files_uploaded", 0), report.get("files_skipped", 0)
         step.how = "files/bytes uploaded (PublishReport)"
         step.details = {
@@ -121,12 +139,14 @@ def _convex_steps(
         _add(run, step)
     if skip_databricks:
         return
-    extract = "extract_full" if phase == "full" else "extract_delta"
+    extract = ("extract_full" if phase == "full" else "extract_delta") + suffix
     step, report = cli_step(context, extract, ["databricks", "extract", "--warehouse", warehouse])
     step.details = {"bronze_commits": report.get("bronze_commits")}
     _add(run, step)
     step, report = cli_step(
-        context, f"apply_silver_{phase}", ["databricks", "apply-silver", "--warehouse", warehouse]
+        context,
+        f"apply_silver_{phase}{suffix}",
+        ["databricks", "apply-silver", "--warehouse", warehouse],
     )
     step.rows = report.get("rows_read")
     step.how = "bronze rows read (SilverReport)"
@@ -149,30 +169,37 @@ def _measure(run: BenchRun, args: argparse.Namespace, work: Path, stack: ExitSta
     _add(run, walk_step(context, "devserver", "raw"))
     floor = _add(run, walk_step(context, "floor", "floor"))
     _convex_steps(run, context, "full", skip_databricks=args.skip_databricks, endpoint=moto.url)
-    if not args.skip_peer:
-        progress("peer: installing or reusing the Airbyte connector's venv...")
-        try:
-            step, run.peer = peer_step(context, server.url, server.key, args.peer_venv)
-            _add(run, step)
-        except PeerUnavailable as exc:
-            run.peer = f"unavailable ({exc})"
-            progress(f"peer: {run.peer}")
 
-    progress(f"changing {args.change_fraction:.1%} of the documents...")
-    change = change_documents(
-        server.url,
-        server.key,
-        fraction=args.change_fraction,
-        expected_documents=floor.rows or args.docs,
-    )
-    run.setup["change"] = (
-        f"{change.updates:,} updates + {change.deletes:,} deletes of {change.sampled_from:,} "
-        f"documents in {change.transactions} transactions, {change.seconds:.1f} s"
-    )
-    _convex_steps(
-        run, context, "incremental", skip_databricks=args.skip_databricks, endpoint=moto.url
-    )
-    run.steps["sync_delta"].details["expected_rows"] = change.updates + change.deletes
+    workloads: tuple[tuple[Workload, str], ...] = (("uniform", ""), ("recent", "_recent"))
+    for workload, suffix in workloads:
+        progress(f"changing {args.change_fraction:.1%} of the documents ({workload})...")
+        change = change_documents(
+            server.url,
+            server.key,
+            fraction=args.change_fraction,
+            expected_documents=floor.rows or args.docs,
+            workload=workload,
+        )
+        run.setup[f"change{suffix}"] = (
+            f"{change.updates:,} updates + {change.deletes:,} deletes of "
+            f"{change.sampled_from:,} documents in {change.transactions} transactions, "
+            f"{change.seconds:.1f} s"
+            + (
+                ""
+                if change.recent_changes is None
+                else f"; {change.recent_changes:,} among each table's newest 10%"
+            )
+        )
+        _convex_steps(
+            run,
+            context,
+            "incremental",
+            skip_databricks=args.skip_databricks,
+            endpoint=moto.url,
+            suffix=suffix,
+        )
+        expected = change.updates + change.deletes
+        run.steps[f"sync_delta{suffix}"].details["expected_rows"] = expected
     peak = server.peak_rss_mb()
     run.setup["devserver_peak_rss_mb"] = None if peak is None else round(peak)
     server.stop()
@@ -187,6 +214,33 @@ def _measure(run: BenchRun, args: argparse.Namespace, work: Path, stack: ExitSta
         step, _ = cli_step(small_context, "sync_snapshot_rss_check", ["sync", "--dest", dest])
         _add(run, step)
         small.stop()
+
+    if not args.skip_peer:
+        _peer_comparison(run, args, work, context, stack)
+
+
+def _peer_comparison(
+    run: BenchRun, args: argparse.Namespace, work: Path, context: StepContext, stack: ExitStack
+) -> None:
+    """``sync`` and Airbyte's connector on one devserver of ``--peer-docs`` documents."""
+    run.peer_docs = args.peer_docs
+    progress(f"peer comparison: devserver with {args.peer_docs:,} documents...")
+    server = DevserverProcess.start(
+        docs=args.peer_docs, log_dir=work / "logs", name="devserver-peer"
+    )
+    stack.callback(server.stop)
+    peer_context = StepContext(work, {**context.env, **server.env()}, server.meter())
+    dest = str(work / "lake-peer-check")
+    step, _ = cli_step(peer_context, "sync_snapshot_peer_check", ["sync", "--dest", dest])
+    _add(run, step)
+    progress("peer: installing or reusing the Airbyte connector's venv...")
+    try:
+        step, run.peer = peer_step(peer_context, server.url, server.key, args.peer_venv)
+        _add(run, step)
+    except PeerUnavailable as exc:
+        run.peer = f"unavailable ({exc})"
+        progress(f"peer: {run.peer}")
+    server.stop()
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -66,6 +66,7 @@ class BenchRun:
     notes: list[str] = field(default_factory=list)
     peer: str = "skipped (--skip-peer)"
     rss_check_docs: int | None = None
+    peer_docs: int | None = None
     error: str | None = None
     """Why the run stopped early (the figures up to then are still reported)."""
 
@@ -90,31 +91,46 @@ def _bound(key: str, name: str, value: float | None, bound: str, how: str) -> Ch
     return Check(key, name, value, bound, passed, how)
 
 
+def _inner(step: StepResult | None) -> float | None:
+    return None if step is None else step.inner_seconds
+
+
+def _cpu_per_row(step: StepResult | None) -> float | None:
+    if step is None or step.cpu_seconds is None or not step.rows:
+        return None
+    return step.cpu_seconds / step.rows
+
+
 def checks(run: BenchRun) -> list[Check]:
-    """The targets of issue 5, evaluated on this run."""
+    """The targets of issues 5 and 13, evaluated on this run."""
     steps = run.steps
     sync = steps.get("sync_snapshot")
     rss = None if sync is None else sync.peak_rss_mb
     small = steps.get("sync_snapshot_rss_check")
-    full, incremental = steps.get("materialize_full"), steps.get("materialize_incremental")
-    build_ratio = _ratio(
-        None if incremental is None else incremental.inner_seconds,
-        None if full is None else full.inner_seconds,
-    )
+    full = steps.get("materialize_full")
     return [
         _bound(
             "sync_vs_floor",
             "sync/floor rows/s",
             _ratio(run.rate("sync_snapshot"), run.rate("floor")),
-            ">= 0.70",
+            ">= 0.85",
             "sync snapshot rows/s over the floor walk's rows/s (wall clock, same rows)",
         ),
         _bound(
             "sync_vs_peer",
-            "sync/peer rows/s",
-            _ratio(run.rate("sync_snapshot"), run.rate("peer")),
+            f"sync/peer rows/s ({run.peer_docs or 0:,} docs)",
+            _ratio(run.rate("sync_snapshot_peer_check"), run.rate("peer")),
             ">= 10",
-            "sync snapshot rows/s over the Airbyte connector's rows/s on the rows it read",
+            "sync snapshot rows/s over the Airbyte connector's rows/s, same devserver",
+        ),
+        _bound(
+            "sync_cpu_vs_peer",
+            f"peer/sync CPU per row ({run.peer_docs or 0:,} docs)",
+            _ratio(
+                _cpu_per_row(steps.get("peer")), _cpu_per_row(steps.get("sync_snapshot_peer_check"))
+            ),
+            ">= 20",
+            "user+system CPU per row of each whole process (start-up included), same devserver",
         ),
         _bound(
             "sync_peak_rss_mb",
@@ -131,13 +147,29 @@ def checks(run: BenchRun) -> list[Check]:
             "peak RSS of the snapshot sync at both sizes (memory must not grow with size)",
         ),
         _bound(
-            "materialize_incremental_vs_full",
-            "materialize incremental/full time",
-            build_ratio,
-            "<= 0.10",
+            "materialize_recent_vs_full",
+            "materialize incremental/full time, recent-heavy 1%",
+            _ratio(_inner(steps.get("materialize_incremental_recent")), _inner(full)),
+            "<= 0.05",
             "the materializer's own elapsed time (MaterializeReport), process start excluded",
         ),
+        _bound(
+            "materialize_incremental_vs_full",
+            "materialize incremental/full time, uniform 1%",
+            _ratio(_inner(steps.get("materialize_incremental")), _inner(full)),
+            "<= 0.15",
+            "the materializer's own elapsed time (MaterializeReport), process start excluded",
+        ),
+        _bound(
+            "apply_silver_recent_rows_per_s",
+            "apply-silver incremental rows/s, recent-heavy 1%",
+            run.rate("apply_silver_incremental_recent"),
+            ">= 50000",
+            "bronze rows read over the process's wall time",
+        ),
+        _peak_rss_check(steps),
         _publish_check(steps),
+        _publish_check(steps, "_recent"),
         *(_delta_overhead_check(steps, phase) for phase in ("full", "incremental")),
         _bound(
             "devserver_vs_sync",
@@ -149,19 +181,35 @@ def checks(run: BenchRun) -> list[Check]:
     ]
 
 
-def _publish_check(steps: dict[str, StepResult]) -> Check:
-    publish = steps.get("publish_incremental")
-    changed = steps.get("materialize_incremental")
+def _peak_rss_check(steps: dict[str, StepResult]) -> Check:
+    measured = {
+        name: step.peak_rss_mb
+        for name, step in steps.items()
+        if name not in ("devserver", "floor", "peer", "peer_json_walk")
+    }
+    worst = max(measured, key=lambda name: measured[name]) if measured else None
+    return _bound(
+        "peak_rss_mb",
+        f"highest peak RSS MB of a convex-cdc step ({worst})",
+        None if worst is None else measured[worst],
+        "<= 1024",
+        "ru_maxrss of each convex-cdc step process (os.wait4); the highest one",
+    )
+
+
+def _publish_check(steps: dict[str, StepResult], suffix: str = "") -> Check:
+    key = f"publish_incremental{suffix}"
+    publish = steps.get(key)
+    changed = steps.get(f"materialize_incremental{suffix}")
     if publish is None or changed is None:
-        return Check(
-            "publish_incremental", "publish incremental files", None, "only changed", None, ""
-        )
+        return Check(key, f"{key} files", None, "only changed", None, "")
     uploaded = publish.details.get("files_uploaded", 0)
     total = publish.details.get("files_total", 0)
     written = changed.details.get("files_written", 0)
+    megabytes = publish.details.get("bytes_uploaded", 0) / 1e6
     return Check(
-        "publish_incremental",
-        f"publish incremental files ({uploaded}/{total})",
+        key,
+        f"{key} files ({uploaded}/{total}, {megabytes:,.1f} MB)",
         uploaded / total if total else None,
         "only changed",
         uploaded <= written,
@@ -294,6 +342,7 @@ def bench_json(run: BenchRun) -> dict[str, Any]:
         "docs": run.docs,
         "error": run.error,
         "rss_check_docs": run.rss_check_docs,
+        "peer_docs": run.peer_docs,
         "steps": {name: step.to_json() for name, step in run.steps.items()},
         "checks": {check.key: check.to_json() for check in checks(run)},
         "peer": run.peer,

@@ -29,6 +29,12 @@ STEPS = (
     "publish_incremental_no_delta",
     "extract_delta",
     "apply_silver_incremental",
+    "sync_delta_recent",
+    "materialize_incremental_recent",
+    "publish_incremental_recent",
+    "publish_incremental_no_delta_recent",
+    "extract_delta_recent",
+    "apply_silver_incremental_recent",
     "sync_snapshot_rss_check",
 )
 CHECKS = (
@@ -36,8 +42,13 @@ CHECKS = (
     "sync_vs_peer",
     "sync_peak_rss_mb",
     "sync_rss_growth",
+    "sync_cpu_vs_peer",
+    "materialize_recent_vs_full",
     "materialize_incremental_vs_full",
+    "apply_silver_recent_rows_per_s",
+    "peak_rss_mb",
     "publish_incremental",
+    "publish_incremental_recent",
     "publish_full_delta_overhead",
     "publish_incremental_delta_overhead",
     "devserver_vs_sync",
@@ -89,15 +100,18 @@ def test_bench_runs_every_step_and_prints_a_complete_bench_line(tmp_path: Path) 
     assert steps["apply_silver_full"]["rows"] == DOCS
 
     changed = DOCS // 100
-    assert steps["sync_delta"]["expected_rows"] == changed
-    for name in ("sync_delta", "extract_delta", "materialize_incremental"):
-        assert steps[name]["rows"] == changed, name
+    for suffix in ("", "_recent"):
+        assert steps[f"sync_delta{suffix}"]["expected_rows"] == changed
+        for name in ("sync_delta", "extract_delta", "materialize_incremental"):
+            assert steps[name + suffix]["rows"] == changed, name + suffix
     assert bench["rss_check_docs"] == DOCS // 4
     assert steps["sync_snapshot_rss_check"]["rows"] == DOCS // 4
 
     assert set(bench["checks"]) == set(CHECKS)
-    assert bench["checks"]["sync_vs_peer"]["pass"] is None  # the peer was skipped
-    for key in set(CHECKS) - {"sync_vs_peer"}:
+    peer_checks = {"sync_vs_peer", "sync_cpu_vs_peer"}
+    for key in peer_checks:
+        assert bench["checks"][key]["pass"] is None, key  # the peer was skipped
+    for key in set(CHECKS) - peer_checks:
         assert isinstance(bench["checks"][key]["value"], float), key
         assert bench["checks"][key]["pass"] in (True, False), key
     assert bench["machine"]["cpu_count"] >= 1
