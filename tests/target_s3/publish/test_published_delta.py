@@ -14,7 +14,7 @@ from convex_cdc.core.columns import ColumnSpec
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.layout import DestinationLayout
-from convex_cdc.target_s3.publish import delta_tables
+from convex_cdc.target_s3.publish import delta_rs
 from convex_cdc.target_s3.publish.delta_tables import (
     CONSISTENT_AS_OF_KEY,
     SEQUENCE_KEY,
@@ -303,7 +303,8 @@ def test_tables_on_record_are_committed_without_reading_them(
     dest = tmp_path / "dest"
     layout = DestinationLayout.at(dest)
     stage(dest)
-    monkeypatch.setattr(delta_tables, "_commit_after_reading", never_read)
+    monkeypatch.setattr(delta_rs, "commit_after_reading", never_read)
+    monkeypatch.setattr(delta_rs, "checkpoint", never_read)
     assert publish(layout, where.url, endpoint_url=where.endpoint_url).delta_commits == 3
     entries = [{"_id": "w2", "email": "c@d"}]
     stage(dest, tables={"messages": messages(45), "waitlist/entries": entries})

@@ -40,40 +40,44 @@ honours for data files (:mod:`.retention`), so another engine's ``VACUUM`` agree
 
 The protocol stays reader 1 / writer 2 with no table features: every Delta reader can
 read it (delta-rs, Spark/Databricks, Trino/Athena, Snowflake, DuckDB, Polars).
+
+**Committing without reading the table.** Opening a table with delta-rs (listing and
+replaying its log, then committing through it) costs several round trips per table, more
+than uploading the table's files. So publish records, in ``<to>/delta_versions.json``
+written after its commits and before its manifest, the Delta version each table was left
+at. When that record belongs to the newest manifest, each table's Delta state is known
+without reading anything: the version it names holds exactly that manifest's entry (every
+later commit would belong to a later manifest sequence, and none was published). The
+commit is then written directly as the next log entry, create-only (``If-None-Match`` on
+S3, as delta-rs itself commits), so a table that moved on meanwhile (a publish killed
+after its commits) makes the write fail instead of being overwritten; that table, a
+schema change, and anything the record does not vouch for go through delta-rs as before.
+A table with no record is created the same way, create-only at version 0. A checkpoint is
+written through delta-rs every :data:`CHECKPOINT_INTERVAL` commits, as delta-rs's own
+post-commit hook does. Everything that needs delta-rs is in :mod:`.delta_rs`, which is
+imported only then: an ordinary publish does not even load ``deltalake``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
+from urllib.parse import quote
 
 import pyarrow as pa
-from deltalake import DeltaTable, Schema
-from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-from deltalake.transaction import (
-    AddAction,
-    CommitProperties,
-    PostCommitHookProperties,
-    RemoveAction,
-    Transaction,
-    create_table_with_add_actions,
-)
 
+from convex_cdc import __version__
 from convex_cdc.core.columns import ColumnSpec
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.type_mapping import ColumnType
-from convex_cdc.target_s3.publish.manifest import ManifestTable
-from convex_cdc.target_s3.publish.object_store import (
-    DeltaLocation,
-    no_space_left,
-    quote_backend_error,
-)
+from convex_cdc.target_s3.publish.manifest import Manifest, ManifestTable, dumps_manifest
+from convex_cdc.target_s3.publish.object_store import DeltaLocation, PublishTarget
 from convex_cdc.target_s3.table_paths import table_dir_name
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,19 @@ SEQUENCE_KEY: Final = "convex_cdc.manifest_sequence"
 CONSISTENT_AS_OF_KEY: Final = "convex_cdc.consistent_as_of_ts"
 """``commitInfo`` key: that manifest's ``consistent_as_of_ts`` (Convex ns)."""
 _APP_ID_PREFIX: Final = "convex-cdc.publish:"
+VERSIONS_PATH: Final = "delta_versions.json"
+"""Under the prefix: the Delta version each table was left at by the last Delta publish."""
+_VERSIONS_FORMAT: Final = "convex-cdc.delta-versions"
+_PROTOCOL: Final = {"minReaderVersion": 1, "minWriterVersion": 2}
+_DELTA_TYPES: Final = {
+    ColumnType.STRING: "string",
+    ColumnType.JSON: "string",
+    ColumnType.INT64: "long",
+    ColumnType.FLOAT64: "double",
+    ColumnType.BOOL: "boolean",
+    ColumnType.BINARY: "binary",
+}
+"""Delta primitive type names of the Arrow types :func:`delta_schema` uses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +147,24 @@ class DeltaCommit:
     added: int
     removed: int
     schema_changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KnownTable:
+    """A table's Delta state as the newest manifest left it: its entry, at ``version``."""
+
+    version: int
+    columns: tuple[ColumnSpec, ...]
+    files: tuple[DeltaFile, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TableOutcome:
+    """Where one table's Delta table stands after this publish, and the commit if any."""
+
+    directory: str
+    version: int
+    commit: DeltaCommit | None
 
 
 def app_id_for(deployment_url: str) -> str:
@@ -178,132 +213,252 @@ def delta_schema(columns: tuple[ColumnSpec, ...]) -> pa.Schema:
 
 
 def commit_table(
-    location: DeltaLocation, wanted: WantedTable, stamp: CommitStamp
-) -> DeltaCommit | None:
-    """Make the Delta table at ``location`` hold exactly ``wanted``, in one commit.
+    target: PublishTarget, wanted: WantedTable, stamp: CommitStamp, known: KnownTable | None
+) -> TableOutcome:
+    """Make the Delta table of ``wanted.directory`` hold exactly ``wanted``, in one commit.
+
+    Args:
+        target: the publish target the table lives in.
+        wanted: the state the table must have (its entry in the new manifest).
+        stamp: what the commit carries.
+        known: the table's state as the newest manifest left it, if recorded; then the
+            commit is written without reading the table, unless the table moved on.
 
     Returns:
-        The commit, or ``None`` when the table already held that state (nothing written).
+        The table's version afterwards, and the commit (``None`` when the table already
+        held that state: nothing was written).
 
     Raises:
         TargetError: the store failed, another writer committed concurrently, the table
             was committed for a newer manifest than this one, or its log is damaged.
     """
-    schema = Schema.from_arrow(delta_schema(wanted.columns))
-    properties = _commit_properties(stamp)
-    hooks = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
-    with _delta_errors(f"commit the Delta table {location.uri}", location):
-        table = _open(location)
-        if table is None:
-            create_table_with_add_actions(
-                location.uri,
-                schema,
-                [_add(f) for f in wanted.files],
-                mode="error",
-                name=wanted.qualified_name,
-                description=f"Convex table {wanted.qualified_name}, published by convex-cdc",
-                configuration=_configuration(stamp.retention),
-                storage_options=location.storage_options,
-                commit_properties=properties,
-                post_commithook_properties=hooks,
-            )
-            return DeltaCommit(wanted.directory, 0, len(wanted.files), 0, schema_changed=True)
-        committed_for = table.transaction_version(stamp.app_id)
-        if committed_for is not None and committed_for > stamp.sequence:
-            raise TargetError(
-                f"the Delta table {location.uri} was committed for manifest {committed_for}, "
-                f"newer than the manifest {stamp.sequence} this publish writes",
-                hint="another publisher writes to this prefix, or its manifests were removed; "
-                "publish each deployment from one place to its own prefix",
-            )
-        _declare_retention(table, stamp.retention)
-        current = _active_files(table)
-        wanted_names = {f.name for f in wanted.files}
-        schema_changed = _fields(table.schema()) != _fields(schema)
-        if not schema_changed and set(current) == wanted_names:
-            return None
-        if schema_changed:
-            unchanged = wanted_names & set(current)
-            if unchanged:
-                raise TargetError(
-                    f"the columns of {wanted.qualified_name} changed but "
-                    f"{sorted(unchanged)[0]} did not",
-                    hint="the staging state is damaged; rebuild staging, then publish again",
-                )
-            # Overwrite: delta-rs removes every current file and writes the new metadata.
-            actions: list[AddAction | RemoveAction] = [_add(f) for f in wanted.files]
-            mode = "overwrite"
-        else:
-            now = _now_ms()
-            actions = [_add(f) for f in wanted.files if f.name not in current]
-            actions += [
-                RemoveAction(name, True, now, size, {})
-                for name, size in current.items()
-                if name not in wanted_names
-            ]
-            mode = "append"
-        table.create_write_transaction(
-            actions,
-            mode,
-            schema,
-            commit_properties=properties,
-            post_commithook_properties=hooks,
+    location = target.delta_location(wanted.directory)
+    outcome = _commit_blind(target, location, wanted, stamp, known)
+    if outcome is not None:
+        return outcome
+    # Imported here: loading deltalake is CPU work an ordinary publish does not need.
+    from convex_cdc.target_s3.publish import delta_rs
+
+    return delta_rs.commit_after_reading(location, wanted, stamp)
+
+
+def _commit_blind(
+    target: PublishTarget,
+    location: DeltaLocation,
+    wanted: WantedTable,
+    stamp: CommitStamp,
+    known: KnownTable | None,
+) -> TableOutcome | None:
+    """Commit on the recorded state (or create the table), writing only the log entry.
+
+    Returns ``None`` when the recorded state cannot be used: the next version already
+    exists (the table moved on since the record), or the schema changed (the commit must
+    replace the table's metadata). The caller then reads the table.
+    """
+    schema = delta_schema(wanted.columns)
+    now = now_ms()
+    wanted_names = {f.name for f in wanted.files}
+    if known is None:
+        version = 0
+        actions: list[dict[str, Any]] = [
+            _commit_info(stamp, now, "CREATE TABLE", {"mode": "ErrorIfExists"}),
+            {"protocol": _PROTOCOL},
+            {"metaData": _metadata(wanted, stamp, now)},
+            *(_add_json(f, now) for f in wanted.files),
+        ]
+        commit = DeltaCommit(wanted.directory, 0, len(wanted.files), 0, schema_changed=True)
+    else:
+        if not delta_schema(known.columns).equals(schema):
+            return None  # rare; delta-rs writes the overwrite with the new metadata
+        current = {f.name: f.bytes for f in known.files}
+        if set(current) == wanted_names:
+            # Nothing to commit, if nothing was committed since the record either.
+            if target.head(_log_entry(wanted.directory, known.version + 1)) is not None:
+                return None
+            return TableOutcome(wanted.directory, known.version, None)
+        version = known.version + 1
+        removed = [name for name in current if name not in wanted_names]
+        actions = [
+            _commit_info(
+                stamp, now, "WRITE", {"mode": "Append", "partitionBy": "[]"}, blind=not removed
+            ),
+            *(_add_json(f, now) for f in wanted.files if f.name not in current),
+            *(_remove_json(name, current[name], now) for name in removed),
+        ]
+        commit = DeltaCommit(
+            wanted.directory,
+            version,
+            len(wanted_names - set(current)),
+            len(removed),
+            schema_changed=False,
         )
-        added = len(wanted_names - set(current)) if not schema_changed else len(wanted_names)
-        removed = len(set(current) - wanted_names) if not schema_changed else len(current)
-        return DeltaCommit(wanted.directory, table.version(), added, removed, schema_changed)
-
-
-def _open(location: DeltaLocation) -> DeltaTable | None:
-    try:
-        return DeltaTable(location.uri, storage_options=location.storage_options)
-    except TableNotFoundError:
+    actions.append({"txn": {"appId": stamp.app_id, "version": stamp.sequence, "lastUpdated": now}})
+    body = "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions).encode()
+    # Create-only, as delta-rs commits: if the version exists the table is not where the
+    # record says, and reading it decides instead.
+    if not target.put_if_absent(_log_entry(wanted.directory, version), body):
         return None
+    if (version + 1) % CHECKPOINT_INTERVAL == 0:
+        # The same versions delta-rs's post-commit hook checkpoints at.
+        from convex_cdc.target_s3.publish import delta_rs
+
+        delta_rs.checkpoint(location)
+    return TableOutcome(wanted.directory, version, commit)
 
 
-def _active_files(table: DeltaTable) -> dict[str, int]:
-    """The current version's files (name → size)."""
-    # Through the Arrow C stream: ``pa.table()`` would first import pandas (~0.8 s).
-    actions = pa.RecordBatchReader.from_stream(table.get_add_actions(flatten=True)).read_all()
-    return dict(
-        zip(
-            actions.column("path").to_pylist(),
-            actions.column("size_bytes").to_pylist(),
-            strict=True,
-        )
-    )
+def _log_entry(directory: str, version: int) -> str:
+    return f"{directory}/{DELTA_LOG_DIR}/{version:020d}.json"
 
 
-def _fields(schema: Schema) -> list[tuple[str, Any, bool]]:
-    """Name, type and nullability of each field (field metadata is not compared)."""
-    data = json.loads(schema.to_json())
-    return [(f["name"], f["type"], f["nullable"]) for f in data["fields"]]
+def _add_json(file: DeltaFile, now: int) -> dict[str, Any]:
+    return {
+        "add": {
+            "path": quote(file.name),  # a URI reference, per the Delta protocol
+            "partitionValues": {},
+            "size": file.bytes,
+            "modificationTime": now,
+            "dataChange": True,
+            "stats": json.dumps({"numRecords": file.rows}),
+        }
+    }
 
 
-def _add(file: DeltaFile) -> AddAction:
-    return AddAction(
-        path=file.name,
-        size=file.bytes,
-        partition_values={},
-        modification_time=_now_ms(),
-        data_change=True,
-        stats=json.dumps({"numRecords": file.rows}),
-    )
+def _remove_json(name: str, size: int, now: int) -> dict[str, Any]:
+    return {
+        "remove": {
+            "path": quote(name),
+            "dataChange": True,
+            "deletionTimestamp": now,
+            "extendedFileMetadata": True,
+            "partitionValues": {},
+            "size": size,
+        }
+    }
 
 
-def _commit_properties(stamp: CommitStamp) -> CommitProperties:
+def _commit_info(
+    stamp: CommitStamp,
+    now: int,
+    operation: str,
+    parameters: dict[str, str],
+    *,
+    blind: bool = False,
+) -> dict[str, Any]:
+    """The ``commitInfo`` of a commit written directly: what delta-rs writes, same keys."""
+    return {
+        "commitInfo": {
+            "timestamp": now,
+            "operation": operation,
+            "operationParameters": parameters,
+            "isBlindAppend": blind,
+            "engineInfo": f"convex-cdc/{__version__}",
+            "clientVersion": f"convex-cdc-{__version__}",
+            **commit_metadata(stamp),
+        }
+    }
+
+
+def schema_string(columns: tuple[ColumnSpec, ...]) -> str:
+    """The Delta ``schemaString`` of :func:`delta_schema`, as delta-rs writes it."""
+    fields = [
+        {"name": c.name, "type": _DELTA_TYPES[c.type], "nullable": c.nullable, "metadata": {}}
+        for c in columns
+        if c.type is not ColumnType.NULL
+    ]
+    return json.dumps({"type": "struct", "fields": fields}, separators=(",", ":"))
+
+
+def _metadata(wanted: WantedTable, stamp: CommitStamp, now: int) -> Any:
+    return {
+        "id": str(uuid.uuid4()),
+        "name": wanted.qualified_name,
+        "description": f"Convex table {wanted.qualified_name}, published by convex-cdc",
+        "format": {"provider": "parquet", "options": {}},
+        "schemaString": schema_string(wanted.columns),
+        "partitionColumns": [],
+        "configuration": table_configuration(stamp.retention),
+        "createdTime": now,
+    }
+
+
+def read_known_tables(
+    target: PublishTarget, latest: Manifest | None, stamp: CommitStamp
+) -> dict[str, KnownTable]:
+    """Each table's Delta state as ``latest`` left it, by directory, when it is on record.
+
+    Only a record written for ``latest`` itself (its sequence and its exact content), by
+    this publisher, with this retention, counts: any other (a publish killed before its
+    manifest, one with ``--no-delta`` since, another publisher's manifest, a changed
+    retention) leaves every table to be read. A damaged record counts as none.
+
+    Raises:
+        TargetError: the record could not be read.
+    """
+    if latest is None:
+        return {}
+    raw = target.get(VERSIONS_PATH)
+    if raw is None:
+        return {}
+    try:
+        record = json.loads(raw)
+        if (
+            record.get("format") != _VERSIONS_FORMAT
+            or record.get("version") != 1
+            or record.get("manifest_sequence") != latest.sequence
+            or record.get("manifest_sha256") != _digest(latest)
+            or record.get("app_id") != stamp.app_id
+            or record.get("retention_seconds") != int(stamp.retention.total_seconds())
+        ):
+            return {}
+        versions = {str(k): int(v) for k, v in dict(record["tables"]).items()}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        log.warning("%s is damaged; every Delta table is read", target.url_of(VERSIONS_PATH))
+        return {}
+    known = {}
+    for table in latest.tables:
+        directory = table_directory(table)
+        if directory in versions:
+            state = wanted_table(table)
+            known[directory] = KnownTable(versions[directory], state.columns, state.files)
+    return known
+
+
+def write_known_tables(
+    target: PublishTarget, manifest: Manifest, stamp: CommitStamp, outcomes: list[TableOutcome]
+) -> None:
+    """Record where every table stands, for ``manifest``, which is about to be written.
+
+    Raises:
+        TargetError: the record could not be written.
+    """
+    record = {
+        "format": _VERSIONS_FORMAT,
+        "version": 1,
+        "manifest_sequence": manifest.sequence,
+        "manifest_sha256": _digest(manifest),
+        "app_id": stamp.app_id,
+        "retention_seconds": int(stamp.retention.total_seconds()),
+        "tables": {o.directory: o.version for o in outcomes},
+    }
+    target.put(VERSIONS_PATH, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def _digest(manifest: Manifest) -> str:
+    return hashlib.sha256(dumps_manifest(manifest)).hexdigest()
+
+
+def commit_metadata(stamp: CommitStamp) -> dict[str, Any]:
+    """The custom ``commitInfo`` entries every commit of one publish carries."""
     marker = {"manifest_sequence": stamp.sequence, "consistent_as_of_ts": stamp.consistent_as_of_ts}
-    return CommitProperties(
-        custom_metadata={
-            SEQUENCE_KEY: stamp.sequence,
-            CONSISTENT_AS_OF_KEY: stamp.consistent_as_of_ts,
-            "userMetadata": json.dumps(marker, separators=(",", ":")),
-        },
-        app_transactions=[Transaction(stamp.app_id, stamp.sequence)],
-    )
+    return {
+        SEQUENCE_KEY: stamp.sequence,
+        CONSISTENT_AS_OF_KEY: stamp.consistent_as_of_ts,
+        "userMetadata": json.dumps(marker, separators=(",", ":")),
+    }
 
 
-def _configuration(retention: timedelta) -> dict[str, str]:
+def table_configuration(retention: timedelta) -> dict[str, str]:
+    """The table properties publish declares (see the module docstring)."""
     interval = f"interval {int(retention.total_seconds() // 3600)} hours"
     return {
         "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
@@ -313,42 +468,6 @@ def _configuration(retention: timedelta) -> dict[str, str]:
     }
 
 
-def _declare_retention(table: DeltaTable, retention: timedelta) -> None:
-    """Bring the table's declared retention in line with this publish's (rarely changes)."""
-    wanted = _configuration(retention)
-    current = table.metadata().configuration
-    if any(current.get(k) != v for k, v in wanted.items()):
-        table.alter.set_table_properties(wanted, raise_if_not_exists=False)
-        table.update_incremental()  # the data commit that follows must build on this one
-
-
-def _now_ms() -> int:
+def now_ms() -> int:
+    """Now, in milliseconds since the epoch (Delta's timestamps)."""
     return int(time.time() * 1000)
-
-
-@contextmanager
-def _delta_errors(what: str, location: DeltaLocation) -> Iterator[None]:
-    """delta-rs, pyarrow and OS errors → one-line :class:`TargetError`."""
-    try:
-        yield
-    except TargetError:
-        raise
-    except CommitFailedError as exc:
-        raise TargetError(
-            f"cannot {what}: another writer committed first "
-            f"({quote_backend_error(exc, *location.secrets)})",
-            hint="make sure only one publish runs per prefix, then publish again",
-        ) from exc
-    except (DeltaError, OSError, pa.ArrowException) as exc:
-        if no_space_left(exc):
-            raise TargetError(
-                f"cannot {what}: no space left on the target "
-                f"({quote_backend_error(exc, *location.secrets)})",
-                hint="free space on the target (or raise its quota), then publish again "
-                "(readers still see the previous manifest)",
-            ) from exc
-        raise TargetError(
-            f"cannot {what}: {quote_backend_error(exc, *location.secrets)}",
-            hint="check the target URL, the credentials and the network, then publish again "
-            "(readers still see the previous manifest)",
-        ) from exc

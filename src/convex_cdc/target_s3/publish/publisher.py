@@ -16,7 +16,8 @@ Steps, in an order that keeps every reader safe:
 4. Commit one Delta transaction per table whose files or columns changed, making each
    table's Delta file set exactly the new manifest's (:mod:`.delta_tables`); a table that
    left the manifest is committed empty. A re-run after a crash commits only what is
-   still missing.
+   still missing. Then record each table's Delta version (``delta_versions.json``), so
+   the next publish commits without reading the tables.
 5. Write ``manifests/<sequence>.json`` create-only (if it exists, another publisher won:
    fail, never overwrite), then the ``manifest.json`` pointer, forward only: it is
    replaced only if it still holds an older manifest (a compare-and-swap, see
@@ -34,6 +35,7 @@ cut (each Delta commit names its manifest sequence, see :mod:`.delta_tables`).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import time
 from collections.abc import Callable
@@ -41,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 from convex_cdc.core.checkpoint import Checkpoint
 from convex_cdc.core.errors import ConfigError, TargetError
@@ -49,6 +51,15 @@ from convex_cdc.target_s3.checkpoint_file import FileCheckpointStore
 from convex_cdc.target_s3.io_errors import io_errors, shorten
 from convex_cdc.target_s3.layout import DestinationLayout
 from convex_cdc.target_s3.locks import DestinationLock
+from convex_cdc.target_s3.publish.delta_tables import (
+    CommitStamp,
+    DeltaCommit,
+    app_id_for,
+    commit_table,
+    read_known_tables,
+    wanted_table,
+    write_known_tables,
+)
 from convex_cdc.target_s3.publish.manifest import (
     POINTER_PATH,
     Manifest,
@@ -69,9 +80,6 @@ from convex_cdc.target_s3.publish.retention import GarbageCollected, collect_gar
 from convex_cdc.target_s3.raw.change_log_files import batch_of, committed_raw_files
 from convex_cdc.target_s3.staging.readiness import consistent_staging
 from convex_cdc.target_s3.staging.state import StagingState
-
-if TYPE_CHECKING:
-    from convex_cdc.target_s3.publish.delta_tables import DeltaCommit
 
 log = logging.getLogger(__name__)
 
@@ -278,20 +286,17 @@ def publish(
     )
 
 
-DeltaCommitter = Callable[
-    [PublishTarget, Manifest | None, Manifest, timedelta], list["DeltaCommit"]
-]
+DeltaCommitter = Callable[[PublishTarget, Manifest | None, Manifest, timedelta], list[DeltaCommit]]
 
 
 def _delta_committer() -> DeltaCommitter:
     """:func:`_commit_delta_tables`, once ``deltalake`` is known to be installed."""
-    try:
-        import deltalake  # noqa: F401 -- only to say early and in one line that it is missing
-    except ModuleNotFoundError:
+    if importlib.util.find_spec("deltalake") is None:
         raise ConfigError(
             "publishing Delta tables needs the deltalake package",
             hint="pip install 'convex-cdc[s3]' (it brings deltalake), or publish with --no-delta",
-        ) from None
+        )
+    # Only looked up, not imported: an ordinary publish never loads it (see delta_tables).
     return _commit_delta_tables
 
 
@@ -304,13 +309,6 @@ def _commit_delta_tables(
     ``latest``: a publish that crashed between two tables' commits, or a target published
     before it had Delta tables, is brought up to date here.
     """
-    from convex_cdc.target_s3.publish.delta_tables import (
-        CommitStamp,
-        app_id_for,
-        commit_table,
-        wanted_table,
-    )
-
     stamp = CommitStamp(
         app_id=app_id_for(manifest.deployment_url),
         sequence=manifest.sequence,
@@ -322,14 +320,19 @@ def _commit_delta_tables(
         wanted += [
             wanted_table(t, dropped=True) for t in latest.tables if manifest.table(t.key) is None
         ]
-    commits = []
-    # Tables are independent and each commit is a few small requests: run them side by
-    # side so the Delta work follows the slowest table, not the number of tables.
+    # Where the previous publish left each table: then a commit is one create-only write
+    # of the next log entry instead of opening the table (see delta_tables).
+    known = read_known_tables(target, latest, stamp)
+    # Tables are independent and each commit is one or a few small requests: run them
+    # side by side so the Delta work follows the slowest table, not the number of tables.
     with ThreadPoolExecutor(max_workers=_UPLOAD_WORKERS, thread_name_prefix="delta") as pool:
-        done = list(
-            pool.map(lambda t: commit_table(target.delta_location(t.directory), t, stamp), wanted)
+        outcomes = list(
+            pool.map(lambda t: commit_table(target, t, stamp, known.get(t.directory)), wanted)
         )
-    for commit in done:
+    write_known_tables(target, manifest, stamp, outcomes)
+    commits = []
+    for outcome in outcomes:
+        commit = outcome.commit
         if commit is not None:
             log.info(
                 "Delta commit %d of %s: +%d -%d files%s",
