@@ -42,7 +42,7 @@ ALLOWED: Final[Mapping[str, frozenset[str]]] = {
     "convex_cdc.target_s3": _CORE,  # layout, locks, checkpoint file, table paths, I/O errors
     "convex_cdc.target_s3.raw": _S3_SHARED,
     "convex_cdc.target_s3.staging": _S3_RAW,
-    "convex_cdc.target_s3.publish": _S3_STAGING,
+    "convex_cdc.target_s3.publish": _S3_STAGING | {ROOT},  # commitInfo names the version
     "convex_cdc.platform": frozenset(),
     "convex_cdc.platform.databricks": frozenset({ROOT, "convex_cdc.core"}),
     "convex_cdc.commands": _S3_ALL

@@ -77,7 +77,7 @@ from convex_cdc.core.columns import ColumnSpec
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.type_mapping import ColumnType
 from convex_cdc.target_s3.publish.manifest import Manifest, ManifestTable, dumps_manifest
-from convex_cdc.target_s3.publish.object_store import DeltaLocation, PublishTarget
+from convex_cdc.target_s3.publish.object_store import PublishTarget
 from convex_cdc.target_s3.table_paths import table_dir_name
 
 log = logging.getLogger(__name__)
@@ -212,44 +212,14 @@ def delta_schema(columns: tuple[ColumnSpec, ...]) -> pa.Schema:
     )
 
 
-def commit_table(
-    target: PublishTarget, wanted: WantedTable, stamp: CommitStamp, known: KnownTable | None
-) -> TableOutcome:
-    """Make the Delta table of ``wanted.directory`` hold exactly ``wanted``, in one commit.
-
-    Args:
-        target: the publish target the table lives in.
-        wanted: the state the table must have (its entry in the new manifest).
-        stamp: what the commit carries.
-        known: the table's state as the newest manifest left it, if recorded; then the
-            commit is written without reading the table, unless the table moved on.
-
-    Returns:
-        The table's version afterwards, and the commit (``None`` when the table already
-        held that state: nothing was written).
-
-    Raises:
-        TargetError: the store failed, another writer committed concurrently, the table
-            was committed for a newer manifest than this one, or its log is damaged.
-    """
-    location = target.delta_location(wanted.directory)
-    outcome = _commit_blind(target, location, wanted, stamp, known)
-    if outcome is not None:
-        return outcome
-    # Imported here: loading deltalake is CPU work an ordinary publish does not need.
-    from convex_cdc.target_s3.publish import delta_rs
-
-    return delta_rs.commit_after_reading(location, wanted, stamp)
-
-
-def _commit_blind(
+def commit_blind(
     target: PublishTarget,
-    location: DeltaLocation,
     wanted: WantedTable,
     stamp: CommitStamp,
     known: KnownTable | None,
 ) -> TableOutcome | None:
-    """Commit on the recorded state (or create the table), writing only the log entry.
+    """Commit on the recorded state (or create the table), writing only the log entry;
+    a checkpoint is then due when ``(version + 1) % CHECKPOINT_INTERVAL == 0``.
 
     Returns ``None`` when the recorded state cannot be used: the next version already
     exists (the table moved on since the record), or the schema changed (the commit must
@@ -298,11 +268,6 @@ def _commit_blind(
     # record says, and reading it decides instead.
     if not target.put_if_absent(_log_entry(wanted.directory, version), body):
         return None
-    if (version + 1) % CHECKPOINT_INTERVAL == 0:
-        # The same versions delta-rs's post-commit hook checkpoints at.
-        from convex_cdc.target_s3.publish import delta_rs
-
-        delta_rs.checkpoint(location)
     return TableOutcome(wanted.directory, version, commit)
 
 

@@ -55,7 +55,6 @@ from convex_cdc.target_s3.publish.delta_tables import (
     CommitStamp,
     DeltaCommit,
     app_id_for,
-    commit_table,
     read_known_tables,
     wanted_table,
     write_known_tables,
@@ -77,6 +76,7 @@ from convex_cdc.target_s3.publish.ownership import PrefixOwner, claim_prefix, de
 from convex_cdc.target_s3.publish.partial_uploads import sweep_partial_uploads
 from convex_cdc.target_s3.publish.remote_manifests import RemoteManifests
 from convex_cdc.target_s3.publish.retention import GarbageCollected, collect_garbage
+from convex_cdc.target_s3.publish.table_commits import commit_table
 from convex_cdc.target_s3.raw.change_log_files import batch_of, committed_raw_files
 from convex_cdc.target_s3.staging.readiness import consistent_staging
 from convex_cdc.target_s3.staging.state import StagingState
