@@ -30,7 +30,7 @@ from convex_cdc.target_s3.staging.segments import Floats, creation_times, in_cre
 ORDER_COLUMN: Final = "_order"
 """Arrival position of an event within the step (not a staging column)."""
 SPILL_BATCH_ROWS: Final = 8192
-"""Rows per record batch of a spill file: a range read decodes at most this many extra."""
+"""Rows per record batch of a spill file."""
 
 DELETE_SCHEMA: Final = pa.schema(
     [
@@ -58,13 +58,13 @@ class IncomingChunk:
         return start, stop
 
     def read(self, start: int, stop: int) -> pa.Table:
-        """Rows ``[start, stop)``, reading only the record batches that hold them."""
-        first, last = start // SPILL_BATCH_ROWS, (stop - 1) // SPILL_BATCH_ROWS
-        with pa.OSFile(str(self.path), "rb") as source:
-            reader = pa.ipc.open_file(source)
-            batches = [reader.get_batch(i) for i in range(first, last + 1)]
-            rows = pa.Table.from_batches(batches, schema=reader.schema)
-        return rows.slice(start - first * SPILL_BATCH_ROWS, stop - start)
+        """Rows ``[start, stop)``, memory-mapped: only their pages are read.
+
+        A segment of a bulk load takes a small slice of every chunk; decoding whole
+        record batches instead would read (and hold) several times the segment.
+        """
+        rows = pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()
+        return rows.slice(start, stop - start)
 
 
 @dataclass(slots=True)
@@ -120,4 +120,6 @@ class IncomingRows:
             parts.append(rows.append_column(ORDER_COLUMN, order))
         if not parts:
             return None
-        return pa.concat_tables(parts)
+        # One copy of just these rows (and the spill files' pages can go): taking from
+        # one chunk is far cheaper than from one per spilled chunk.
+        return pa.concat_tables(parts).combine_chunks()
