@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +43,7 @@ from pathlib import Path
 from types import FrameType
 
 from airbyte_peer import PeerUnavailable, peer_step
-from change_workload import Workload, change_documents
+from change_workload import ChangeSummary, Workload
 from scorecard import BenchRun, bench_json, render
 from servers import DevserverProcess, MotoProcess
 from steps import BENCH_DIR, StepContext, StepResult, cli_step, walk_step
@@ -173,7 +174,7 @@ def _measure(run: BenchRun, args: argparse.Namespace, work: Path, stack: ExitSta
     workloads: tuple[tuple[Workload, str], ...] = (("uniform", ""), ("recent", "_recent"))
     for workload, suffix in workloads:
         progress(f"changing {args.change_fraction:.1%} of the documents ({workload})...")
-        change = change_documents(
+        change = _change_in_child(
             server.url,
             server.key,
             fraction=args.change_fraction,
@@ -241,6 +242,40 @@ def _peer_comparison(
         run.peer = f"unavailable ({exc})"
         progress(f"peer: {run.peer}")
     server.stop()
+
+
+def _change_in_child(
+    url: str, key: str, *, fraction: float, expected_documents: int, workload: Workload
+) -> ChangeSummary:
+    """:func:`change_workload.change_documents` in a child process.
+
+    Its sample of documents would grow this process, and a child forked from a large
+    process reports that size as its own peak RSS (Linux keeps the pre-exec high-water
+    mark in ``ru_maxrss``), which would inflate every step measured after it.
+    """
+    script = (
+        "import dataclasses, json, sys\n"
+        "from change_workload import change_documents\n"
+        "args = json.loads(sys.argv[1])\n"
+        "print(json.dumps(dataclasses.asdict(change_documents(**args))))\n"
+    )
+    args = {
+        "url": url,
+        "key": key,
+        "fraction": fraction,
+        "expected_documents": expected_documents,
+        "workload": workload,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(args)],
+        cwd=BENCH_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the change workload failed: {done.stderr.strip()[-2000:]}")
+    return ChangeSummary(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
