@@ -1,14 +1,15 @@
 """One segment's rewrite: its rows in a creation-time range, merged with the new events.
 
-The rows a segment holds in ``[low, high)`` (brought to the table's final columns), the
-step's upserts in that range, and the deletes whose ids are among those rows are sorted
-together by ``(_creationTime, _id, _ts, _order)``. Every version of a document has the same
-creation time, so its versions end up next to each other and the last of each run wins:
-the highest ``_ts``, the later arrival on a tie (what staging held counts as the earliest
+The rows a segment holds in ``[low, high)`` are in creation order and unique. The step's
+upserts in that range, the deletes whose ids are among those rows or upserts, and the held
+rows those events are about (the contested ones) are sorted together by
+``(_creationTime, _id, _ts, _order)``. Every version of a document has the same creation
+time, so its versions end up next to each other and the last of each run wins: the
+highest ``_ts``, the later arrival on a tie (what staging held counts as the earliest
 arrival, so a replayed event, which carries the same ``_ts``, wins and changes nothing).
-A winning delete removes the document. The winners come out in creation order already,
-the order of the file, so no second sort is needed; the sort itself is nearly free, as
-creation times are almost unique.
+A winning delete removes the document. Held rows that lost are dropped, and the new
+winners are interleaved with the rest by sorting only their keys, then gathering the
+segment's rows with one ``take`` (the one copy of the segment a rewrite makes).
 
 Pure Arrow and numpy work (read, sort, take, encode), which releases the GIL, so the
 materializer runs several of these in a thread pool.
