@@ -29,8 +29,9 @@ from convex_cdc.target_s3.staging.segments import Floats, creation_times, in_cre
 
 ORDER_COLUMN: Final = "_order"
 """Arrival position of an event within the step (not a staging column)."""
-SPILL_BATCH_ROWS: Final = 8192
-"""Rows per record batch of a spill file."""
+SPILL_BATCH_ROWS: Final = 1024
+"""Rows per record batch of a spill file: a range read decodes at most two batches more
+than it needs from each chunk."""
 
 DELETE_SCHEMA: Final = pa.schema(
     [
@@ -58,13 +59,18 @@ class IncomingChunk:
         return start, stop
 
     def read(self, start: int, stop: int) -> pa.Table:
-        """Rows ``[start, stop)``, memory-mapped: only their pages are read.
+        """Rows ``[start, stop)``, reading only the (small) record batches that hold them.
 
-        A segment of a bulk load takes a small slice of every chunk; decoding whole
-        record batches instead would read (and hold) several times the segment.
+        A segment of a bulk load takes a small slice of every chunk, so the batches are
+        small: decoding whole large batches, or memory-mapping the files (the kernel maps
+        pages around each touched one, for every column), held several times the segment.
         """
-        rows = pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()
-        return rows.slice(start, stop - start)
+        first, last = start // SPILL_BATCH_ROWS, (stop - 1) // SPILL_BATCH_ROWS
+        with pa.OSFile(str(self.path), "rb") as source:
+            reader = pa.ipc.open_file(source)
+            batches = [reader.get_batch(i) for i in range(first, last + 1)]
+            rows = pa.Table.from_batches(batches, schema=reader.schema)
+        return rows.slice(start - first * SPILL_BATCH_ROWS, stop - start)
 
 
 @dataclass(slots=True)
