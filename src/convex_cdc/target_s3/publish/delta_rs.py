@@ -36,8 +36,10 @@ from convex_cdc.target_s3.publish.delta_tables import (
     WantedTable,
     commit_metadata,
     delta_schema,
+    file_stats,
     now_ms,
     table_configuration,
+    table_description,
 )
 from convex_cdc.target_s3.publish.object_store import (
     DeltaLocation,
@@ -81,7 +83,7 @@ def commit_after_reading(
                 [_add(f) for f in wanted.files],
                 mode="error",
                 name=wanted.qualified_name,
-                description=f"Convex table {wanted.qualified_name}, published by convex-cdc",
+                description=table_description(wanted),
                 configuration=table_configuration(stamp.retention),
                 storage_options=location.storage_options,
                 commit_properties=properties,
@@ -169,7 +171,7 @@ def _add(file: DeltaFile) -> AddAction:
         partition_values={},
         modification_time=now_ms(),
         data_change=True,
-        stats=json.dumps({"numRecords": file.rows}),
+        stats=file_stats(file),
     )
 
 

@@ -271,6 +271,16 @@ def commit_blind(
     return TableOutcome(wanted.directory, version, commit)
 
 
+def table_description(wanted: WantedTable) -> str:
+    """The description of a published Delta table (both ways of committing write it)."""
+    return f"Convex table {wanted.qualified_name}, published by convex-cdc"
+
+
+def file_stats(file: DeltaFile) -> str:
+    """The ``stats`` of a file's add action, the same from both ways of committing."""
+    return json.dumps({"numRecords": file.rows})
+
+
 def _log_entry(directory: str, version: int) -> str:
     return f"{directory}/{DELTA_LOG_DIR}/{version:020d}.json"
 
@@ -283,7 +293,7 @@ def _add_json(file: DeltaFile, now: int) -> dict[str, Any]:
             "size": file.bytes,
             "modificationTime": now,
             "dataChange": True,
-            "stats": json.dumps({"numRecords": file.rows}),
+            "stats": file_stats(file),
         }
     }
 
@@ -337,7 +347,7 @@ def _metadata(wanted: WantedTable, stamp: CommitStamp, now: int) -> Any:
     return {
         "id": str(uuid.uuid4()),
         "name": wanted.qualified_name,
-        "description": f"Convex table {wanted.qualified_name}, published by convex-cdc",
+        "description": table_description(wanted),
         "format": {"provider": "parquet", "options": {}},
         "schemaString": schema_string(wanted.columns),
         "partitionColumns": [],
