@@ -10,7 +10,8 @@ server responses, peak RSS):
 3. ``sync_snapshot``, ``materialize_full``, ``publish_full``, ``extract_full``,
    ``apply_silver_full`` — the real CLI commands on the initial snapshot;
    ``publish_full_no_delta`` publishes the same staging to another prefix without the
-   Delta commits, so the two publish lines show what the Delta tables cost;
+   Delta commits, so the two publish lines show what the Delta tables cost (each the
+   median of ``--publish-samples`` alternating publishes to their own prefixes);
 4. 1% of the documents changed uniformly at random (2/3 updated, 1/3 deleted), then
    ``sync_delta``, ``materialize_incremental``, ``publish_incremental`` (and
    ``…_no_delta``), ``extract_delta``, ``apply_silver_incremental``;
@@ -30,6 +31,7 @@ goes to stderr. Every server and child is stopped on exit, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -52,6 +54,8 @@ BUCKET = "bench"
 S3_URL = f"s3://{BUCKET}/lake"
 S3_URL_NO_DELTA = f"s3://{BUCKET}/lake-no-delta"
 S3_URL_WARMUP = f"s3://{BUCKET}/warm-up"
+PUBLISH_VARIANTS = (("", S3_URL), ("_no_delta", S3_URL_NO_DELTA))
+"""Step-name suffix and prefix of publishing with Delta commits and with ``--no-delta``."""
 RSS_CHECK_DOCS = 250_000
 PEER_DOCS = 150_000
 
@@ -80,6 +84,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"documents of the RSS comparison run (default {RSS_CHECK_DOCS:,}, or --docs/4 "
         "when --docs is not larger)",
     )
+    parser.add_argument(
+        "--publish-samples",
+        type=int,
+        default=3,
+        help="publishes of each kind (with/without Delta) per phase; the median is shown "
+        "(default 3)",
+    )
     parser.add_argument("--change-fraction", type=float, default=0.01, help="default 0.01")
     parser.add_argument("--keep-dir", type=Path, help="keep every artefact and log here")
     parser.add_argument("--json-out", type=Path, help="also write the BENCH json here")
@@ -92,6 +103,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.docs < 100:
         parser.error("--docs must be at least 100")
+    if args.publish_samples < 1:
+        parser.error("--publish-samples must be at least 1")
     if args.rss_check_docs is None:
         args.rss_check_docs = RSS_CHECK_DOCS if args.docs > RSS_CHECK_DOCS else args.docs // 4
     return args
@@ -114,6 +127,7 @@ def _convex_steps(
     *,
     skip_databricks: bool,
     endpoint: str,
+    publish_samples: int,
     suffix: str = "",
 ) -> None:
     """sync → materialize → publish (→ extract → apply-silver) for one phase."""
@@ -132,18 +146,7 @@ def _convex_steps(
         # out of whichever measured publish would come first.
         warm = ["publish", "--dest", dest, "--to", S3_URL_WARMUP, "--endpoint-url", endpoint]
         cli_step(context, "publish_warmup", [*warm, "--no-delta"])
-    for variant, to, extra in (("", S3_URL, []), ("_no_delta", S3_URL_NO_DELTA, ["--no-delta"])):
-        publish_args = ["publish", "--dest", dest, "--to", to, "--endpoint-url", endpoint, *extra]
-        step, report = cli_step(context, f"publish_{phase}{variant}{suffix}", publish_args)
-        uploaded, skipped = report.get("files_uploaded", 0), report.get("files_skipped", 0)
-        step.how = "files/bytes uploaded (PublishReport)"
-        step.details = {
-            "files_uploaded": uploaded,
-            "files_total": uploaded + skipped,
-            "bytes_uploaded": report.get("bytes_uploaded", 0),
-            "delta_commits": report.get("delta_commits", 0),
-        }
-        _add(run, step)
+    _publish_steps(run, context, phase, dest, endpoint, suffix, samples=publish_samples)
     if skip_databricks:
         return
     extract = ("extract_full" if phase == "full" else "extract_delta") + suffix
@@ -158,6 +161,52 @@ def _convex_steps(
     step.rows = report.get("rows_read")
     step.how = "bronze rows read (SilverReport)"
     _add(run, step)
+
+
+def _publish_steps(  # noqa: PLR0917 - private, one call site, every argument different
+    run: BenchRun,
+    context: StepContext,
+    phase: str,
+    dest: str,
+    endpoint: str,
+    suffix: str,
+    *,
+    samples: int,
+) -> None:
+    """``publish`` with and without Delta commits, ``samples`` times each, alternating.
+
+    Sample ``n`` publishes to its own pair of prefixes (the same pair in every phase, so an
+    incremental sample is a real incremental publish), with the order of the two variants
+    swapped on every other sample. The step recorded for each variant is its median
+    sample by the command's own elapsed time: single publishes of a few hundred ms on a
+    small machine vary by more than the Delta commits cost.
+    """
+    taken: dict[str, list[StepResult]] = {variant: [] for variant, _ in PUBLISH_VARIANTS}
+    for sample in range(samples):
+        order = PUBLISH_VARIANTS if sample % 2 == 0 else PUBLISH_VARIANTS[::-1]
+        for variant, url in order:
+            to = url if sample == 0 else f"{url}-sample{sample}"
+            extra = ["--no-delta"] if variant else []
+            args = ["publish", "--dest", dest, "--to", to, "--endpoint-url", endpoint, *extra]
+            name = f"publish_{phase}{variant}{suffix}"
+            step, report = cli_step(context, f"{name}.{sample}", args)
+            step.name = name
+            uploaded, skipped = report.get("files_uploaded", 0), report.get("files_skipped", 0)
+            step.how = "files/bytes uploaded (PublishReport); median sample"
+            step.details = {
+                "files_uploaded": uploaded,
+                "files_total": uploaded + skipped,
+                "bytes_uploaded": report.get("bytes_uploaded", 0),
+                "delta_commits": report.get("delta_commits", 0),
+            }
+            taken[variant].append(step)
+    for steps in taken.values():
+        by_time = sorted(steps, key=lambda s: s.inner_seconds or s.wall_seconds)
+        median = by_time[len(by_time) // 2]
+        median.details["samples_inner_s"] = [
+            None if s.inner_seconds is None else round(s.inner_seconds, 3) for s in steps
+        ]
+        _add(run, median)
 
 
 def _measure(run: BenchRun, args: argparse.Namespace, work: Path, stack: ExitStack) -> None:
@@ -175,7 +224,15 @@ def _measure(run: BenchRun, args: argparse.Namespace, work: Path, stack: ExitSta
 
     _add(run, walk_step(context, "devserver", "raw"))
     floor = _add(run, walk_step(context, "floor", "floor"))
-    _convex_steps(run, context, "full", skip_databricks=args.skip_databricks, endpoint=moto.url)
+    convex_steps = functools.partial(
+        _convex_steps,
+        run,
+        context,
+        skip_databricks=args.skip_databricks,
+        endpoint=moto.url,
+        publish_samples=args.publish_samples,
+    )
+    convex_steps("full")
 
     workloads: tuple[tuple[Workload, str], ...] = (("uniform", ""), ("recent", "_recent"))
     for workload, suffix in workloads:
@@ -197,14 +254,7 @@ def _measure(run: BenchRun, args: argparse.Namespace, work: Path, stack: ExitSta
                 else f"; {change.recent_changes:,} among each table's newest 10%"
             )
         )
-        _convex_steps(
-            run,
-            context,
-            "incremental",
-            skip_databricks=args.skip_databricks,
-            endpoint=moto.url,
-            suffix=suffix,
-        )
+        convex_steps("incremental", suffix=suffix)
         expected = change.updates + change.deletes
         run.steps[f"sync_delta{suffix}"].details["expected_rows"] = expected
     peak = server.peak_rss_mb()
