@@ -4,7 +4,10 @@ One source of a warehouse at a time (``<warehouse>/<source>/``, see :mod:`.wareh
 For every table of the spec log, bronze rows of the current snapshot walk
 (``_batch >= walk_first_batch`` from the control table) that silver has not seen yet are
 read in windows of whole batches and merged with AUTO CDC SCD1 semantics
-(:mod:`.silver_merge`). Progress (the bronze version and last ``_batch`` applied, the
+(:mod:`.silver_merge`). While a table is loaded from empty (a rebuild, or the rows after a
+truncate), the keys it does not hold yet are appended instead of merged
+(:mod:`.silver_first_build`): a MERGE would read the whole table built so far, every
+window. Progress (the bronze version and last ``_batch`` applied, the
 walk, and the columns silver was built with) is an append-only log,
 ``_convex_cdc/silver_progress``; it is not a transaction on the MERGE because a MERGE
 that changes nothing writes no commit.
@@ -17,7 +20,8 @@ A drop row (the table left the source) is applied the same way: silver is left e
 A table is rebuilt (truncated, then reloaded from bronze) when the snapshot walk changed
 (``--resnapshot`` is a truncate-and-reload), when a column's type widened to ``json``
 (the Lakeflow pipeline then needs a full refresh too), or when silver is missing. New
-fields only add columns.
+fields only add columns. A rebuild that stops half-way records no progress, so the next
+run rebuilds again from an emptied table, and what the first one appended is gone.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from convex_cdc.platform.databricks.append_log import AppendOnlyLog
 from convex_cdc.platform.databricks.control_table import read_control_state
 from convex_cdc.platform.databricks.delta_errors import delta_errors
 from convex_cdc.platform.databricks.delta_read import open_table, query, read_table
+from convex_cdc.platform.databricks.silver_first_build import LoadedKeys, load_window
 from convex_cdc.platform.databricks.silver_merge import (
     TOMBSTONE_SCHEMA,
     WINDOW_COLUMNS,
@@ -59,6 +64,10 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_ROWS: Final = 200_000
 """Bronze rows merged per MERGE (whole batches; a single larger batch is one window)."""
 
+LOAD_WINDOW_ROWS: Final = 100_000
+"""Bronze rows per window while a table is loaded from empty (at most ``window_rows``);
+each window's new keys become one silver file of about this many rows."""
+
 PROGRESS_SCHEMA: Final = pa.schema(
     [
         pa.field("component", pa.string(), nullable=False),
@@ -72,6 +81,9 @@ PROGRESS_SCHEMA: Final = pa.schema(
         pa.field("applied_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
 )
+
+_FORGOTTEN: Final = -1
+"""``walk_first_batch`` of a progress row that says "no progress" (walks start at 0)."""
 
 _DELTA_TYPES: Final = {
     ColumnType.STRING: "string",
@@ -127,6 +139,10 @@ class SilverReport:
 class _SpecWidened(Exception):
     """Bronze held a value the spec did not cover; the spec was widened, start over."""
 
+    def __init__(self, *, rebuilding: bool) -> None:
+        super().__init__("the table spec was widened")
+        self.rebuilding = rebuilding
+
 
 def apply_silver(
     warehouse: Warehouse,
@@ -135,6 +151,9 @@ def apply_silver(
     on_table: Callable[[TableApply], None] | None = None,
 ) -> SilverReport:
     """Bring every silver table of ``warehouse``'s source up to date with its bronze.
+
+    ``window_rows`` bounds the bronze rows applied at a time (whole batches; a table
+    loaded from empty uses at most :data:`LOAD_WINDOW_ROWS`).
 
     Raises:
         StateError: the control table, the spec log or the progress log is damaged.
@@ -154,20 +173,22 @@ def apply_silver(
         recorded = progress.latest()
         try:
             for key, stored in specs.load().items():
-                spec = stored
+                spec, previous = stored, recorded.get(key)
                 for _ in range(3):
                     try:
                         result = _apply_table(
                             warehouse,
                             spec,
-                            recorded.get(key),
+                            previous,
                             first=first,
                             window_rows=window_rows,
                             progress=progress,
                         )
                         break
-                    except _SpecWidened:
+                    except _SpecWidened as exc:
                         spec = specs.load()[key]
+                        if exc.rebuilding:  # silver is half loaded: load it all again
+                            previous = None
                 else:  # pragma: no cover - the spec only widens, so this cannot loop forever
                     raise RuntimeError(f"the spec of {key.qualified} kept changing")
                 report.tables.append(result)
@@ -225,6 +246,10 @@ def _apply_table(
     ):
         if retyped:
             log.warning("silver %s: %s widened to json; rebuilding", key, ", ".join(retyped))
+        if previous is not None and (silver is None or tombstones is None):
+            # Once the tables exist, nothing else would tell the next run that this
+            # rebuild did not finish: it would resume from the recorded batch.
+            progress.forget(spec)
         silver = _truncate(silver, warehouse.silver(key), spec.silver_schema(), warehouse)
         tombstones = _truncate(tombstones, warehouse.tombstones(key), TOMBSTONE_SCHEMA, warehouse)
         result.rebuilt = True
@@ -234,27 +259,41 @@ def _apply_table(
         after = max(previous.last_batch, first - 1)
     last = after
     if bronze is not None:
-        for low, high in _windows(bronze, after, window_rows):
+        # Loading from empty appends a window's new keys as one file: smaller windows
+        # bound the memory of a build without making the files small.
+        size = min(window_rows, LOAD_WINDOW_ROWS) if result.rebuilt else window_rows
+        windows = _windows(bronze, after, size)
+        unread = sum(n for _, _, n in windows)
+        loaded = LoadedKeys(unread) if result.rebuilt else None
+        for low, high, expected in windows:
             rows = read_table(
                 bronze,
                 columns=list(WINDOW_COLUMNS),
                 where=f'"_batch" > {low} AND "_batch" <= {high}',
             )
+            rows_read = rows.num_rows
             window = after_last_truncate(rows)
+            del rows
             if window.truncated_at is not None:
                 silver = _truncate(silver, warehouse.silver(key), spec.silver_schema(), warehouse)
                 tombstones = _truncate(
                     tombstones, warehouse.tombstones(key), TOMBSTONE_SCHEMA, warehouse
                 )
                 result.truncates += 1
-            changes = window.changes
+                # Both tables are empty again: what this run loaded before is gone.
+                loaded = LoadedKeys(unread)
+            unread -= expected
             try:
-                counts = merge_window(silver, tombstones, changes, spec)
+                if loaded is None:
+                    counts = merge_window(silver, tombstones, window.changes, spec)
+                else:
+                    counts = load_window(silver, tombstones, window.changes, spec, loaded)
             except SpecNotCovered as exc:
                 # Bronze written before the spec knew these types (or by another tool).
                 TableSpecStore(warehouse).widen({key: exc.observed})
-                raise _SpecWidened from exc
-            result.rows_read += rows.num_rows
+                raise _SpecWidened(rebuilding=result.rebuilt) from exc
+            del window
+            result.rows_read += rows_read
             result.upserts += counts.upserts
             result.deletes += counts.deletes
             result.stale += counts.stale
@@ -263,24 +302,25 @@ def _apply_table(
     return result
 
 
-def _windows(bronze: DeltaTable, after: int, window_rows: int) -> list[tuple[int, int]]:
-    """``(low, high]`` ranges of whole batches above ``after``, about ``window_rows`` each."""
+def _windows(bronze: DeltaTable, after: int, window_rows: int) -> list[tuple[int, int, int]]:
+    """``(low, high]`` ranges of whole batches above ``after``, about ``window_rows`` each,
+    with their number of rows."""
     counts = query(
         f'SELECT "_batch", count(*) AS n FROM t WHERE "_batch" > {int(after)} '  # noqa: S608
         'GROUP BY "_batch" ORDER BY "_batch"',
         {"t": bronze},
     )
-    windows: list[tuple[int, int]] = []
+    windows: list[tuple[int, int, int]] = []
     low, rows = after, 0
     batches = counts.column("_batch").to_pylist()
     sizes = counts.column("n").to_pylist()
     for batch, size in zip(batches, sizes, strict=True):
         rows += size
         if rows >= window_rows:
-            windows.append((low, batch))
+            windows.append((low, batch, rows))
             low, rows = batch, 0
     if batches and low != batches[-1]:
-        windows.append((low, batches[-1]))
+        windows.append((low, batches[-1], rows))
     return windows
 
 
@@ -323,6 +363,9 @@ class _ProgressLog:
         rows = self._log.read().sort_by("applied_at")
         for row in rows.to_pylist():  # later rows win
             key = TableKey(row["component"], row["table"])
+            if row["walk_first_batch"] == _FORGOTTEN:
+                result.pop(key, None)
+                continue
             result[key] = Progress(
                 bronze_version=row["bronze_version"],
                 last_batch=row["last_batch"],
@@ -354,6 +397,22 @@ class _ProgressLog:
                 "applied_at": datetime.now(UTC),
             }
         )
+
+    def forget(self, spec: TableSpec) -> None:
+        """Record at once that ``spec``'s table has no progress (it is being rebuilt)."""
+        key = spec.key
+        row = {
+            "component": key.component,
+            "table": key.table,
+            "bronze_version": _FORGOTTEN,
+            "last_batch": _FORGOTTEN,
+            "walk_first_batch": _FORGOTTEN,
+            "columns": columns_json(spec),
+            "rebuilt": True,
+            "rows_read": 0,
+            "applied_at": datetime.now(UTC),
+        }
+        self._log.append(pa.Table.from_pylist([row], schema=PROGRESS_SCHEMA))
 
     def flush(self) -> None:
         if self._staged:

@@ -45,7 +45,7 @@ from convex_cdc.core.current_state import (
 from convex_cdc.core.document_columns import paused_gc
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.events import TABLE_OPS
-from convex_cdc.core.type_mapping import ColumnType
+from convex_cdc.core.type_mapping import ColumnType, widen
 from convex_cdc.platform.databricks.delta_read import read_table, sql_ident
 from convex_cdc.platform.databricks.table_spec import TableSpec
 
@@ -58,6 +58,9 @@ CHANGE_COLUMNS: Final = ("_id", "_ts", "_deleted", "document")
 
 WINDOW_COLUMNS: Final = (*CHANGE_COLUMNS, "_batch", "_op")
 """The bronze columns a window is read with (to find its truncates)."""
+
+PARSE_SLICE_ROWS: Final = 25_000
+"""Documents parsed into Python objects at a time (see :func:`silver_rows`)."""
 
 _EMPTYING_OPS: Final = pa.array(TABLE_OPS, pa.string())
 
@@ -80,6 +83,9 @@ def after_last_truncate(rows: pa.Table) -> WindowChanges:
     rows never become silver rows.
     """
     truncate = pc.is_in(rows.column("_op"), _EMPTYING_OPS)
+    if not pc.any(truncate).as_py():
+        # The common window: no copy of its documents.
+        return WindowChanges(None, rows.select(list(CHANGE_COLUMNS)))
     truncated_at = pc.max(pc.filter(rows.column("_batch"), truncate)).as_py()
     keep = pc.invert(truncate)
     if truncated_at is not None:
@@ -115,25 +121,38 @@ def silver_rows(changes: pa.Table, spec: TableSpec) -> pa.Table:
 
     The rows come from the same builder as staging's
     (:func:`convex_cdc.core.current_state.typed_rows`), typed against the spec's columns.
+    Documents are parsed :data:`PARSE_SLICE_ROWS` at a time: parsed, a document takes
+    several times its text, so a whole window parsed at once would set the peak memory.
 
     Raises:
-        SpecNotCovered: a document has a field or type the spec lacks (widen it first).
+        SpecNotCovered: a document has a field or type the spec lacks (widen it first);
+            the exception carries the types observed over all of ``changes``.
         TargetError: bronze holds a document that is not a JSON object, or a value that
             does not fit its column.
     """
-    with paused_gc():  # the parsed documents are alive until the columns are built
-        try:
-            fields = parse_fields(changes)
-            observed = observed_column_types(fields)
-            if spec.widened(observed).columns != spec.columns:
-                raise SpecNotCovered(observed)
-            rows = typed_rows(changes, fields, spec.column_specs())
-        except (DocumentError, TypeError) as exc:
-            raise TargetError(
-                f"bronze table of {spec.key} holds a document silver cannot type: {exc}",
-                hint="bronze is written only by convex-cdc; report this with the document id",
-            ) from exc
-        del fields  # freed while the collector is paused, so it never scans the documents
+    columns = spec.column_specs()
+    typed: list[pa.Table] = []
+    observed: dict[str, ColumnType] = {}
+    covered = True
+    for start in range(0, max(changes.num_rows, 1), PARSE_SLICE_ROWS):
+        part = changes.slice(start, PARSE_SLICE_ROWS)
+        with paused_gc():  # the parsed documents are alive until the columns are built
+            try:
+                fields = parse_fields(part)
+                for name, kind in observed_column_types(fields).items():
+                    observed[name] = widen(observed[name], kind) if name in observed else kind
+                covered = covered and spec.widened(observed).columns == spec.columns
+                if covered:
+                    typed.append(typed_rows(part, fields, columns))
+            except (DocumentError, TypeError) as exc:
+                raise TargetError(
+                    f"bronze table of {spec.key} holds a document silver cannot type: {exc}",
+                    hint="bronze is written only by convex-cdc; report this with the document id",
+                ) from exc
+            del fields  # freed while the collector is paused, so it never scans the documents
+    if not covered:
+        raise SpecNotCovered(observed)
+    rows = pa.concat_tables(typed) if len(typed) > 1 else typed[0]
     if spec.keep_document:
         rows = rows.append_column("document", changes.column("document"))
     rows = rows.append_column("_deleted", changes.column("_deleted"))
