@@ -46,7 +46,7 @@ from types import FrameType
 
 from airbyte_peer import PeerUnavailable, peer_step
 from change_workload import ChangeSummary, Workload
-from scorecard import BenchRun, bench_json, render
+from scorecard import BenchRun, RssBaseline, bench_json, render
 from servers import DevserverProcess, MotoProcess
 from steps import BENCH_DIR, StepContext, StepResult, cli_step, walk_step
 
@@ -90,6 +90,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=3,
         help="publishes of each kind (with/without Delta) per phase; the median is shown "
         "(default 3)",
+    )
+    parser.add_argument(
+        "--rss-baseline",
+        type=Path,
+        help="the --json-out file of a run with fewer documents: the targets then include "
+        "each step's peak RSS growth over it (issue 13: 10M within 1.2x of 1M)",
     )
     parser.add_argument("--change-fraction", type=float, default=0.01, help="default 0.01")
     parser.add_argument("--keep-dir", type=Path, help="keep every artefact and log here")
@@ -345,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.keep_dir or Path(tempfile.mkdtemp(prefix="convex-cdc-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     run = BenchRun(docs=args.docs, peer="skipped (--skip-peer)" if args.skip_peer else "not run")
+    if args.rss_baseline is not None:
+        run.rss_baseline = RssBaseline.load(args.rss_baseline)
     run.notes += [
         "rows/s and MB/s use each process's wall time (interpreter start included); "
         "'inner s' is the time the tool measured around its own work",

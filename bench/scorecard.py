@@ -56,6 +56,25 @@ class Check:
         }
 
 
+@dataclass(frozen=True)
+class RssBaseline:
+    """The steps' peak RSS of an earlier run with fewer documents, read from its BENCH json."""
+
+    docs: int
+    peak_rss_mb: dict[str, float]
+
+    @classmethod
+    def load(cls, path: Path) -> RssBaseline:
+        """Read a ``--json-out`` file (or a saved ``BENCH {json}`` line) of another run."""
+        text = path.read_text().strip().removeprefix("BENCH ")
+        document = json.loads(text)
+        steps = document["steps"]
+        return cls(
+            docs=int(document["docs"]),
+            peak_rss_mb={name: float(step["peak_rss_mb"]) for name, step in steps.items()},
+        )
+
+
 @dataclass
 class BenchRun:
     """Everything one run measured."""
@@ -67,6 +86,8 @@ class BenchRun:
     peer: str = "skipped (--skip-peer)"
     rss_check_docs: int | None = None
     peer_docs: int | None = None
+    rss_baseline: RssBaseline | None = None
+    """Peak RSS of the steps of an earlier, smaller run (``--rss-baseline``)."""
     error: str | None = None
     """Why the run stopped early (the figures up to then are still reported)."""
 
@@ -168,6 +189,7 @@ def checks(run: BenchRun) -> list[Check]:
             "bronze rows read over the process's wall time",
         ),
         _peak_rss_check(steps),
+        _rss_growth_check(run),
         _publish_check(steps),
         _publish_check(steps, "_recent"),
         *(_delta_overhead_check(steps, phase) for phase in ("full", "incremental")),
@@ -194,6 +216,33 @@ def _peak_rss_check(steps: dict[str, StepResult]) -> Check:
         None if worst is None else measured[worst],
         "<= 1024",
         "ru_maxrss of each convex-cdc step process (os.wait4); the highest one",
+    )
+
+
+_SIZED_STEPS = ("sync_", "materialize_", "publish_", "extract_", "apply_silver_")
+"""Steps whose work grows with ``--docs`` (the fixed-size checks and walks excluded)."""
+
+
+def _rss_growth_check(run: BenchRun) -> Check:
+    """The worst step's peak RSS over the same step's in the smaller baseline run."""
+    baseline = run.rss_baseline
+    ratios = {}
+    if baseline is not None and baseline.docs < run.docs:
+        ratios = {
+            name: step.peak_rss_mb / baseline.peak_rss_mb[name]
+            for name, step in run.steps.items()
+            if name.startswith(_SIZED_STEPS)
+            and not name.endswith(("_rss_check", "_peer_check", "warmup"))
+            and baseline.peak_rss_mb.get(name)
+        }
+    worst = max(ratios, key=lambda name: ratios[name]) if ratios else None
+    sizes = "no --rss-baseline" if baseline is None else f"{run.docs:,} / {baseline.docs:,} docs"
+    return _bound(
+        "rss_growth_vs_baseline",
+        f"peak RSS growth, {sizes} ({worst})",
+        None if worst is None else ratios[worst],
+        "<= 1.20",
+        "each step's peak RSS over the same step's in the --rss-baseline run; the highest ratio",
     )
 
 
@@ -343,6 +392,7 @@ def bench_json(run: BenchRun) -> dict[str, Any]:
         "error": run.error,
         "rss_check_docs": run.rss_check_docs,
         "peer_docs": run.peer_docs,
+        "rss_baseline_docs": None if run.rss_baseline is None else run.rss_baseline.docs,
         "steps": {name: step.to_json() for name, step in run.steps.items()},
         "checks": {check.key: check.to_json() for check in checks(run)},
         "peer": run.peer,

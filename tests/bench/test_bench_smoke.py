@@ -52,6 +52,7 @@ CHECKS = (
     "publish_full_delta_overhead",
     "publish_incremental_delta_overhead",
     "devserver_vs_sync",
+    "rss_growth_vs_baseline",
 )
 
 
@@ -112,10 +113,11 @@ def test_bench_runs_every_step_and_prints_a_complete_bench_line(tmp_path: Path) 
     assert steps["sync_snapshot_rss_check"]["rows"] == DOCS // 4
 
     assert set(bench["checks"]) == set(CHECKS)
-    peer_checks = {"sync_vs_peer", "sync_cpu_vs_peer"}
-    for key in peer_checks:
-        assert bench["checks"][key]["pass"] is None, key  # the peer was skipped
-    for key in set(CHECKS) - peer_checks:
+    # The peer was skipped, and no --rss-baseline was given.
+    unjudged = {"sync_vs_peer", "sync_cpu_vs_peer", "rss_growth_vs_baseline"}
+    for key in unjudged:
+        assert bench["checks"][key]["pass"] is None, key
+    for key in set(CHECKS) - unjudged:
         assert isinstance(bench["checks"][key]["value"], float), key
         assert bench["checks"][key]["pass"] in (True, False), key
     assert bench["machine"]["cpu_count"] >= 1
