@@ -28,6 +28,7 @@ table is empty, and rows after it (the table was created again) fill it anew.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Final
 
@@ -46,7 +47,7 @@ from convex_cdc.core.document_columns import paused_gc
 from convex_cdc.core.errors import TargetError
 from convex_cdc.core.events import TABLE_OPS
 from convex_cdc.core.type_mapping import ColumnType, widen
-from convex_cdc.platform.databricks.delta_read import read_table, sql_ident
+from convex_cdc.platform.databricks.delta_read import read_table, sql_ident, sql_string
 from convex_cdc.platform.databricks.table_spec import TableSpec
 
 TOMBSTONE_SCHEMA: Final = pa.schema(
@@ -58,6 +59,9 @@ CHANGE_COLUMNS: Final = ("_id", "_ts", "_deleted", "document")
 
 WINDOW_COLUMNS: Final = (*CHANGE_COLUMNS, "_batch", "_op")
 """The bronze columns a window is read with (to find its truncates)."""
+
+MERGE_GROUP_BYTES: Final = 32 << 20
+"""Silver file bytes (on disk) one MERGE reads and rewrites, where the files allow."""
 
 PARSE_SLICE_ROWS: Final = 25_000
 """Documents parsed into Python objects at a time (see :func:`silver_rows`)."""
@@ -198,18 +202,62 @@ def merge_window(
 
 
 def _merge_silver(silver: DeltaTable, rows: pa.Table) -> None:
+    """MERGE ``rows`` into silver, one range of ``_id`` (a few files) at a time.
+
+    delta-rs reads and rewrites every file a MERGE may match, and its memory grows with
+    what it rewrites at once: one MERGE of scattered keys into a 2.5M-row table peaked at
+    ~0.9 GB. Silver's files hold ranges of ``_id`` (a first build appends the snapshot
+    walk, which goes by ``_id``, and a ranged MERGE writes its range back), so the rows
+    are merged range by range with the range in the predicate; delta-rs then skips the
+    files outside it by their ``_id`` statistics. The predicate stays exact whatever the
+    files hold: files that overlap (or have no statistics) only cost more reading.
+    """
     names = [name for name in rows.column_names if name != "_deleted"]
     values = {sql_ident(name): f"s.{sql_ident(name)}" for name in names}
-    (
-        silver.merge(rows, predicate='t."_id" = s."_id"', source_alias="s", target_alias="t")
-        .when_matched_delete(predicate='s."_deleted" AND s."_ts" > t."_ts"')
-        .when_matched_update(
-            updates={k: v for k, v in values.items() if k != sql_ident("_id")},
-            predicate='NOT s."_deleted" AND s."_ts" > t."_ts"',
+    ids = rows.column("_id")
+    for low, high in _id_ranges(silver, MERGE_GROUP_BYTES):
+        keep = None
+        predicate = ['t."_id" = s."_id"']
+        if low is not None:
+            keep = pc.greater_equal(ids, low)
+            predicate.append(f't."_id" >= {sql_string(low)}')
+        if high is not None:
+            below = pc.less(ids, high)
+            keep = below if keep is None else pc.and_(keep, below)
+            predicate.append(f't."_id" < {sql_string(high)}')
+        part = rows if keep is None else rows.filter(keep)
+        if not part.num_rows:
+            continue
+        (
+            silver.merge(
+                part, predicate=" AND ".join(predicate), source_alias="s", target_alias="t"
+            )
+            .when_matched_delete(predicate='s."_deleted" AND s."_ts" > t."_ts"')
+            .when_matched_update(
+                updates={k: v for k, v in values.items() if k != sql_ident("_id")},
+                predicate='NOT s."_deleted" AND s."_ts" > t."_ts"',
+            )
+            .when_not_matched_insert(updates=values, predicate='NOT s."_deleted"')
+            .execute()
         )
-        .when_not_matched_insert(updates=values, predicate='NOT s."_deleted"')
-        .execute()
-    )
+
+
+def _id_ranges(silver: DeltaTable, group_bytes: int) -> list[tuple[str | None, str | None]]:
+    """``[low, high)`` ranges of ``_id`` covering every key, each starting at a file's
+    smallest ``_id`` and holding files of about ``group_bytes`` (``None``: unbounded)."""
+    actions = pa.RecordBatchReader.from_stream(silver.get_add_actions(flatten=True)).read_all()
+    if "min._id" not in actions.column_names or actions.column("min._id").null_count:
+        return [(None, None)]  # no statistics to go by: one MERGE over everything
+    files = actions.select(["min._id", "size_bytes"]).sort_by("min._id")
+    starts: list[str] = []
+    held = 0
+    for low, size in zip(files.column(0).to_pylist(), files.column(1).to_pylist(), strict=True):
+        if held and held + size > group_bytes and low != (starts[-1] if starts else None):
+            starts.append(low)
+            held = 0
+        held += size
+    bounds: list[str | None] = [None, *starts, None]
+    return list(itertools.pairwise(bounds))
 
 
 def _merge_tombstones(tombstones: DeltaTable, rows: pa.Table) -> None:
